@@ -1,0 +1,1 @@
+"""Thin gRPC adapters over the activekd library, installed as ``activekd_services``."""

@@ -1,0 +1,1 @@
+"""SelectionService: SelectBatch (PCoreSet and baselines) over inline or registered pools."""

@@ -1,0 +1,38 @@
+"""``python -m activekd_services.selection``: serve SelectionService."""
+
+from __future__ import annotations
+
+import sys
+
+import faiss
+
+from activekd.server.bootstrap import Service, run
+from activekd.server.config import ServerConfig
+from activekd.state.redis_conn import connect
+from activekd.state.selections import SelectionLog
+from activekd.store import PoolStore
+from activekd.v1 import selection_pb2, selection_pb2_grpc
+from activekd_services.selection.servicer import SelectionServicer
+
+
+async def build(config: ServerConfig) -> Service:
+    client = connect(config.redis_url)
+    client.ping()
+    if config.threads > 0:
+        faiss.omp_set_num_threads(config.threads)
+    servicer = SelectionServicer(PoolStore(config.store_uri, client), SelectionLog(client), config)
+
+    async def close() -> None:
+        client.close()
+
+    return Service(
+        full_names=[selection_pb2.DESCRIPTOR.services_by_name["SelectionService"].full_name],
+        register=lambda server: selection_pb2_grpc.add_SelectionServiceServicer_to_server(
+            servicer, server
+        ),
+        close=close,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run("selection", build))

@@ -1,0 +1,253 @@
+"""Typed Python client for every activekd RPC: numpy in/out, deadlines, retries on UNAVAILABLE.
+
+Retries use gRPC's own retry policy (service config) and apply only to idempotent methods:
+reads, and calls made idempotent by a request id (``select_batch`` always sends one).
+
+    from activekd.client import SelectionClient
+    sel = SelectionClient("localhost:50051")
+    sel.upload_pool("pool", item_ids=ids, arrays={"probs": P, "features": F})
+    res = sel.select_batch("pcoreset", 10, pool_id="pool", labeled=["id3", "id7"])
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from activekd.server.tensors import from_proto, to_proto
+from activekd.v1 import (
+    common_pb2,
+    experiment_pb2,
+    experiment_pb2_grpc,
+    selection_pb2,
+    selection_pb2_grpc,
+    teacher_pb2,
+    teacher_pb2_grpc,
+    trainer_pb2,
+    trainer_pb2_grpc,
+)
+
+DEFAULT_TIMEOUT = 60.0
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHUNK_BYTES = 4 * 1024 * 1024
+
+IDEMPOTENT: dict[str, list[str]] = {
+    "activekd.v1.SelectionService": [
+        "SelectBatch", "DescribePool", "ListPools", "ListStrategies", "GetSelections", "DeletePool",
+    ],
+    "activekd.v1.TeacherService": ["DescribeTeacher", "Predict", "SetClasses"],
+    "activekd.v1.TrainerService": ["PredictPool", "Evaluate", "ListCheckpoints"],
+    "activekd.v1.ExperimentService": ["GetExperiment", "ListExperiments", "DeleteExperiment"],
+    "grpc.health.v1.Health": ["Check"],
+}
+
+
+def _service_config(retries: int) -> str:
+    methods = [{"service": s, "method": m} for s, ms in IDEMPOTENT.items() for m in ms]
+    return json.dumps({
+        "methodConfig": [{
+            "name": methods,
+            "retryPolicy": {
+                "maxAttempts": max(2, min(retries + 1, 5)),
+                "initialBackoff": "0.2s",
+                "maxBackoff": "5s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }]
+    })
+
+
+def make_channel(target: str, retries: int = 3) -> grpc.Channel:
+    """An insecure channel with large message limits, keepalive and the retry policy above."""
+    return grpc.insecure_channel(
+        target,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", _service_config(retries)),
+            ("grpc.keepalive_time_ms", 30_000),
+        ],
+    )
+
+
+def to_struct(values: dict[str, Any] | None) -> struct_pb2.Struct:
+    """A dict as a google.protobuf.Struct."""
+    out = struct_pb2.Struct()
+    if values:
+        out.update(values)
+    return out
+
+
+class _Client:
+    def __init__(self, target: str, *, timeout: float = DEFAULT_TIMEOUT, retries: int = 3) -> None:
+        self.target, self.timeout = target, timeout
+        self.channel = make_channel(target, retries)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+
+    def wait_ready(self, timeout: float = 30.0, service: str = "") -> None:
+        """Block until the server's health says SERVING (raises grpc.RpcError / TimeoutError)."""
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        resp = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        if resp.status != health_pb2.HealthCheckResponse.SERVING:
+            raise TimeoutError(f"{self.target} is {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> _Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _t(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+
+@dataclass
+class Selection:
+    """Result of SelectBatch."""
+
+    item_ids: list[str]
+    rows: np.ndarray
+    scores: np.ndarray
+    strategy: str
+    request_id: str
+    replayed: bool
+    compute_seconds: float
+    total_seconds: float
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class SelectionClient(_Client):
+    """SelectionService: pools and SelectBatch."""
+
+    def __init__(self, target: str, **kwargs: Any) -> None:
+        super().__init__(target, **kwargs)
+        self.stub = selection_pb2_grpc.SelectionServiceStub(self.channel)
+
+    def select_batch(
+        self,
+        strategy: str,
+        budget: int,
+        *,
+        pool_id: str | None = None,
+        probs: np.ndarray | None = None,
+        features: np.ndarray | None = None,
+        item_ids: Sequence[str] | None = None,
+        labeled: Sequence[str] = (),
+        labels: Sequence[int] | None = None,
+        seed: int = 0,
+        request_id: str | None = None,
+        experiment_id: str = "",
+        round: int = 0,
+        prune: bool = True,
+        device: str = "",
+        probs_array: str = "",
+        features_array: str = "",
+        timeout: float | None = None,
+    ) -> Selection:
+        """Pick ``budget`` items; pass ``pool_id`` (registered pool) or ``probs``/``features`` inline."""
+        req = selection_pb2.SelectBatchRequest(
+            strategy=strategy, budget=budget, seed=seed, request_id=request_id or uuid.uuid4().hex,
+            labeled_item_ids=list(labeled), experiment_id=experiment_id, round=round,
+            labels=list(labels or []),
+            options=selection_pb2.SelectionOptions(disable_pruning=not prune, device=device),
+        )
+        if pool_id is not None:
+            req.pool_ref.CopyFrom(selection_pb2.PoolReference(
+                pool_id=pool_id, probs_array=probs_array, features_array=features_array))
+        else:
+            inline = req.inline_pool
+            if probs is not None:
+                inline.probs.CopyFrom(to_proto(probs))
+            if features is not None:
+                inline.features.CopyFrom(to_proto(features))
+            inline.item_ids.extend(list(item_ids or []))
+        resp = self.stub.SelectBatch(req, timeout=self._t(timeout))
+        return Selection(
+            item_ids=list(resp.item_ids), rows=np.asarray(resp.rows, dtype=np.int64),
+            scores=np.asarray(resp.scores), strategy=resp.strategy, request_id=resp.request_id,
+            replayed=resp.replayed, compute_seconds=resp.timing.compute_seconds,
+            total_seconds=resp.timing.total_seconds, stats=dict(resp.stats),
+        )
+
+    def upload_pool(
+        self,
+        pool_id: str,
+        *,
+        arrays: dict[str, np.ndarray],
+        item_ids: Sequence[str] | None = None,
+        overwrite: bool = False,
+        metadata: dict[str, str] | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+        timeout: float | None = None,
+    ) -> common_pb2.PoolInfo:
+        """Client-streaming upload in chunks of about ``chunk_bytes``."""
+        n = len(next(iter(arrays.values()))) if arrays else len(item_ids or [])
+        row_bytes = sum(a[:1].nbytes for a in arrays.values()) + 32
+        rows_per_chunk = max(1, chunk_bytes // max(row_bytes, 1))
+
+        def messages() -> Iterator[selection_pb2.UploadPoolRequest]:
+            yield selection_pb2.UploadPoolRequest(header=selection_pb2.UploadPoolHeader(
+                pool_id=pool_id, num_items=n, overwrite=overwrite, metadata=metadata or {}))
+            for start in range(0, n, rows_per_chunk):
+                end = min(n, start + rows_per_chunk)
+                chunk = selection_pb2.UploadPoolChunk(offset=start)
+                if item_ids is not None:
+                    chunk.item_ids.extend(str(i) for i in item_ids[start:end])
+                for name, arr in arrays.items():
+                    chunk.arrays[name].CopyFrom(to_proto(np.asarray(arr[start:end])))
+                yield selection_pb2.UploadPoolRequest(chunk=chunk)
+
+        return self.stub.UploadPool(messages(), timeout=self._t(timeout)).pool
+
+    def describe_pool(self, pool_id: str, timeout: float | None = None) -> common_pb2.PoolInfo:
+        return self.stub.DescribePool(
+            selection_pb2.DescribePoolRequest(pool_id=pool_id), timeout=self._t(timeout)).pool
+
+    def list_pools(self, page_size: int = 100) -> Iterator[common_pb2.PoolInfo]:
+        """Every pool, fetching pages as needed."""
+        token = ""
+        while True:
+            resp = self.stub.ListPools(
+                selection_pb2.ListPoolsRequest(page_size=page_size, page_token=token), timeout=self.timeout)
+            yield from resp.pools
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def delete_pool(self, pool_id: str) -> bool:
+        return self.stub.DeletePool(selection_pb2.DeletePoolRequest(pool_id=pool_id), timeout=self.timeout).deleted
+
+    def list_strategies(self) -> list[selection_pb2.StrategyInfo]:
+        return list(self.stub.ListStrategies(selection_pb2.ListStrategiesRequest(), timeout=self.timeout).strategies)
+
+    def get_selections(self, experiment_id: str) -> list[selection_pb2.SelectionRecord]:
+        return list(self.stub.GetSelections(
+            selection_pb2.GetSelectionsRequest(experiment_id=experiment_id), timeout=self.timeout).records)
+
+
+__all__ = [
+    "SelectionClient",
+    "Selection",
+    "from_proto",
+    "make_channel",
+    "to_struct",
+    "experiment_pb2",
+    "experiment_pb2_grpc",
+    "teacher_pb2",
+    "teacher_pb2_grpc",
+    "trainer_pb2",
+    "trainer_pb2_grpc",
+]

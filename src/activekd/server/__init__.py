@@ -1,0 +1,1 @@
+"""Shared gRPC server bootstrap for every activekd service (the only place besides client.py importing grpc)."""

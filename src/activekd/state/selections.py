@@ -1,0 +1,132 @@
+"""Selections recorded per experiment and round, atomically, in Redis.
+
+Keys share the hash tag ``{<experiment>}`` so a Redis Cluster keeps one experiment on one slot:
+- ``akd:exp:{e}:selected``       set of every item id selected in the experiment
+- ``akd:exp:{e}:selections``     list of JSON records (round, request_id, strategy, ids, scores)
+- ``akd:exp:{e}:req:<request>``  the stored answer of a request id (idempotency)
+- ``akd:exp:{e}:round:<r>:labeled``  the labeled ids a round's selection was made with
+Requests without an experiment keep only the idempotency key ``akd:req:{<request>}`` (with a TTL).
+
+``record`` is one Lua script: it refuses to store a selection that overlaps earlier selections of
+the experiment, and returns the stored answer when the request id is already known.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import redis
+
+from activekd.errors import InvalidArgument
+
+REQUEST_TTL_SECONDS = 7 * 24 * 3600
+
+_RECORD = """
+-- KEYS: 1 req key, 2 selected set, 3 records list, 4 round labeled set
+-- ARGV: 1 record json, 2 ttl (0 = none), 3 n_labeled, then labeled ids, then picked ids
+local existing = redis.call('GET', KEYS[1])
+if existing then return {'replay', existing} end
+local n_labeled = tonumber(ARGV[3])
+local first_pick = 4 + n_labeled
+if KEYS[2] ~= '' then
+  for i = first_pick, #ARGV do
+    if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1 then return {'conflict', ARGV[i]} end
+  end
+  for i = first_pick, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+  redis.call('RPUSH', KEYS[3], ARGV[1])
+  for i = 4, first_pick - 1 do redis.call('SADD', KEYS[4], ARGV[i]) end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return {'ok', ARGV[1]}
+"""
+
+
+@dataclass
+class SelectionRecord:
+    """One stored selection."""
+
+    request_id: str
+    strategy: str
+    item_ids: list[str]
+    scores: list[float]
+    rows: list[int]
+    round: int = 0
+    experiment_id: str = ""
+    created_unix: float = field(default_factory=time.time)
+    stats: dict[str, float] = field(default_factory=dict)
+    params_hash: str = ""
+
+
+class Conflict(Exception):
+    """The selection overlaps one recorded concurrently; recompute with the new exclusions."""
+
+
+class SelectionLog:
+    """Reads and writes selection records."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "akd") -> None:
+        self.redis = client
+        self.prefix = prefix
+        self._record = client.register_script(_RECORD)
+
+    def _exp(self, experiment_id: str) -> str:
+        return f"{self.prefix}:exp:{{{experiment_id}}}"
+
+    def _req_key(self, experiment_id: str, request_id: str) -> str:
+        if experiment_id:
+            return f"{self._exp(experiment_id)}:req:{request_id}"
+        return f"{self.prefix}:req:{{{request_id}}}"
+
+    def lookup(self, experiment_id: str, request_id: str) -> SelectionRecord | None:
+        """The stored answer for a request id, if any."""
+        if not request_id:
+            return None
+        raw = self.redis.get(self._req_key(experiment_id, request_id))
+        return SelectionRecord(**json.loads(raw)) if raw else None
+
+    def selected_ids(self, experiment_id: str) -> set[str]:
+        """Every item id selected so far in the experiment."""
+        if not experiment_id:
+            return set()
+        return {m.decode() for m in self.redis.smembers(f"{self._exp(experiment_id)}:selected")}
+
+    def records(self, experiment_id: str) -> list[SelectionRecord]:
+        """All selections of an experiment, oldest first."""
+        raw = self.redis.lrange(f"{self._exp(experiment_id)}:selections", 0, -1)
+        return [SelectionRecord(**json.loads(r)) for r in raw]
+
+    def record(self, rec: SelectionRecord, labeled_ids: list[str]) -> tuple[SelectionRecord, bool]:
+        """Store ``rec`` atomically. Returns (stored record, replayed).
+
+        Raises Conflict when another selection of the experiment took one of the ids meanwhile.
+        """
+        if len(set(rec.item_ids)) != len(rec.item_ids):
+            raise InvalidArgument("a selection cannot contain an item twice")
+        if rec.experiment_id:
+            exp = self._exp(rec.experiment_id)
+            keys = [self._req_key(rec.experiment_id, rec.request_id), f"{exp}:selected",
+                    f"{exp}:selections", f"{exp}:round:{rec.round}:labeled"]
+            ttl = 0
+        else:
+            keys = [self._req_key("", rec.request_id), "", "", ""]
+            ttl = REQUEST_TTL_SECONDS
+            if not rec.request_id:
+                return rec, False
+        args = [json.dumps(asdict(rec)), ttl, len(labeled_ids), *labeled_ids, *rec.item_ids]
+        status, payload = self._record(keys=keys, args=args)
+        status = status.decode() if isinstance(status, bytes) else status
+        if status == "conflict":
+            raise Conflict(payload.decode() if isinstance(payload, bytes) else payload)
+        stored = SelectionRecord(**json.loads(payload))
+        return stored, status == "replay"
+
+    def round_labeled(self, experiment_id: str, round_: int) -> set[str]:
+        """The labeled ids a round's selection was made with."""
+        key = f"{self._exp(experiment_id)}:round:{round_}:labeled"
+        return {m.decode() for m in self.redis.smembers(key)}

