@@ -56,8 +56,9 @@ def main() -> int:
     labeled_ids = [ids[i] for i in labeled_rows]
     with tempfile.TemporaryDirectory(prefix="akd-bench-") as tmp:
         redis_proc = RedisProcess(Path(tmp)).start()
-        svc = ServiceProcess("selection", redis_proc.url, f"{tmp}/store",
-                             env={"ACTIVEKD_LOG_LEVEL": "WARNING"}).start()
+        svc = ServiceProcess(
+            "selection", redis_proc.url, f"{tmp}/store", env={"ACTIVEKD_LOG_LEVEL": "WARNING"}
+        ).start()
         try:
             with SelectionClient(svc.target, timeout=3600) as client:
                 client.wait_ready()
@@ -72,11 +73,19 @@ def main() -> int:
                     lib = select_batch("pcoreset", budget, probs=pool, labeled=labeled_rows, seed=0)
                     inproc.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
-                    res = client.select_batch("pcoreset", budget, pool_id="bench/pool",
-                                              labeled=labeled_ids, seed=0, request_id=f"bench-{rep}")
+                    res = client.select_batch(
+                        "pcoreset",
+                        budget,
+                        pool_id="bench/pool",
+                        labeled=labeled_ids,
+                        seed=0,
+                        request_id=f"bench-{rep}",
+                    )
                     remote.append(time.perf_counter() - t0)
                     compute.append(res.compute_seconds)
-                    assert res.rows.tolist() == lib.indices.tolist(), "gRPC and in-process picks differ"
+                    assert res.rows.tolist() == lib.indices.tolist(), (
+                        "gRPC and in-process picks differ"
+                    )
         finally:
             svc.stop()
             redis_proc.stop()
@@ -85,17 +94,36 @@ def main() -> int:
     table = Table(title=f"SelectBatch pcoreset N={n:,} C={c} labeled={labeled_n} budget={budget}")
     for col in ("measure", "value"):
         table.add_column(col)
-    table.add_row("upload (UploadPool, 4 MiB chunks)", f"{upload_s:.2f} s ({probs.nbytes / upload_s / 1e6:.0f} MB/s)")
-    table.add_row("in-process select_batch (median)", f"{med_in:.3f} s  {[round(x, 3) for x in inproc]}")
-    table.add_row("gRPC SelectBatch, client wall (median)", f"{med_rpc:.3f} s  {[round(x, 3) for x in remote]}")
+    table.add_row(
+        "upload (UploadPool, 4 MiB chunks)",
+        f"{upload_s:.2f} s ({probs.nbytes / upload_s / 1e6:.0f} MB/s)",
+    )
+    table.add_row(
+        "in-process select_batch (median)", f"{med_in:.3f} s  {[round(x, 3) for x in inproc]}"
+    )
+    table.add_row(
+        "gRPC SelectBatch, client wall (median)",
+        f"{med_rpc:.3f} s  {[round(x, 3) for x in remote]}",
+    )
     table.add_row("server compute inside the RPC (median)", f"{statistics.median(compute):.3f} s")
     table.add_row("gRPC overhead vs in-process", f"{overhead * 100:+.1f} % (target <= 5 %)")
     console.print(table)
-    out = {"n": n, "c": c, "labeled": labeled_n, "budget": budget, "upload_seconds": upload_s,
-           "inprocess_seconds": inproc, "grpc_seconds": remote, "server_compute_seconds": compute,
-           "overhead": overhead, "quick": args.quick}
+    out = {
+        "n": n,
+        "c": c,
+        "labeled": labeled_n,
+        "budget": budget,
+        "upload_seconds": upload_s,
+        "inprocess_seconds": inproc,
+        "grpc_seconds": remote,
+        "server_compute_seconds": compute,
+        "overhead": overhead,
+        "quick": args.quick,
+    }
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / f"service{'-quick' if args.quick else ''}.json").write_text(json.dumps(out, indent=1))
+    (ROOT / "bench" / "results" / f"service{'-quick' if args.quick else ''}.json").write_text(
+        json.dumps(out, indent=1)
+    )
     return 0
 
 

@@ -32,7 +32,9 @@ def generate(out_root: Path) -> list[Path]:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     pkg = out_root / "activekd" / "v1"
-    (pkg / "__init__.py").write_text('"""Generated from protos/activekd/v1 by scripts/gen_protos.py; do not edit."""\n')
+    (pkg / "__init__.py").write_text(
+        '"""Generated from protos/activekd/v1 by scripts/gen_protos.py; do not edit."""\n'
+    )
     return sorted(p for p in pkg.iterdir() if p.is_file())
 
 
@@ -43,11 +45,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         files = generate(Path(tmp))
         if args.check:
-            stale = [f.name for f in files if not (OUT_PKG / f.name).exists()
-                     or not filecmp.cmp(f, OUT_PKG / f.name, shallow=False)]
+            stale = [
+                f.name
+                for f in files
+                if not (OUT_PKG / f.name).exists()
+                or not filecmp.cmp(f, OUT_PKG / f.name, shallow=False)
+            ]
             extra = sorted({p.name for p in OUT_PKG.glob("*_pb2*.py*")} - {f.name for f in files})
             if stale or extra:
-                print(f"generated code is stale: {stale + extra}; run `make protos`", file=sys.stderr)
+                print(
+                    f"generated code is stale: {stale + extra}; run `make protos`", file=sys.stderr
+                )
                 return 1
             print("generated code is up to date")
             return 0

@@ -1,0 +1,1 @@
+"""ExperimentService: experiments, rounds, labels and round events over the other services."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import faiss
+from activekd_services.selection.servicer import SelectionServicer
 
 from activekd.server.bootstrap import Service, run
 from activekd.server.config import ServerConfig
@@ -12,7 +13,6 @@ from activekd.state.redis_conn import connect
 from activekd.state.selections import SelectionLog
 from activekd.store import PoolStore
 from activekd.v1 import selection_pb2, selection_pb2_grpc
-from activekd_services.selection.servicer import SelectionServicer
 
 
 async def build(config: ServerConfig) -> Service:

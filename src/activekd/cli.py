@@ -20,10 +20,21 @@ def _cmd_select(args: argparse.Namespace) -> int:
     )
     if args.labeled_file:
         labeled = np.loadtxt(args.labeled_file, dtype=np.int64, ndmin=1)
-    res = select_batch(args.strategy, args.budget, probs=probs, features=feats, labeled=labeled,
-                       seed=args.seed, prune=not args.no_prune)
-    out = {"strategy": args.strategy, "indices": res.indices.tolist(),
-           "scores": [float(s) for s in res.scores], "seconds": res.elapsed_seconds}
+    res = select_batch(
+        args.strategy,
+        args.budget,
+        probs=probs,
+        features=feats,
+        labeled=labeled,
+        seed=args.seed,
+        prune=not args.no_prune,
+    )
+    out = {
+        "strategy": args.strategy,
+        "indices": res.indices.tolist(),
+        "scores": [float(s) for s in res.scores],
+        "seconds": res.elapsed_seconds,
+    }
     text = json.dumps(out)
     if args.out:
         Path(args.out).write_text(text)
@@ -47,6 +58,59 @@ def _cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from activekd.client import ExperimentClient
+    from activekd.v1 import experiment_pb2
+
+    table = Table(title=f"experiments at {args.target}")
+    for col in ("experiment", "strategy", "round", "state", "labeled", "last accuracy", "version"):
+        table.add_column(col)
+    with ExperimentClient(args.target, timeout=30) as client:
+        for e in client.list():
+            accs = [r.accuracy for r in e.rounds if r.accuracy]
+            table.add_row(
+                e.experiment_id,
+                e.spec.strategy,
+                str(e.current_round),
+                experiment_pb2.RoundState.Name(e.state).removeprefix("ROUND_STATE_"),
+                str(e.labeled_count),
+                f"{accs[-1] * 100:.1f}%" if accs else "-",
+                str(e.version),
+            )
+    Console().print(table)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Create the experiment a YAML/JSON config describes and drive it to the end."""
+    import yaml
+    from google.protobuf import json_format
+    from rich.console import Console
+
+    from activekd.client import ExperimentClient
+    from activekd.v1 import experiment_pb2
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    spec = json_format.ParseDict(config["experiment"], experiment_pb2.ExperimentSpec())
+    target = args.target or config.get("experiment_target", "localhost:50054")
+    console = Console()
+    with ExperimentClient(target, timeout=3600) as client:
+        exp = client.create(spec, experiment_id=config.get("experiment_id", ""))
+        with console.status(f"running {exp.experiment_id}") as status:
+            while exp.state != experiment_pb2.ROUND_STATE_FINISHED:
+                exp = client.advance(exp.experiment_id).experiment
+                status.update(
+                    f"{exp.experiment_id}: round {exp.current_round} "
+                    f"{experiment_pb2.RoundState.Name(exp.state)}"
+                )
+    for r in exp.rounds:
+        console.print(f"labels={r.labeled_count:5d} accuracy={r.accuracy * 100:5.1f}%")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     p = argparse.ArgumentParser(prog="activekd", description=__doc__)
@@ -66,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("teacher", help="teacher tools: `activekd teacher eval --help`")
     t.add_argument("teacher_cmd", choices=["eval"])
 
+    sub.add_parser("demo", help="end-to-end demo over the real services (`activekd demo --help`)")
+    b = sub.add_parser("bench", help="benchmarks: `activekd bench label-efficiency --help`")
+    b.add_argument("bench_name", choices=["label-efficiency"])
+    st = sub.add_parser("status", help="list experiments and their round state")
+    st.add_argument("--target", default="localhost:50054", help="ExperimentService address")
+    r = sub.add_parser("run", help="create an experiment from a YAML/JSON config and drive it")
+    r.add_argument("config")
+    r.add_argument("--target", help="ExperimentService address (default: the config's)")
+
     sv = sub.add_parser("serve", help="run one service in the foreground")
     sv.add_argument("service", choices=["selection", "teacher", "trainer", "experiment"])
     return p
@@ -80,9 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_teacher(args, rest)
     if args.cmd == "serve":
         return _cmd_serve(args, rest)
+    if args.cmd == "demo":
+        from activekd.experiment.demo import demo_main
+
+        return demo_main(rest)
+    if args.cmd == "bench":
+        from activekd.experiment.label_efficiency_cli import main as bench_main
+
+        return bench_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"select": _cmd_select}[args.cmd](args)
+    return {"select": _cmd_select, "status": _cmd_status, "run": _cmd_run}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import numpy as np
@@ -41,7 +41,12 @@ CHUNK_BYTES = 4 * 1024 * 1024
 
 IDEMPOTENT: dict[str, list[str]] = {
     "activekd.v1.SelectionService": [
-        "SelectBatch", "DescribePool", "ListPools", "ListStrategies", "GetSelections", "DeletePool",
+        "SelectBatch",
+        "DescribePool",
+        "ListPools",
+        "ListStrategies",
+        "GetSelections",
+        "DeletePool",
     ],
     "activekd.v1.TeacherService": ["DescribeTeacher", "Predict", "SetClasses"],
     "activekd.v1.TrainerService": ["PredictPool", "Evaluate", "ListCheckpoints"],
@@ -52,18 +57,22 @@ IDEMPOTENT: dict[str, list[str]] = {
 
 def _service_config(retries: int) -> str:
     methods = [{"service": s, "method": m} for s, ms in IDEMPOTENT.items() for m in ms]
-    return json.dumps({
-        "methodConfig": [{
-            "name": methods,
-            "retryPolicy": {
-                "maxAttempts": max(2, min(retries + 1, 5)),
-                "initialBackoff": "0.2s",
-                "maxBackoff": "5s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }]
-    })
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": methods,
+                    "retryPolicy": {
+                        "maxAttempts": max(2, min(retries + 1, 5)),
+                        "initialBackoff": "0.2s",
+                        "maxBackoff": "5s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
 
 
 def make_channel(target: str, retries: int = 3) -> grpc.Channel:
@@ -99,12 +108,14 @@ class _Client:
         grpc.channel_ready_future(self.channel).result(timeout=timeout)
         resp = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
-            raise TimeoutError(f"{self.target} is {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
+            raise TimeoutError(
+                f"{self.target} is {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}"
+            )
 
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> _Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -159,14 +170,22 @@ class SelectionClient(_Client):
     ) -> Selection:
         """Pick ``budget`` items; pass ``pool_id`` (registered pool) or ``probs``/``features`` inline."""
         req = selection_pb2.SelectBatchRequest(
-            strategy=strategy, budget=budget, seed=seed, request_id=request_id or uuid.uuid4().hex,
-            labeled_item_ids=list(labeled), experiment_id=experiment_id, round=round,
+            strategy=strategy,
+            budget=budget,
+            seed=seed,
+            request_id=request_id or uuid.uuid4().hex,
+            labeled_item_ids=list(labeled),
+            experiment_id=experiment_id,
+            round=round,
             labels=list(labels or []),
             options=selection_pb2.SelectionOptions(disable_pruning=not prune, device=device),
         )
         if pool_id is not None:
-            req.pool_ref.CopyFrom(selection_pb2.PoolReference(
-                pool_id=pool_id, probs_array=probs_array, features_array=features_array))
+            req.pool_ref.CopyFrom(
+                selection_pb2.PoolReference(
+                    pool_id=pool_id, probs_array=probs_array, features_array=features_array
+                )
+            )
         else:
             inline = req.inline_pool
             if probs is not None:
@@ -176,10 +195,15 @@ class SelectionClient(_Client):
             inline.item_ids.extend(list(item_ids or []))
         resp = self.stub.SelectBatch(req, timeout=self._t(timeout))
         return Selection(
-            item_ids=list(resp.item_ids), rows=np.asarray(resp.rows, dtype=np.int64),
-            scores=np.asarray(resp.scores), strategy=resp.strategy, request_id=resp.request_id,
-            replayed=resp.replayed, compute_seconds=resp.timing.compute_seconds,
-            total_seconds=resp.timing.total_seconds, stats=dict(resp.stats),
+            item_ids=list(resp.item_ids),
+            rows=np.asarray(resp.rows, dtype=np.int64),
+            scores=np.asarray(resp.scores),
+            strategy=resp.strategy,
+            request_id=resp.request_id,
+            replayed=resp.replayed,
+            compute_seconds=resp.timing.compute_seconds,
+            total_seconds=resp.timing.total_seconds,
+            stats=dict(resp.stats),
         )
 
     def upload_pool(
@@ -199,8 +223,11 @@ class SelectionClient(_Client):
         rows_per_chunk = max(1, chunk_bytes // max(row_bytes, 1))
 
         def messages() -> Iterator[selection_pb2.UploadPoolRequest]:
-            yield selection_pb2.UploadPoolRequest(header=selection_pb2.UploadPoolHeader(
-                pool_id=pool_id, num_items=n, overwrite=overwrite, metadata=metadata or {}))
+            yield selection_pb2.UploadPoolRequest(
+                header=selection_pb2.UploadPoolHeader(
+                    pool_id=pool_id, num_items=n, overwrite=overwrite, metadata=metadata or {}
+                )
+            )
             for start in range(0, n, rows_per_chunk):
                 end = min(n, start + rows_per_chunk)
                 chunk = selection_pb2.UploadPoolChunk(offset=start)
@@ -214,40 +241,352 @@ class SelectionClient(_Client):
 
     def describe_pool(self, pool_id: str, timeout: float | None = None) -> common_pb2.PoolInfo:
         return self.stub.DescribePool(
-            selection_pb2.DescribePoolRequest(pool_id=pool_id), timeout=self._t(timeout)).pool
+            selection_pb2.DescribePoolRequest(pool_id=pool_id), timeout=self._t(timeout)
+        ).pool
 
     def list_pools(self, page_size: int = 100) -> Iterator[common_pb2.PoolInfo]:
         """Every pool, fetching pages as needed."""
         token = ""
         while True:
             resp = self.stub.ListPools(
-                selection_pb2.ListPoolsRequest(page_size=page_size, page_token=token), timeout=self.timeout)
+                selection_pb2.ListPoolsRequest(page_size=page_size, page_token=token),
+                timeout=self.timeout,
+            )
             yield from resp.pools
             token = resp.next_page_token
             if not token:
                 return
 
     def delete_pool(self, pool_id: str) -> bool:
-        return self.stub.DeletePool(selection_pb2.DeletePoolRequest(pool_id=pool_id), timeout=self.timeout).deleted
+        return self.stub.DeletePool(
+            selection_pb2.DeletePoolRequest(pool_id=pool_id), timeout=self.timeout
+        ).deleted
 
     def list_strategies(self) -> list[selection_pb2.StrategyInfo]:
-        return list(self.stub.ListStrategies(selection_pb2.ListStrategiesRequest(), timeout=self.timeout).strategies)
+        return list(
+            self.stub.ListStrategies(
+                selection_pb2.ListStrategiesRequest(), timeout=self.timeout
+            ).strategies
+        )
 
     def get_selections(self, experiment_id: str) -> list[selection_pb2.SelectionRecord]:
-        return list(self.stub.GetSelections(
-            selection_pb2.GetSelectionsRequest(experiment_id=experiment_id), timeout=self.timeout).records)
+        return list(
+            self.stub.GetSelections(
+                selection_pb2.GetSelectionsRequest(experiment_id=experiment_id),
+                timeout=self.timeout,
+            ).records
+        )
+
+
+@dataclass
+class TeacherInfo:
+    """Result of DescribeTeacher."""
+
+    identity: teacher_pb2.TeacherIdentity
+    device: str
+    dtype: str
+    num_classes: int
+    feature_dim: int
+    max_batch_size: int
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.identity.fingerprint)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.identity.class_names)
+
+
+@dataclass
+class TeacherPrediction:
+    """One image's result: ``probs`` (C,) and ``features`` (D,), or ``error_code``/``message``."""
+
+    item_id: str
+    probs: np.ndarray | None = None
+    features: np.ndarray | None = None
+    error_code: str = ""
+    error_message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_code
+
+    @classmethod
+    def from_proto(cls, p: teacher_pb2.ImagePrediction) -> TeacherPrediction:
+        if p.HasField("error") and p.error.code:
+            return cls(p.item_id, error_code=p.error.code, error_message=p.error.message)
+        return cls(
+            p.item_id,
+            probs=from_proto(p.probs) if p.HasField("probs") else None,
+            features=from_proto(p.features) if p.HasField("features") else None,
+        )
+
+
+@dataclass
+class PredictResult:
+    """Predict's per-image results (iterable and indexable like a list) plus identity and timing."""
+
+    predictions: list[TeacherPrediction]
+    identity: teacher_pb2.TeacherIdentity
+    queue_seconds: float
+    compute_seconds: float
+    total_seconds: float
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def __iter__(self) -> Iterator[TeacherPrediction]:
+        return iter(self.predictions)
+
+    def __getitem__(self, index: int) -> TeacherPrediction:
+        return self.predictions[index]
+
+
+@dataclass
+class ScorePoolProgress:
+    """One ScorePool message; ``pool`` (the stored PoolInfo) is set on the last one."""
+
+    done: int
+    total: int
+    cached: bool
+    chunks_resumed: int
+    identity: teacher_pb2.TeacherIdentity
+    pool: common_pb2.PoolInfo | None = None
+
+
+ImageLike = np.ndarray | bytes
+
+
+def image_proto(image: ImageLike, item_id: str = "") -> teacher_pb2.Image:
+    """Encoded PNG/JPEG bytes or a uint8 array (H, W) / (H, W, 1|3) as an ``Image`` message."""
+    if isinstance(image, bytes | bytearray | memoryview):
+        return teacher_pb2.Image(item_id=item_id, encoded=bytes(image))
+    return teacher_pb2.Image(item_id=item_id, pixels=to_proto(np.asarray(image)))
+
+
+class TeacherClient(_Client):
+    """TeacherService: predictions, per-experiment classes, pool scoring."""
+
+    def __init__(self, target: str, **kwargs: Any) -> None:
+        super().__init__(target, **kwargs)
+        self.stub = teacher_pb2_grpc.TeacherServiceStub(self.channel)
+
+    def describe(self, experiment_id: str = "", timeout: float | None = None) -> TeacherInfo:
+        """The teacher (or the experiment's class view): identity, device, dtype, sizes."""
+        r = self.stub.DescribeTeacher(
+            teacher_pb2.DescribeTeacherRequest(experiment_id=experiment_id),
+            timeout=self._t(timeout),
+        )
+        return TeacherInfo(
+            r.identity, r.device, r.dtype, r.num_classes, r.feature_dim, r.max_batch_size
+        )
+
+    def predict(
+        self,
+        images: Sequence[ImageLike],
+        *,
+        include_features: bool = False,
+        experiment_id: str = "",
+        item_ids: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> PredictResult:
+        """Predict a small batch; a bad image gets its own ``error_code``, the rest succeed.
+        Item ids default to the position ("0", "1", ...)."""
+        ids = list(item_ids) if item_ids is not None else [str(i) for i in range(len(images))]
+        if len(ids) != len(images):
+            raise ValueError(f"{len(ids)} item ids for {len(images)} images")
+        req = teacher_pb2.PredictRequest(
+            images=[image_proto(img, i) for img, i in zip(images, ids, strict=True)],
+            experiment_id=experiment_id,
+            include_features=include_features,
+        )
+        r = self.stub.Predict(req, timeout=self._t(timeout))
+        return PredictResult(
+            [TeacherPrediction.from_proto(p) for p in r.predictions],
+            r.identity,
+            r.timing.queue_seconds,
+            r.timing.compute_seconds,
+            r.timing.total_seconds,
+        )
+
+    def predict_stream(
+        self,
+        images: Iterable[ImageLike | tuple[str, ImageLike]],
+        *,
+        include_features: bool = False,
+        experiment_id: str = "",
+        timeout: float | None = None,
+    ) -> Iterator[TeacherPrediction]:
+        """Stream images (or ``(item_id, image)`` pairs) in, predictions out in the same order;
+        a bad item yields an error result and the stream goes on."""
+
+        def requests() -> Iterator[teacher_pb2.PredictStreamRequest]:
+            for i, entry in enumerate(images):
+                item_id, img = entry if isinstance(entry, tuple) else (str(i), entry)
+                yield teacher_pb2.PredictStreamRequest(
+                    image=image_proto(img, item_id),
+                    experiment_id=experiment_id,
+                    include_features=include_features,
+                )
+
+        for r in self.stub.PredictStream(requests(), timeout=self._t(timeout)):
+            yield TeacherPrediction.from_proto(r.prediction)
+
+    def score_pool(
+        self,
+        *,
+        builtin: str | None = None,
+        folder: str | None = None,
+        file_list: str | None = None,
+        array_uri: str | None = None,
+        pool_id: str | None = None,
+        dataset: str = "",
+        output_pool_id: str = "",
+        chunk_size: int = 0,
+        experiment_id: str = "",
+        force: bool = False,
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[ScorePoolProgress]:
+        """Score a pool of images (exactly one source) into the pool store; yields progress per
+        chunk, the last message carrying the stored ``pool``. Long jobs: pass a big ``timeout``."""
+        sources = {"builtin": builtin, "folder": folder, "file_list": file_list,
+                   "array_uri": array_uri, "pool_id": pool_id}  # fmt: skip
+        given = {k: v for k, v in sources.items() if v is not None}
+        if len(given) != 1:
+            raise ValueError(f"give exactly one image source, got {sorted(given) or 'none'}")
+        req = teacher_pb2.ScorePoolRequest(
+            source=teacher_pb2.ImageSource(**given),
+            dataset=dataset,
+            output_pool_id=output_pool_id,
+            chunk_size=chunk_size,
+            experiment_id=experiment_id,
+            force=force,
+            limit=limit,
+        )
+        for r in self.stub.ScorePool(req, timeout=self._t(timeout)):
+            yield ScorePoolProgress(
+                r.done,
+                r.total,
+                r.cached,
+                r.chunks_resumed,
+                r.identity,
+                r.pool if r.HasField("pool") else None,
+            )
+
+    def set_classes(
+        self,
+        experiment_id: str,
+        class_names: Sequence[str],
+        templates: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> teacher_pb2.TeacherIdentity:
+        """Classes (and prompt templates, each with one "{}") for one experiment's view."""
+        return self.stub.SetClasses(
+            teacher_pb2.SetClassesRequest(
+                experiment_id=experiment_id,
+                class_names=list(class_names),
+                templates=list(templates),
+            ),
+            timeout=self._t(timeout),
+        ).identity
+
+
+class ExperimentClient(_Client):
+    """ExperimentService: create and drive experiments, submit labels, watch round events."""
+
+    def __init__(self, target: str, **kwargs: Any) -> None:
+        super().__init__(target, **kwargs)
+        self.stub = experiment_pb2_grpc.ExperimentServiceStub(self.channel)
+
+    def create(
+        self,
+        spec: experiment_pb2.ExperimentSpec,
+        experiment_id: str = "",
+        timeout: float | None = None,
+    ) -> experiment_pb2.Experiment:
+        return self.stub.CreateExperiment(
+            experiment_pb2.CreateExperimentRequest(experiment_id=experiment_id, spec=spec),
+            timeout=self._t(timeout),
+        ).experiment
+
+    def get(self, experiment_id: str) -> experiment_pb2.Experiment:
+        return self.stub.GetExperiment(
+            experiment_pb2.GetExperimentRequest(experiment_id=experiment_id), timeout=self.timeout
+        ).experiment
+
+    def list(self, page_size: int = 50) -> Iterator[experiment_pb2.Experiment]:
+        """Every experiment, fetching pages as needed."""
+        token = ""
+        while True:
+            resp = self.stub.ListExperiments(
+                experiment_pb2.ListExperimentsRequest(page_size=page_size, page_token=token),
+                timeout=self.timeout,
+            )
+            yield from resp.experiments
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def delete(self, experiment_id: str) -> bool:
+        return self.stub.DeleteExperiment(
+            experiment_pb2.DeleteExperimentRequest(experiment_id=experiment_id),
+            timeout=self.timeout,
+        ).deleted
+
+    def advance(
+        self, experiment_id: str, expected_version: int = 0, timeout: float | None = None
+    ) -> experiment_pb2.AdvanceRoundResponse:
+        """One transition (not retried: the server's work is idempotent, but ask explicitly)."""
+        return self.stub.AdvanceRound(
+            experiment_pb2.AdvanceRoundRequest(
+                experiment_id=experiment_id, expected_version=expected_version
+            ),
+            timeout=self._t(timeout),
+        )
+
+    def submit_labels(
+        self, experiment_id: str, labels: dict[str, int], overwrite: bool = False
+    ) -> experiment_pb2.SubmitLabelsResponse:
+        return self.stub.SubmitLabels(
+            experiment_pb2.SubmitLabelsRequest(
+                experiment_id=experiment_id,
+                overwrite=overwrite,
+                labels=[
+                    experiment_pb2.ItemLabel(item_id=k, label=int(v)) for k, v in labels.items()
+                ],
+            ),
+            timeout=self.timeout,
+        )
+
+    def watch(
+        self, experiment_id: str, timeout: float | None = None
+    ) -> Iterator[experiment_pb2.RoundEvent]:
+        """Round events from the start of the experiment until it finishes."""
+        for msg in self.stub.WatchExperiment(
+            experiment_pb2.WatchExperimentRequest(experiment_id=experiment_id),
+            timeout=self._t(timeout),
+        ):
+            yield msg.event
 
 
 __all__ = [
-    "SelectionClient",
+    "ExperimentClient",
+    "PredictResult",
+    "ScorePoolProgress",
     "Selection",
-    "from_proto",
-    "make_channel",
-    "to_struct",
+    "SelectionClient",
+    "TeacherClient",
+    "TeacherInfo",
+    "TeacherPrediction",
     "experiment_pb2",
     "experiment_pb2_grpc",
+    "from_proto",
+    "make_channel",
     "teacher_pb2",
     "teacher_pb2_grpc",
+    "to_struct",
     "trainer_pb2",
     "trainer_pb2_grpc",
 ]

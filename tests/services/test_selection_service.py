@@ -21,10 +21,14 @@ from activekd.v1 import selection_pb2
 from tests.procs import RedisProcess, ServiceProcess
 
 
-def _pool(n: int = 400, c: int = 6, d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _pool(
+    n: int = 400, c: int = 6, d: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     rng = np.random.default_rng(seed)
     centers = rng.dirichlet(np.ones(c) * 0.3, size=4)
-    probs = np.stack([rng.dirichlet(centers[i % 4] * 50 + 0.05) for i in range(n)]).astype(np.float32)
+    probs = np.stack([rng.dirichlet(centers[i % 4] * 50 + 0.05) for i in range(n)]).astype(
+        np.float32
+    )
     probs /= probs.sum(1, keepdims=True)
     feats = rng.normal(size=(n, d)).astype(np.float32)
     return probs, feats, [f"item-{i:04d}" for i in range(n)]
@@ -45,48 +49,87 @@ def test_health_and_reflection(selection_service: ServiceProcess) -> None:
     with grpc.insecure_channel(selection_service.target) as ch:
         health = health_pb2_grpc.HealthStub(ch)
         for name in ("", "activekd.v1.SelectionService"):
-            assert health.Check(health_pb2.HealthCheckRequest(service=name)).status == \
-                health_pb2.HealthCheckResponse.SERVING
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(service=name)).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
         refl = reflection_pb2_grpc.ServerReflectionStub(ch)
-        resp = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        resp = next(
+            refl.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+        )
         names = {s.name for s in resp.list_services_response.service}
         assert {"activekd.v1.SelectionService", "grpc.health.v1.Health"} <= names
 
 
 def test_upload_chunks_then_select_by_reference_matches_library(client: SelectionClient) -> None:
     probs, feats, ids = _pool()
-    info = client.upload_pool("svc/pool-a", item_ids=ids, arrays={"probs": probs, "features": feats},
-                              chunk_bytes=2048, overwrite=True)  # ~50 rows per chunk -> 8 chunks
+    info = client.upload_pool(
+        "svc/pool-a",
+        item_ids=ids,
+        arrays={"probs": probs, "features": feats},
+        chunk_bytes=2048,
+        overwrite=True,
+    )  # ~50 rows per chunk -> 8 chunks
     assert info.num_items == 400 and info.complete
     assert {a.name: list(a.shape) for a in info.arrays} == {"probs": [400, 6], "features": [400, 5]}
     labeled = [ids[3], ids[77], ids[150]]
-    lib = select_batch("pcoreset", 12, probs=probs, features=feats, labeled=np.array([3, 77, 150]), seed=0)
+    lib = select_batch(
+        "pcoreset", 12, probs=probs, features=feats, labeled=np.array([3, 77, 150]), seed=0
+    )
     for strategy in ("pcoreset", "coreset", "entropy", "badge"):
         got = client.select_batch(strategy, 12, pool_id="svc/pool-a", labeled=labeled, seed=4)
-        want = select_batch(strategy, 12, probs=probs, features=feats, labeled=np.array([3, 77, 150]), seed=4)
+        want = select_batch(
+            strategy, 12, probs=probs, features=feats, labeled=np.array([3, 77, 150]), seed=4
+        )
         assert got.rows.tolist() == want.indices.tolist(), strategy
         assert got.item_ids == [ids[i] for i in want.indices]
         np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
-    inline = client.select_batch("pcoreset", 12, probs=probs, features=feats, item_ids=ids, labeled=labeled)
+    inline = client.select_batch(
+        "pcoreset", 12, probs=probs, features=feats, item_ids=ids, labeled=labeled
+    )
     assert inline.rows.tolist() == lib.indices.tolist()
     assert not set(inline.item_ids) & set(labeled)
 
 
 def test_request_id_is_idempotent_and_experiments_never_repick(client: SelectionClient) -> None:
-    probs, feats, ids = _pool(seed=1)
+    probs, _, ids = _pool(seed=1)
     client.upload_pool("svc/pool-b", item_ids=ids, arrays={"probs": probs}, overwrite=True)
-    first = client.select_batch("random", 10, pool_id="svc/pool-b", seed=1, request_id="req-1",
-                                experiment_id="exp-x", round=0)
-    again = client.select_batch("random", 10, pool_id="svc/pool-b", seed=1, request_id="req-1",
-                                experiment_id="exp-x", round=0)
+    first = client.select_batch(
+        "random",
+        10,
+        pool_id="svc/pool-b",
+        seed=1,
+        request_id="req-1",
+        experiment_id="exp-x",
+        round=0,
+    )
+    again = client.select_batch(
+        "random",
+        10,
+        pool_id="svc/pool-b",
+        seed=1,
+        request_id="req-1",
+        experiment_id="exp-x",
+        round=0,
+    )
     assert again.replayed and not first.replayed and again.item_ids == first.item_ids
     with pytest.raises(grpc.RpcError) as exc:
-        client.select_batch("random", 11, pool_id="svc/pool-b", seed=1, request_id="req-1",
-                            experiment_id="exp-x")
+        client.select_batch(
+            "random", 11, pool_id="svc/pool-b", seed=1, request_id="req-1", experiment_id="exp-x"
+        )
     assert _code(exc) == grpc.StatusCode.INVALID_ARGUMENT and "already used" in exc.value.details()
     # same seed, new request: without the experiment's memory it would pick the same rows
-    second = client.select_batch("random", 10, pool_id="svc/pool-b", seed=1, request_id="req-2",
-                                 experiment_id="exp-x", round=1)
+    second = client.select_batch(
+        "random",
+        10,
+        pool_id="svc/pool-b",
+        seed=1,
+        request_id="req-2",
+        experiment_id="exp-x",
+        round=1,
+    )
     assert not set(second.item_ids) & set(first.item_ids)
     records = client.get_selections("exp-x")
     assert [r.request_id for r in records] == ["req-1", "req-2"]
@@ -102,8 +145,16 @@ def test_pool_listing_and_delete(client: SelectionClient) -> None:
         client.describe_pool("svc/tmp-1")
     assert _code(exc) == grpc.StatusCode.NOT_FOUND
     names = {s.name for s in client.list_strategies()}
-    assert {"pcoreset", "coreset", "random", "entropy", "margin", "least_confidence", "badge",
-            "class_balanced"} <= names
+    assert {
+        "pcoreset",
+        "coreset",
+        "random",
+        "entropy",
+        "margin",
+        "least_confidence",
+        "badge",
+        "class_balanced",
+    } <= names
 
 
 @pytest.mark.parametrize(
@@ -123,15 +174,21 @@ def test_bad_probabilities_rejected_inline(client: SelectionClient, mutate, code
     assert _code(exc).name == code and needle.lower() in exc.value.details().lower()
 
 
-def test_bad_requests_get_clear_statuses(client: SelectionClient, selection_service: ServiceProcess) -> None:
-    probs, feats, ids = _pool(n=30)
+def test_bad_requests_get_clear_statuses(
+    client: SelectionClient, selection_service: ServiceProcess
+) -> None:
+    probs, _, ids = _pool(n=30)
     client.upload_pool("svc/pool-c", item_ids=ids, arrays={"probs": probs}, overwrite=True)
     cases = [
         (dict(strategy="entropy", budget=0), "INVALID_ARGUMENT", "budget"),
         (dict(strategy="entropy", budget=29, labeled=ids[:2]), "INVALID_ARGUMENT", "budget"),
         (dict(strategy="nope", budget=2), "INVALID_ARGUMENT", "pcoreset"),
         (dict(strategy="coreset", budget=2), "INVALID_ARGUMENT", "features"),
-        (dict(strategy="entropy", budget=2, labeled=[ids[1], ids[1]]), "INVALID_ARGUMENT", "duplicate"),
+        (
+            dict(strategy="entropy", budget=2, labeled=[ids[1], ids[1]]),
+            "INVALID_ARGUMENT",
+            "duplicate",
+        ),
         (dict(strategy="entropy", budget=2, labeled=["ghost"]), "INVALID_ARGUMENT", "ghost"),
     ]
     for kwargs, code, needle in cases:
@@ -169,10 +226,14 @@ def test_rejected_upload_leaves_stored_pool_unchanged(client: SelectionClient) -
     bad = probs.copy()
     bad[35] = np.nan
     with pytest.raises(grpc.RpcError) as exc:
-        client.upload_pool("svc/keep", item_ids=ids, arrays={"probs": bad}, overwrite=True, chunk_bytes=256)
+        client.upload_pool(
+            "svc/keep", item_ids=ids, arrays={"probs": bad}, overwrite=True, chunk_bytes=256
+        )
     assert _code(exc) == grpc.StatusCode.INVALID_ARGUMENT and "chunk at" in exc.value.details()
     with pytest.raises(grpc.RpcError) as exc:
-        client.upload_pool("svc/keep", item_ids=ids[:39] + [ids[0]], arrays={"probs": probs}, overwrite=True)
+        client.upload_pool(
+            "svc/keep", item_ids=[*ids[:39], ids[0]], arrays={"probs": probs}, overwrite=True
+        )
     assert _code(exc) == grpc.StatusCode.INVALID_ARGUMENT and "unique" in exc.value.details()
     with pytest.raises(grpc.RpcError) as exc:
         client.upload_pool("svc/keep", item_ids=ids, arrays={"probs": probs})
@@ -192,6 +253,10 @@ def test_graceful_shutdown_on_sigterm(redis_server: RedisProcess, tmp_path) -> N
 
 
 def test_cli_entry_point_rejects_bad_config() -> None:
-    out = subprocess.run([sys.executable, "-m", "activekd_services.selection", "--grpc-port", "abc"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "activekd_services.selection", "--grpc-port", "abc"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode != 0 and "not a number" in out.stderr

@@ -15,7 +15,9 @@ def _probs(n: int, c: int, seed: int = 0) -> np.ndarray:
 
 def test_put_describe_open_roundtrip(pool_store: PoolStore) -> None:
     probs = _probs(50, 4)
-    meta = pool_store.put("p1", [f"id{i}" for i in range(50)], {"probs": probs}, metadata={"k": "v"})
+    meta = pool_store.put(
+        "p1", [f"id{i}" for i in range(50)], {"probs": probs}, metadata={"k": "v"}
+    )
     assert meta.complete and meta.num_items == 50
     assert meta.arrays["probs"].shape == [50, 4] and meta.arrays["probs"].dtype == "float32"
     got = pool_store.open_array("p1", "probs")
@@ -37,7 +39,9 @@ def test_chunked_write_requires_full_coverage(pool_store: PoolStore) -> None:
     assert not pool_store.exists("teacher/abc/ds")
     w.write(6, item_ids=[str(i) for i in range(6, 10)], arrays={"probs": _probs(4, 3, 1)})
     meta = w.commit()
-    assert meta.complete and pool_store.item_ids("teacher/abc/ds").tolist() == [str(i) for i in range(10)]
+    assert meta.complete and pool_store.item_ids("teacher/abc/ds").tolist() == [
+        str(i) for i in range(10)
+    ]
 
 
 def test_rejected_chunks_touch_nothing(pool_store: PoolStore) -> None:

@@ -10,8 +10,15 @@ from activekd.state.selections import Conflict, SelectionLog, SelectionRecord
 
 
 def _rec(rid: str, ids: list[str], exp: str = "e1", round_: int = 0) -> SelectionRecord:
-    return SelectionRecord(request_id=rid, strategy="random", item_ids=ids, scores=[0.0] * len(ids),
-                           rows=list(range(len(ids))), round=round_, experiment_id=exp)
+    return SelectionRecord(
+        request_id=rid,
+        strategy="random",
+        item_ids=ids,
+        scores=[0.0] * len(ids),
+        rows=list(range(len(ids))),
+        round=round_,
+        experiment_id=exp,
+    )
 
 
 def test_record_replay_and_conflict(redis_client) -> None:  # type: ignore[no-untyped-def]

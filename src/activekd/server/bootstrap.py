@@ -53,7 +53,8 @@ class RunningServer:
             task.cancel()
         if self.service.close is not None:
             await self.service.close()
-        metrics.stop_metrics_server()
+        if self.metrics_port is not None:
+            metrics.stop_metrics_server(self.metrics_port)
         log.info("stopped")
 
 
@@ -83,7 +84,11 @@ async def start(config: ServerConfig, service: Service) -> RunningServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "listening",
-        extra={"grpc_port": port, "metrics_port": metrics_port, "services": list(service.full_names)},
+        extra={
+            "grpc_port": port,
+            "metrics_port": metrics_port,
+            "services": list(service.full_names),
+        },
     )
     return RunningServer(config, server, health_servicer, service, port, metrics_port)
 

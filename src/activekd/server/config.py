@@ -47,10 +47,15 @@ class ServerConfig:
             env = os.environ.get(f"ACTIVEKD_{name.upper()}")
             if env is not None:
                 values[name] = env
-        extra = {k: os.environ[f"ACTIVEKD_{k.upper()}"] for k in extra_keys
-                 if f"ACTIVEKD_{k.upper()}" in os.environ}
+        extra = {
+            k: os.environ[f"ACTIVEKD_{k.upper()}"]
+            for k in extra_keys
+            if f"ACTIVEKD_{k.upper()}" in os.environ
+        }
 
-        parser = argparse.ArgumentParser(prog=f"activekd-{service}", description=f"{service} service")
+        parser = argparse.ArgumentParser(
+            prog=f"activekd-{service}", description=f"{service} service"
+        )
         for name in (*typed, *extra_keys):
             parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None)
         args = parser.parse_args(argv)

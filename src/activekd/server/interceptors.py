@@ -46,7 +46,9 @@ async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, meth
             detail.Pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=field, description=message
+                        )
                     ]
                 )
             )
@@ -87,7 +89,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler.response_streaming:
             inner = handler.unary_stream or handler.stream_stream
 
-            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream_behavior(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
                 metrics.rpc_started(method, rpc_type)
                 start, failure = time.perf_counter(), None
                 try:
@@ -100,7 +104,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 except grpc.aio.AbortError as exc:
                     failure = exc
                     raise
-                except Exception as exc:  # noqa: BLE001 - mapped to a status
+                except Exception as exc:
                     failure = exc
                     await _abort_for(exc, context, method)
                 finally:
@@ -120,7 +124,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 except grpc.aio.AbortError as exc:
                     failure = exc
                     raise
-                except Exception as exc:  # noqa: BLE001 - mapped to a status
+                except Exception as exc:
                     failure = exc
                     await _abort_for(exc, context, method)
                 finally:

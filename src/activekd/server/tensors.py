@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 
 from activekd.errors import InvalidArgument
 from activekd.v1 import common_pb2
 
-_TO_NP = {
+_TO_NP: dict[int, np.dtype[Any]] = {
     common_pb2.DATA_TYPE_FLOAT16: np.dtype("<f2"),
     common_pb2.DATA_TYPE_FLOAT32: np.dtype("<f4"),
     common_pb2.DATA_TYPE_FLOAT64: np.dtype("<f8"),
@@ -15,19 +17,23 @@ _TO_NP = {
     common_pb2.DATA_TYPE_INT64: np.dtype("<i8"),
     common_pb2.DATA_TYPE_UINT8: np.dtype("u1"),
 }
-_FROM_NP = {v.newbyteorder("=") if v.itemsize > 1 else v: k for k, v in _TO_NP.items()}
+_FROM_NP: dict[np.dtype[Any], int] = {
+    v.newbyteorder("=") if v.itemsize > 1 else v: k for k, v in _TO_NP.items()
+}
 
 
-def dtype_to_proto(dtype: np.dtype) -> int:
+def dtype_to_proto(dtype: Any) -> common_pb2.DataType:
     """The ``DataType`` enum value for a numpy dtype (InvalidArgument for unsupported ones)."""
     dt = np.dtype(dtype).newbyteorder("=")
     for np_dt, code in _FROM_NP.items():
         if np_dt == dt:
-            return code
-    raise InvalidArgument(f"dtype {dt} is not supported on the wire; use float16/32/64, int32/64 or uint8")
+            return cast(common_pb2.DataType, code)
+    raise InvalidArgument(
+        f"dtype {dt} is not supported on the wire; use float16/32/64, int32/64 or uint8"
+    )
 
 
-def dtype_from_proto(code: int) -> np.dtype:
+def dtype_from_proto(code: int) -> np.dtype[Any]:
     """The numpy dtype for a ``DataType`` value."""
     if code not in _TO_NP:
         raise InvalidArgument(f"tensor dtype {code} is unspecified or unknown")

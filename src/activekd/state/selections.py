@@ -67,6 +67,10 @@ class Conflict(Exception):
     """The selection overlaps one recorded concurrently; recompute with the new exclusions."""
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class SelectionLog:
     """Reads and writes selection records."""
 
@@ -94,7 +98,7 @@ class SelectionLog:
         """Every item id selected so far in the experiment."""
         if not experiment_id:
             return set()
-        return {m.decode() for m in self.redis.smembers(f"{self._exp(experiment_id)}:selected")}
+        return {_text(m) for m in self.redis.smembers(f"{self._exp(experiment_id)}:selected")}
 
     def records(self, experiment_id: str) -> list[SelectionRecord]:
         """All selections of an experiment, oldest first."""
@@ -110,15 +114,25 @@ class SelectionLog:
             raise InvalidArgument("a selection cannot contain an item twice")
         if rec.experiment_id:
             exp = self._exp(rec.experiment_id)
-            keys = [self._req_key(rec.experiment_id, rec.request_id), f"{exp}:selected",
-                    f"{exp}:selections", f"{exp}:round:{rec.round}:labeled"]
+            keys = [
+                self._req_key(rec.experiment_id, rec.request_id),
+                f"{exp}:selected",
+                f"{exp}:selections",
+                f"{exp}:round:{rec.round}:labeled",
+            ]
             ttl = 0
         else:
             keys = [self._req_key("", rec.request_id), "", "", ""]
             ttl = REQUEST_TTL_SECONDS
             if not rec.request_id:
                 return rec, False
-        args = [json.dumps(asdict(rec)), ttl, len(labeled_ids), *labeled_ids, *rec.item_ids]
+        args: list[str | int] = [
+            json.dumps(asdict(rec)),
+            ttl,
+            len(labeled_ids),
+            *labeled_ids,
+            *rec.item_ids,
+        ]
         status, payload = self._record(keys=keys, args=args)
         status = status.decode() if isinstance(status, bytes) else status
         if status == "conflict":
@@ -129,4 +143,4 @@ class SelectionLog:
     def round_labeled(self, experiment_id: str, round_: int) -> set[str]:
         """The labeled ids a round's selection was made with."""
         key = f"{self._exp(experiment_id)}:round:{round_}:labeled"
-        return {m.decode() for m in self.redis.smembers(key)}
+        return {_text(m) for m in self.redis.smembers(key)}

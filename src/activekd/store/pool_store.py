@@ -12,6 +12,7 @@ finished chunks.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import shutil
@@ -114,7 +115,7 @@ class PoolStore:
             raise NotFound(f"pool {pool_id!r} does not exist; register it with UploadPool first")
         return PoolMeta.from_json(raw)
 
-    def list(self, page_size: int = 100, page_token: str = "") -> tuple[list[PoolMeta], str]:
+    def list(self, page_size: int = 100, page_token: str = "") -> tuple[builtins.list[PoolMeta], str]:
         """Pools in id order; ``page_token`` is the last id of the previous page."""
         if page_size <= 0 or page_size > 1000:
             page_size = 100
@@ -143,7 +144,7 @@ class PoolStore:
         meta = self.describe(pool_id)
         return np.load(self._dir(pool_id, meta.version) / "item_ids.npy")
 
-    def rows_for(self, pool_id: str, item_ids: list[str] | tuple[str, ...]) -> np.ndarray:
+    def rows_for(self, pool_id: str, item_ids: builtins.list[str] | tuple[str, ...]) -> np.ndarray:
         """Row numbers of ``item_ids`` (InvalidArgument listing unknown ids)."""
         meta = self.describe(pool_id)
         key = (pool_id, meta.version)
@@ -188,7 +189,9 @@ class PoolStore:
         if resume:
             for raw in self.redis.hvals(self._writing_key(pool_id)):
                 state = json.loads(raw)
-                if state["num_items"] == num_items and state.get("metadata", {}) == (metadata or {}):
+                if state["num_items"] == num_items and state.get("metadata", {}) == (
+                    metadata or {}
+                ):
                     return PoolWriter(self, pool_id, state["version"], num_items, metadata or {})
         version = f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}"
         self._dir(pool_id, version).mkdir(parents=True, exist_ok=False)
@@ -216,7 +219,7 @@ class PoolStore:
     def put(
         self,
         pool_id: str,
-        item_ids: list[str] | np.ndarray,
+        item_ids: builtins.list[str] | np.ndarray,
         arrays: dict[str, np.ndarray],
         *,
         metadata: dict[str, str] | None = None,
@@ -311,8 +314,10 @@ class PoolWriter:
         pos = 0
         for s, e in ranges:
             if s != pos:
-                return f"{name}: rows [{pos}, {s}) were never written" if s > pos else (
-                    f"{name}: chunks overlap at row {s}"
+                return (
+                    f"{name}: rows [{pos}, {s}) were never written"
+                    if s > pos
+                    else (f"{name}: chunks overlap at row {s}")
                 )
             pos = e
         if pos != self.num_items:
@@ -321,8 +326,11 @@ class PoolWriter:
 
     def commit(self) -> PoolMeta:
         """Check coverage and unique ids, then publish this version (replacing any older one)."""
-        names = sorted(p.stem for p in self.dir.glob("*.npy") if not p.stem.startswith("ids-")
-                       and p.stem != "item_ids")
+        names = sorted(
+            p.stem
+            for p in self.dir.glob("*.npy")
+            if not p.stem.startswith("ids-") and p.stem != "item_ids"
+        )
         id_files = sorted(self.dir.glob("ids-*.npy"))
         if id_files:
             problems = [m for m in (self._coverage_error(n) for n in ["item_ids", *names]) if m]
@@ -337,7 +345,8 @@ class PoolWriter:
         if len(np.unique(ids)) != len(ids):
             uniq, counts = np.unique(ids, return_counts=True)
             raise InvalidArgument(
-                f"item ids must be unique; duplicated: {uniq[counts > 1][:5].tolist()}", field="item_ids"
+                f"item ids must be unique; duplicated: {uniq[counts > 1][:5].tolist()}",
+                field="item_ids",
             )
         np.save(self.dir / "item_ids.npy", ids)
         for p in id_files:
@@ -347,8 +356,13 @@ class PoolWriter:
             arr = np.load(self._array_path(name), mmap_mode="r")
             arrays[name] = ArrayMeta(dtype=arr.dtype.name, shape=list(arr.shape))
         meta = PoolMeta(
-            pool_id=self.pool_id, num_items=self.num_items, version=self.version, arrays=arrays,
-            metadata=dict(self.metadata), created_unix=time.time(), complete=True,
+            pool_id=self.pool_id,
+            num_items=self.num_items,
+            version=self.version,
+            arrays=arrays,
+            metadata=dict(self.metadata),
+            created_unix=time.time(),
+            complete=True,
         )
         store, key = self.store, self.store._meta_key(self.pool_id)
         old_version = None

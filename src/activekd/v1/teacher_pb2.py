@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from activekd.v1 import common_pb2 as activekd_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x63tivekd/v1/teacher.proto\x12\x0b\x61\x63tivekd.v1\x1a\x18\x61\x63tivekd/v1/common.proto\"\xb0\x01\n\x0fTeacherIdentity\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cweights_hash\x18\x03 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\x12\x11\n\ttemplates\x18\x05 \x03(\t\x12\x15\n\rpreprocessing\x18\x06 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\"/\n\x16\x44\x65scribeTeacherRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"\xaa\x01\n\x17\x44\x65scribeTeacherResponse\x12.\n\x08identity\x18\x01 \x01(\x0b\x32\x1c.activekd.v1.TeacherIdentity\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x13\n\x0bnum_classes\x18\x04 \x01(\x05\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x05 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\x05\"\\\n\x05Image\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\x07\x65ncoded\x18\x02 \x01(\x0cH\x00\x12%\n\x06pixels\x18\x03 \x01(\x0b\x32\x13.activekd.v1.TensorH\x00\x42\x08\n\x06source\"\x94\x01\n\x0fImagePrediction\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\"\n\x05probs\x18\x02 \x01(\x0b\x32\x13.activekd.v1.Tensor\x12%\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x13.activekd.v1.Tensor\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.activekd.v1.ItemError\"e\n\x0ePredictRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.activekd.v1.Image\x12\x15\n\rexperiment_id\x18\x02 \x01(\t\x12\x18\n\x10include_features\x18\x03 \x01(\x08\"\x99\x01\n\x0fPredictResponse\x12\x31\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1c.activekd.v1.ImagePrediction\x12.\n\x08identity\x18\x02 \x01(\x0b\x32\x1c.activekd.v1.TeacherIdentity\x12#\n\x06timing\x18\x03 \x01(\x0b\x32\x13.activekd.v1.Timing\"j\n\x14PredictStreamRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.activekd.v1.Image\x12\x15\n\rexperiment_id\x18\x02 \x01(\t\x12\x18\n\x10include_features\x18\x03 \x01(\x08\"I\n\x15PredictStreamResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.activekd.v1.ImagePrediction\"y\n\x0bImageSource\x12\x10\n\x06\x66older\x18\x01 \x01(\tH\x00\x12\x13\n\tfile_list\x18\x02 \x01(\tH\x00\x12\x13\n\tarray_uri\x18\x03 \x01(\tH\x00\x12\x11\n\x07pool_id\x18\x04 \x01(\tH\x00\x12\x11\n\x07\x62uiltin\x18\x05 \x01(\tH\x00\x42\x08\n\x06source\"\xae\x01\n\x10ScorePoolRequest\x12(\n\x06source\x18\x01 \x01(\x0b\x32\x18.activekd.v1.ImageSource\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x16\n\x0eoutput_pool_id\x18\x03 \x01(\t\x12\x12\n\nchunk_size\x18\x04 \x01(\x03\x12\x15\n\rexperiment_id\x18\x05 \x01(\t\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\x12\r\n\x05limit\x18\x07 \x01(\x03\"\xad\x01\n\x11ScorePoolResponse\x12\x0c\n\x04\x64one\x18\x01 \x01(\x03\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\x12\x16\n\x0e\x63hunks_resumed\x18\x04 \x01(\x03\x12#\n\x04pool\x18\x05 \x01(\x0b\x32\x15.activekd.v1.PoolInfo\x12.\n\x08identity\x18\x06 \x01(\x0b\x32\x1c.activekd.v1.TeacherIdentity\"R\n\x11SetClassesRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x02 \x03(\t\x12\x11\n\ttemplates\x18\x03 \x03(\t\"D\n\x12SetClassesResponse\x12.\n\x08identity\x18\x01 \x01(\x0b\x32\x1c.activekd.v1.TeacherIdentity2\xad\x03\n\x0eTeacherService\x12\\\n\x0f\x44\x65scribeTeacher\x12#.activekd.v1.DescribeTeacherRequest\x1a$.activekd.v1.DescribeTeacherResponse\x12\x44\n\x07Predict\x12\x1b.activekd.v1.PredictRequest\x1a\x1c.activekd.v1.PredictResponse\x12Z\n\rPredictStream\x12!.activekd.v1.PredictStreamRequest\x1a\".activekd.v1.PredictStreamResponse(\x01\x30\x01\x12L\n\tScorePool\x12\x1d.activekd.v1.ScorePoolRequest\x1a\x1e.activekd.v1.ScorePoolResponse0\x01\x12M\n\nSetClasses\x12\x1e.activekd.v1.SetClassesRequest\x1a\x1f.activekd.v1.SetClassesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x63tivekd/v1/teacher.proto\x12\x0b\x61\x63tivekd.v1\x1a\x18\x61\x63tivekd/v1/common.proto\"\xbe\x01\n\x0fTeacherIdentity\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cweights_hash\x18\x03 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\x12\x11\n\ttemplates\x18\x05 \x03(\t\x12\x15\n\rpreprocessing\x18\x06 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x0c\n\x04head\x18\t \x01(\t\"/\n\x16\x44\x65scribeTeacherRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"\xaa\x01\n\x17\x44\x65scribeTeacherResponse\x12.\n\x08identity\x18\x01 \x01(\x0b\x32\x1c.activekd.v1.TeacherIdentity\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x13\n\x0bnum_classes\x18\x04 \x01(\x05\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x05 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\x05\"\\\n\x05Image\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\x07\x65ncoded\x18\x02 \x01(\x0cH\x00\x12%\n\x06pixels\x18\x03 \x01(\x0b\x32\x13.activekd.v1.TensorH\x00\x42\x08\n\x06source\"\x94\x01\n\x0fImagePrediction\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\"\n\x05probs\x18\x02 \x01(\x0b\x32\x13.activekd.v1.Tensor\x12%\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x13.activekd.v1.Tensor\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.activekd.v1.ItemError\"e\n\x0ePredictRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.activekd.v1.Image\x12\x15\n\rexperiment_id\x18\x02 \x01(\t\x12\x18\n\x10include_features\x18\x03 \x01(\x08\"\x99\x01\n\x0fPredictResponse\x12\x31\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1c.activekd.v1.ImagePrediction\x12.\n\x08identity\x18\x02 \x01(\x0b\x32\x1c.activekd.v1.TeacherIdentity\x12#\n\x06timing\x18\x03 \x01(\x0b\x32\x13.activekd.v1.Timing\"j\n\x14PredictStreamRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.activekd.v1.Image\x12\x15\n\rexperiment_id\x18\x02 \x01(\t\x12\x18\n\x10include_features\x18\x03 \x01(\x08\"I\n\x15PredictStreamResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.activekd.v1.ImagePrediction\"y\n\x0bImageSource\x12\x10\n\x06\x66older\x18\x01 \x01(\tH\x00\x12\x13\n\tfile_list\x18\x02 \x01(\tH\x00\x12\x13\n\tarray_uri\x18\x03 \x01(\tH\x00\x12\x11\n\x07pool_id\x18\x04 \x01(\tH\x00\x12\x11\n\x07\x62uiltin\x18\x05 \x01(\tH\x00\x42\x08\n\x06source\"\xae\x01\n\x10ScorePoolRequest\x12(\n\x06source\x18\x01 \x01(\x0b\x32\x18.activekd.v1.ImageSource\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x16\n\x0eoutput_pool_id\x18\x03 \x01(\t\x12\x12\n\nchunk_size\x18\x04 \x01(\x03\x12\x15\n\rexperiment_id\x18\x05 \x01(\t\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\x12\r\n\x05limit\x18\x07 \x01(\x03\"\xad\x01\n\x11ScorePoolResponse\x12\x0c\n\x04\x64one\x18\x01 \x01(\x03\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\x12\x16\n\x0e\x63hunks_resumed\x18\x04 \x01(\x03\x12#\n\x04pool\x18\x05 \x01(\x0b\x32\x15.activekd.v1.PoolInfo\x12.\n\x08identity\x18\x06 \x01(\x0b\x32\x1c.activekd.v1.TeacherIdentity\"R\n\x11SetClassesRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x02 \x03(\t\x12\x11\n\ttemplates\x18\x03 \x03(\t\"D\n\x12SetClassesResponse\x12.\n\x08identity\x18\x01 \x01(\x0b\x32\x1c.activekd.v1.TeacherIdentity2\xad\x03\n\x0eTeacherService\x12\\\n\x0f\x44\x65scribeTeacher\x12#.activekd.v1.DescribeTeacherRequest\x1a$.activekd.v1.DescribeTeacherResponse\x12\x44\n\x07Predict\x12\x1b.activekd.v1.PredictRequest\x1a\x1c.activekd.v1.PredictResponse\x12Z\n\rPredictStream\x12!.activekd.v1.PredictStreamRequest\x1a\".activekd.v1.PredictStreamResponse(\x01\x30\x01\x12L\n\tScorePool\x12\x1d.activekd.v1.ScorePoolRequest\x1a\x1e.activekd.v1.ScorePoolResponse0\x01\x12M\n\nSetClasses\x12\x1e.activekd.v1.SetClassesRequest\x1a\x1f.activekd.v1.SetClassesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,33 +33,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'activekd.v1.teacher_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TEACHERIDENTITY']._serialized_start=69
-  _globals['_TEACHERIDENTITY']._serialized_end=245
-  _globals['_DESCRIBETEACHERREQUEST']._serialized_start=247
-  _globals['_DESCRIBETEACHERREQUEST']._serialized_end=294
-  _globals['_DESCRIBETEACHERRESPONSE']._serialized_start=297
-  _globals['_DESCRIBETEACHERRESPONSE']._serialized_end=467
-  _globals['_IMAGE']._serialized_start=469
-  _globals['_IMAGE']._serialized_end=561
-  _globals['_IMAGEPREDICTION']._serialized_start=564
-  _globals['_IMAGEPREDICTION']._serialized_end=712
-  _globals['_PREDICTREQUEST']._serialized_start=714
-  _globals['_PREDICTREQUEST']._serialized_end=815
-  _globals['_PREDICTRESPONSE']._serialized_start=818
-  _globals['_PREDICTRESPONSE']._serialized_end=971
-  _globals['_PREDICTSTREAMREQUEST']._serialized_start=973
-  _globals['_PREDICTSTREAMREQUEST']._serialized_end=1079
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1081
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1154
-  _globals['_IMAGESOURCE']._serialized_start=1156
-  _globals['_IMAGESOURCE']._serialized_end=1277
-  _globals['_SCOREPOOLREQUEST']._serialized_start=1280
-  _globals['_SCOREPOOLREQUEST']._serialized_end=1454
-  _globals['_SCOREPOOLRESPONSE']._serialized_start=1457
-  _globals['_SCOREPOOLRESPONSE']._serialized_end=1630
-  _globals['_SETCLASSESREQUEST']._serialized_start=1632
-  _globals['_SETCLASSESREQUEST']._serialized_end=1714
-  _globals['_SETCLASSESRESPONSE']._serialized_start=1716
-  _globals['_SETCLASSESRESPONSE']._serialized_end=1784
-  _globals['_TEACHERSERVICE']._serialized_start=1787
-  _globals['_TEACHERSERVICE']._serialized_end=2216
+  _globals['_TEACHERIDENTITY']._serialized_end=259
+  _globals['_DESCRIBETEACHERREQUEST']._serialized_start=261
+  _globals['_DESCRIBETEACHERREQUEST']._serialized_end=308
+  _globals['_DESCRIBETEACHERRESPONSE']._serialized_start=311
+  _globals['_DESCRIBETEACHERRESPONSE']._serialized_end=481
+  _globals['_IMAGE']._serialized_start=483
+  _globals['_IMAGE']._serialized_end=575
+  _globals['_IMAGEPREDICTION']._serialized_start=578
+  _globals['_IMAGEPREDICTION']._serialized_end=726
+  _globals['_PREDICTREQUEST']._serialized_start=728
+  _globals['_PREDICTREQUEST']._serialized_end=829
+  _globals['_PREDICTRESPONSE']._serialized_start=832
+  _globals['_PREDICTRESPONSE']._serialized_end=985
+  _globals['_PREDICTSTREAMREQUEST']._serialized_start=987
+  _globals['_PREDICTSTREAMREQUEST']._serialized_end=1093
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1095
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1168
+  _globals['_IMAGESOURCE']._serialized_start=1170
+  _globals['_IMAGESOURCE']._serialized_end=1291
+  _globals['_SCOREPOOLREQUEST']._serialized_start=1294
+  _globals['_SCOREPOOLREQUEST']._serialized_end=1468
+  _globals['_SCOREPOOLRESPONSE']._serialized_start=1471
+  _globals['_SCOREPOOLRESPONSE']._serialized_end=1644
+  _globals['_SETCLASSESREQUEST']._serialized_start=1646
+  _globals['_SETCLASSESREQUEST']._serialized_end=1728
+  _globals['_SETCLASSESRESPONSE']._serialized_start=1730
+  _globals['_SETCLASSESRESPONSE']._serialized_end=1798
+  _globals['_TEACHERSERVICE']._serialized_start=1801
+  _globals['_TEACHERSERVICE']._serialized_end=2230
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TeacherIdentity(_message.Message):
-    __slots__ = ("backend", "model", "weights_hash", "class_names", "templates", "preprocessing", "fingerprint", "description")
+    __slots__ = ("backend", "model", "weights_hash", "class_names", "templates", "preprocessing", "fingerprint", "description", "head")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class TeacherIdentity(_message.Message):
     PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
     backend: str
     model: str
     weights_hash: str
@@ -25,7 +26,8 @@ class TeacherIdentity(_message.Message):
     preprocessing: str
     fingerprint: str
     description: str
-    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., weights_hash: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., templates: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[str] = ..., fingerprint: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    head: str
+    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., weights_hash: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., templates: _Optional[_Iterable[str]] = ..., preprocessing: _Optional[str] = ..., fingerprint: _Optional[str] = ..., description: _Optional[str] = ..., head: _Optional[str] = ...) -> None: ...
 
 class DescribeTeacherRequest(_message.Message):
     __slots__ = ("experiment_id",)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrainRoundRequest(_message.Message):
-    __slots__ = ("experiment_id", "round", "student_config", "pool_id", "teacher_pool_id", "test_pool_id", "predict_pool")
+    __slots__ = ("experiment_id", "round", "student_config", "pool_id", "teacher_pool_id", "test_pool_id", "predict_pool", "teacher_test_pool_id")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STUDENT_CONFIG_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class TrainRoundRequest(_message.Message):
     TEACHER_POOL_ID_FIELD_NUMBER: _ClassVar[int]
     TEST_POOL_ID_FIELD_NUMBER: _ClassVar[int]
     PREDICT_POOL_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_TEST_POOL_ID_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     round: int
     student_config: _struct_pb2.Struct
@@ -24,7 +25,8 @@ class TrainRoundRequest(_message.Message):
     teacher_pool_id: str
     test_pool_id: str
     predict_pool: bool
-    def __init__(self, experiment_id: _Optional[str] = ..., round: _Optional[int] = ..., student_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., pool_id: _Optional[str] = ..., teacher_pool_id: _Optional[str] = ..., test_pool_id: _Optional[str] = ..., predict_pool: _Optional[bool] = ...) -> None: ...
+    teacher_test_pool_id: str
+    def __init__(self, experiment_id: _Optional[str] = ..., round: _Optional[int] = ..., student_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., pool_id: _Optional[str] = ..., teacher_pool_id: _Optional[str] = ..., test_pool_id: _Optional[str] = ..., predict_pool: _Optional[bool] = ..., teacher_test_pool_id: _Optional[str] = ...) -> None: ...
 
 class TrainProgress(_message.Message):
     __slots__ = ("step", "total_steps", "loss", "ce_loss", "kd_loss", "elapsed_seconds")
@@ -43,18 +45,20 @@ class TrainProgress(_message.Message):
     def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., ce_loss: _Optional[float] = ..., kd_loss: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
 
 class Evaluation(_message.Message):
-    __slots__ = ("accuracy", "ce_accuracy", "kd_accuracy", "teacher_agreement", "num_examples")
+    __slots__ = ("accuracy", "ce_accuracy", "kd_accuracy", "teacher_agreement", "num_examples", "teacher_accuracy")
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     CE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     KD_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     TEACHER_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     accuracy: float
     ce_accuracy: float
     kd_accuracy: float
     teacher_agreement: float
     num_examples: int
-    def __init__(self, accuracy: _Optional[float] = ..., ce_accuracy: _Optional[float] = ..., kd_accuracy: _Optional[float] = ..., teacher_agreement: _Optional[float] = ..., num_examples: _Optional[int] = ...) -> None: ...
+    teacher_accuracy: float
+    def __init__(self, accuracy: _Optional[float] = ..., ce_accuracy: _Optional[float] = ..., kd_accuracy: _Optional[float] = ..., teacher_agreement: _Optional[float] = ..., num_examples: _Optional[int] = ..., teacher_accuracy: _Optional[float] = ...) -> None: ...
 
 class CheckpointInfo(_message.Message):
     __slots__ = ("checkpoint_id", "experiment_id", "round", "size_bytes", "sha256", "created_unix")

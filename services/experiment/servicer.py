@@ -1,0 +1,119 @@
+"""ExperimentService: protos <-> ExperimentStore + Driver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+from activekd_services.experiment.convert import (
+    event_to_proto,
+    experiment_to_proto,
+    spec_from_proto,
+)
+
+from activekd.errors import InvalidArgument
+from activekd.experiment.driver import Driver
+from activekd.selection import available_strategies
+from activekd.server import metrics
+from activekd.state.experiments import ExperimentStore, RoundState
+from activekd.v1 import experiment_pb2, experiment_pb2_grpc
+
+WATCH_BLOCK_MS = 5_000
+
+
+class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
+    """Thin adapter; the transitions' work runs in a thread so health checks stay responsive."""
+
+    def __init__(self, store: ExperimentStore, driver: Driver) -> None:
+        self.store, self.driver = store, driver
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def CreateExperiment(
+        self, request: experiment_pb2.CreateExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> experiment_pb2.CreateExperimentResponse:
+        if not request.HasField("spec"):
+            raise InvalidArgument("spec is required", field="spec")
+        spec = spec_from_proto(request.spec)
+        exp = await asyncio.to_thread(
+            self.driver.create, spec, request.experiment_id or None, set(available_strategies())
+        )
+        return experiment_pb2.CreateExperimentResponse(experiment=experiment_to_proto(exp))
+
+    async def GetExperiment(
+        self, request: experiment_pb2.GetExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> experiment_pb2.GetExperimentResponse:
+        return experiment_pb2.GetExperimentResponse(
+            experiment=experiment_to_proto(self.store.get(request.experiment_id))
+        )
+
+    async def ListExperiments(
+        self, request: experiment_pb2.ListExperimentsRequest, context: grpc.aio.ServicerContext
+    ) -> experiment_pb2.ListExperimentsResponse:
+        items, token = self.store.list(request.page_size, request.page_token)
+        return experiment_pb2.ListExperimentsResponse(
+            experiments=[experiment_to_proto(e) for e in items], next_page_token=token
+        )
+
+    async def DeleteExperiment(
+        self, request: experiment_pb2.DeleteExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> experiment_pb2.DeleteExperimentResponse:
+        return experiment_pb2.DeleteExperimentResponse(
+            deleted=self.store.delete(request.experiment_id) > 0
+        )
+
+    async def AdvanceRound(
+        self, request: experiment_pb2.AdvanceRoundRequest, context: grpc.aio.ServicerContext
+    ) -> experiment_pb2.AdvanceRoundResponse:
+        lock = self._locks.setdefault(request.experiment_id, asyncio.Lock())
+        async with lock:  # one transition per experiment at a time in this process
+            before, exp = await asyncio.to_thread(
+                self.driver.step, request.experiment_id, request.expected_version or None
+            )
+        trained = exp.rounds[exp.current_round] if before is RoundState.TEACHER_SCORED else None
+        if trained is not None and trained.accuracy is not None:
+            metrics.record_round_result(
+                exp.experiment_id,
+                exp.spec.strategy,
+                exp.spec.dataset or "unknown",
+                trained.labeled_count,
+                trained.accuracy,
+            )
+        return experiment_pb2.AdvanceRoundResponse(
+            experiment=experiment_to_proto(exp),
+            from_state=f"ROUND_STATE_{before.name}",
+            to_state=f"ROUND_STATE_{exp.state.name}",
+        )
+
+    async def SubmitLabels(
+        self, request: experiment_pb2.SubmitLabelsRequest, context: grpc.aio.ServicerContext
+    ) -> experiment_pb2.SubmitLabelsResponse:
+        labels: dict[str, int] = {}
+        for item in request.labels:
+            if item.item_id in labels and labels[item.item_id] != item.label:
+                raise InvalidArgument(
+                    f"item {item.item_id!r} appears twice with different labels", field="labels"
+                )
+            labels[item.item_id] = int(item.label)
+        res = self.store.submit_labels(request.experiment_id, labels, overwrite=request.overwrite)
+        return experiment_pb2.SubmitLabelsResponse(
+            accepted=res.accepted,
+            unchanged=res.unchanged,
+            remaining=res.remaining,
+            experiment=experiment_to_proto(self.store.get(request.experiment_id)),
+        )
+
+    async def WatchExperiment(
+        self, request: experiment_pb2.WatchExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[experiment_pb2.WatchExperimentResponse]:
+        after = "0-0"
+        self.store.get(request.experiment_id)  # NOT_FOUND before streaming anything
+        while True:
+            events = await asyncio.to_thread(
+                self.store.events, request.experiment_id, after, WATCH_BLOCK_MS
+            )
+            for ev in events:
+                after = ev.event_id
+                yield experiment_pb2.WatchExperimentResponse(event=event_to_proto(ev))
+                if ev.state is RoundState.FINISHED:
+                    return

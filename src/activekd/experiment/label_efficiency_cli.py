@@ -1,0 +1,57 @@
+"""``activekd bench label-efficiency`` and ``bench/label_efficiency.py``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from activekd.experiment.label_efficiency import (
+    GridConfig,
+    run_grid,
+    summarise,
+    teacher_test_accuracy,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or resume) the grid, then summarise it."""
+    ap = argparse.ArgumentParser(prog="activekd bench label-efficiency", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small grid (minutes)")
+    ap.add_argument("--out", default="bench/results/label_efficiency")
+    ap.add_argument("--seeds", type=int, nargs="*", help="seeds to run (default 0..4, quick 0..1)")
+    ap.add_argument("--strategies", nargs="*", help="KD strategies to run")
+    ap.add_argument("--ce-only", nargs="*", help="strategies to run with the CE-only student")
+    ap.add_argument("--pool-size", type=int)
+    ap.add_argument("--test-size", type=int)
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--steps", type=int, help="student training steps per round")
+    ap.add_argument("--max-runs", type=int, help="stop after this many new runs")
+    ap.add_argument("--time-budget", type=float, help="start no new run after this many seconds")
+    ap.add_argument("--summarise-only", action="store_true")
+    args = ap.parse_args(argv)
+    grid = GridConfig.quick() if args.quick else GridConfig()
+    if args.seeds is not None:
+        grid.seeds = args.seeds
+    if args.strategies is not None:
+        grid.strategies = args.strategies
+    if args.ce_only is not None:
+        grid.ce_only_strategies = args.ce_only
+    for name in ("pool_size", "test_size", "rounds"):
+        if getattr(args, name) is not None:
+            setattr(grid, name, getattr(args, name))
+    if args.steps is not None:
+        grid.student = {**grid.student, "steps": args.steps}
+    out = Path(args.out)
+    start = time.time()
+    if not args.summarise_only:
+        written = run_grid(grid, out, max_runs=args.max_runs, time_budget_s=args.time_budget)
+        print(f"{len(written)} new run(s) in {time.time() - start:.0f} s")
+    root = out / grid.tag
+    teacher = teacher_test_accuracy(grid)
+    md = summarise(root, teacher)
+    print(md)
+    print(f"wrote {root}/results.csv, results.md, curves.png")
+    (root / "summary.json").write_text(json.dumps({"teacher_accuracy": teacher}))
+    return 0
