@@ -8,6 +8,7 @@ ImageNet classifier with a label map, not a vision-language model.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -64,9 +65,9 @@ class LabelMap:
                     )
                 seen[int(i)] = name
 
-    def subset(self, class_names: tuple[str, ...] | list[str]) -> LabelMap:
-        """The map restricted to (and reordered as) ``class_names``; NotFound-style errors name
-        the classes that have no mapping."""
+    def subset(self, class_names: Sequence[str]) -> LabelMap:
+        """The map restricted to (and reordered as) ``class_names``; InvalidArgument names the
+        classes that have no mapping."""
         index = {n: i for i, n in enumerate(self.class_names)}
         missing = [n for n in class_names if n not in index]
         if missing:

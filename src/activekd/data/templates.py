@@ -7,6 +7,8 @@ engineering notebook; ``COOP_TEMPLATES`` are CoOp's hand-written per-dataset pro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from activekd.errors import InvalidArgument
 
 SIMPLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
@@ -51,7 +53,7 @@ def templates_for(dataset: str) -> tuple[str, ...]:
     return COOP_TEMPLATES.get(key) or COOP_TEMPLATES.get(key.replace("_", "-"), SIMPLE_TEMPLATES)
 
 
-def validate_templates(templates: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
     """Check every template holds exactly one ``{}`` and formats; InvalidArgument otherwise."""
     out = tuple(templates)
     if not out:
@@ -72,7 +74,7 @@ def validate_templates(templates: tuple[str, ...] | list[str]) -> tuple[str, ...
     return out
 
 
-def validate_class_names(class_names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+def validate_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
     """Check the class names are non-empty, unique strings; InvalidArgument otherwise."""
     out = tuple(class_names)
     if not out:

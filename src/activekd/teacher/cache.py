@@ -1,0 +1,179 @@
+"""On-disk cache of teacher outputs keyed by (teacher fingerprint, dataset, split, row indices).
+
+Layout: ``<root>/<fingerprint>/<dataset>/<split>/<sha256(indices)[:20]>.npz`` holding ``probs``,
+``features`` (optional), ``indices`` and the teacher identity JSON. Writes are atomic
+(temp file + rename), so concurrent writers at worst compute twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from activekd.errors import InvalidArgument, NotFound
+from activekd.teacher.base import Teacher, TeacherIdentity, TeacherOutput
+
+CACHE_ENV = "ACTIVEKD_CACHE_DIR"
+_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def default_cache_dir() -> Path:
+    """``$ACTIVEKD_CACHE_DIR`` or ``~/.cache/activekd/teacher``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "activekd" / "teacher"
+
+
+def _safe(name: str, what: str) -> str:
+    if not _SAFE.match(name) or name in (".", ".."):
+        raise InvalidArgument(
+            f"{what} {name!r} may only hold letters, digits, '.', '_' and '-'", field=what
+        )
+    return name
+
+
+def indices_key(indices: np.ndarray) -> str:
+    """Digest of the row indices (int64, in order)."""
+    idx = np.ascontiguousarray(np.asarray(indices, dtype=np.int64))
+    return hashlib.sha256(idx.tobytes()).hexdigest()[:20]
+
+
+class TeacherOutputCache:
+    """Small output cache so repeated evaluations and tests don't recompute."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+
+    def path(self, fingerprint: str, dataset: str, split: str, indices: np.ndarray) -> Path:
+        """Where the entry for this key lives (whether or not it exists)."""
+        return (
+            self.root
+            / _safe(fingerprint, "fingerprint")
+            / _safe(dataset, "dataset")
+            / _safe(split, "split")
+            / f"{indices_key(indices)}.npz"
+        )
+
+    def get(
+        self,
+        identity: TeacherIdentity,
+        dataset: str,
+        split: str,
+        indices: np.ndarray,
+        *,
+        need_features: bool = True,
+    ) -> TeacherOutput | None:
+        """The cached output, or None (missing, unreadable, or without features when needed)."""
+        path = self.path(identity.fingerprint, dataset, split, indices)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if not np.array_equal(z["indices"], np.asarray(indices, dtype=np.int64)):
+                    return None
+                if json.loads(str(z["identity"]))["fingerprint"] != identity.fingerprint:
+                    return None
+                has_features = bool(z["has_features"])
+                if need_features and not has_features:
+                    return None
+                probs = z["probs"].astype(np.float32)
+                feats = (
+                    z["features"].astype(np.float32)
+                    if has_features
+                    else np.zeros((probs.shape[0], 0), np.float32)
+                )
+        except (OSError, KeyError, ValueError, json.JSONDecodeError):
+            return None
+        return TeacherOutput(probs, feats)
+
+    def put(
+        self,
+        identity: TeacherIdentity,
+        dataset: str,
+        split: str,
+        indices: np.ndarray,
+        output: TeacherOutput,
+        *,
+        store_features: bool = True,
+    ) -> Path:
+        """Store ``output`` (rows in ``indices`` order) atomically; returns the file path."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(output) != idx.shape[0]:
+            raise InvalidArgument(f"{len(output)} output rows for {idx.shape[0]} indices")
+        path = self.path(identity.fingerprint, dataset, split, idx)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        os.close(fd)
+        try:
+            np.savez(
+                tmp,
+                probs=output.probs.astype(np.float32),
+                features=output.features.astype(np.float32)
+                if store_features
+                else np.zeros((0, 0), np.float32),
+                has_features=np.array(store_features),
+                indices=idx,
+                identity=np.array(identity.to_json()),
+            )
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def get_or_compute(
+        self,
+        teacher: Teacher,
+        dataset: str,
+        split: str,
+        indices: np.ndarray,
+        images: np.ndarray | Callable[[np.ndarray], np.ndarray],
+        *,
+        store_features: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+        chunk_size: int | None = None,
+    ) -> tuple[TeacherOutput, bool]:
+        """``(output, was_cached)``. ``images`` is the row-aligned image array for ``indices``
+        or a loader ``indices -> images``; ``progress(done, total)`` is called per chunk."""
+        idx = np.asarray(indices, dtype=np.int64)
+        hit = self.get(teacher.identity, dataset, split, idx, need_features=store_features)
+        if hit is not None:
+            if progress is not None:
+                progress(len(idx), len(idx))
+            return hit, True
+        step = chunk_size or teacher.max_batch_size
+        parts = []
+        for start in range(0, len(idx), step):
+            rows = idx[start : start + step]
+            batch = images(rows) if callable(images) else np.asarray(images)[start : start + step]
+            parts.append(teacher.predict(batch))
+            if progress is not None:
+                progress(min(start + step, len(idx)), len(idx))
+        out = TeacherOutput.concat(parts, teacher.num_classes, teacher.feature_dim)
+        self.put(teacher.identity, dataset, split, idx, out, store_features=store_features)
+        return out, False
+
+
+def load_split_probs(path: str | Path) -> tuple[TeacherIdentity, dict[str, np.ndarray]]:
+    """Read a file written by ``scripts/build_teacher_cache.py``: the teacher identity and
+    ``{split: float32 probs}`` (float16 rows renormalised to sum to 1)."""
+    p = Path(path)
+    if not p.is_file():
+        raise NotFound(
+            f"teacher cache {p} does not exist (scripts/build_teacher_cache.py makes it)"
+        )
+    with np.load(p, allow_pickle=False) as z:
+        identity = TeacherIdentity.from_dict(json.loads(str(z["identity"])))
+        out = {}
+        for key in z.files:
+            if key.endswith("_probs"):
+                probs = z[key].astype(np.float32)
+                probs /= probs.sum(axis=1, keepdims=True)
+                out[key[: -len("_probs")]] = probs
+    return identity, out

@@ -1,0 +1,185 @@
+"""docker-compose.yml (+ the GPU override): schema, entry points, env names, ports, Prometheus."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import DEPLOY, REPO, THIRD_PARTY_ENV, tool
+
+SERVICES = ("selection", "teacher", "trainer", "experiment")
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):  # ["KEY=value", ...] form
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Compose's merge of an override file: mappings merge, everything else is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = _merge(base.get(key), value) if key in base else value
+        return out
+    return override
+
+
+def _check_jsonschema(*files: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *map(str, files)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_compose_files_match_the_compose_spec_schema() -> None:
+    proc = _check_jsonschema(REPO / "docker-compose.yml", REPO / "docker-compose.gpu.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_schema_check_rejects_a_broken_file(tmp_path: Path, compose: dict[str, Any]) -> None:
+    """The validator above really validates: a misspelt key fails it."""
+    broken = dict(compose)
+    broken["services"] = {**compose["services"], "redis": {**compose["services"]["redis"]}}
+    broken["services"]["redis"]["helthcheck"] = {"test": ["CMD", "true"]}
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(broken))
+    proc = _check_jsonschema(path)
+    assert proc.returncode != 0
+    assert "helthcheck" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_entry_point_ports_and_health(
+    name: str, compose: dict[str, Any], architecture_services: dict[str, dict[str, str]]
+) -> None:
+    svc, spec = compose["services"][name], architecture_services[name]
+    assert " ".join(svc["command"]) == spec["entry"]
+    module = spec["entry"].split()[-1]
+    package_dir = REPO / module.replace("activekd_services", "services").replace(".", "/")
+    assert (package_dir / "__main__.py").is_file(), f"{module} has no __main__.py"
+    env = _env(svc)
+    assert env["ACTIVEKD_GRPC_PORT"] == spec["grpc_port"]
+    assert env["ACTIVEKD_METRICS_PORT"] == spec["metrics_port"]
+    assert env["ACTIVEKD_REDIS_URL"].startswith("redis://redis:")
+    assert any(p.endswith(f":{spec['grpc_port']}") for p in svc["ports"])
+    assert all(p.startswith("127.0.0.1:") for p in svc["ports"]), "publish on loopback only"
+    test = svc["healthcheck"]["test"]
+    assert test[:4] == ["CMD", "python", "-m", "activekd.server.healthcheck"]
+    assert test[test.index("--port") + 1] == spec["grpc_port"]
+    assert test[test.index("--service") + 1] == spec["grpc_service"]
+    assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert svc["user"] != "0" and not str(svc["user"]).startswith("root")
+    assert svc["read_only"] is True and "/tmp" in svc["tmpfs"]
+    volumes = {v.split(":")[1] for v in svc["volumes"]}
+    assert env["ACTIVEKD_STORE_URI"] in volumes, "the pool store must be on the shared volume"
+    grace = float(env["ACTIVEKD_GRACE_SECONDS"])
+    assert float(svc["stop_grace_period"].rstrip("s")) > grace
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_env_names_are_read_by_the_code(
+    name: str,
+    compose: dict[str, Any],
+    architecture_services: dict[str, dict[str, str]],
+    service_env_names: Callable[[str], set[str]],
+) -> None:
+    gpu = yaml.safe_load((REPO / "docker-compose.gpu.yml").read_text())
+    merged = _merge(compose["services"][name], gpu["services"].get(name, {}))
+    known = service_env_names(architecture_services[name]["entry"].split()[-1])
+    names = set(_env(merged))
+    unknown = {n for n in names if n.startswith("ACTIVEKD_")} - known
+    assert not unknown, f"{name} sets {sorted(unknown)}, which the code never reads"
+    assert {n for n in names if not n.startswith("ACTIVEKD_")} <= THIRD_PARTY_ENV
+
+
+def test_experiment_targets_point_at_the_services(
+    compose: dict[str, Any], architecture_services: dict[str, dict[str, str]]
+) -> None:
+    env = _env(compose["services"]["experiment"])
+    for other in ("selection", "teacher", "trainer"):
+        target = env[f"ACTIVEKD_{other.upper()}_TARGET"].removeprefix("dns:///")
+        assert target == f"{other}:{architecture_services[other]['grpc_port']}"
+        assert compose["services"]["experiment"]["depends_on"][other] == {
+            "condition": "service_healthy"
+        }
+
+
+def test_gpu_override_reserves_gpus_for_teacher_and_trainer() -> None:
+    gpu = yaml.safe_load((REPO / "docker-compose.gpu.yml").read_text())
+    assert set(gpu["services"]) == {"teacher", "trainer"}
+    for svc in gpu["services"].values():
+        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+        assert svc["build"]["target"] == "cuda"
+        assert _env(svc)["ACTIVEKD_DEVICE"] == "cuda"
+
+
+def test_redis_persists_with_aof(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    cmd = redis["command"]
+    assert cmd[cmd.index("--appendonly") + 1] == "yes"
+    assert cmd[cmd.index("--dir") + 1] == "/data"
+    assert any(v.startswith("redis-data:/data") for v in redis["volumes"])
+    assert "redis-data" in compose["volumes"]
+
+
+def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
+    used = set()
+    for svc in compose["services"].values():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                used.add(source)
+            else:
+                assert (REPO / source).exists(), f"bind-mounted {source} does not exist"
+    assert used == set(compose["volumes"])
+
+
+def test_prometheus_scrapes_every_service(
+    compose: dict[str, Any], architecture_services: dict[str, dict[str, str]], promtool: str
+) -> None:
+    config_path = DEPLOY / "prometheus" / "prometheus.compose.yml"
+    mount = next(v for v in compose["services"]["prometheus"]["volumes"] if "prometheus.yml" in v)
+    assert mount.split(":")[0] == "./deploy/prometheus/prometheus.compose.yml"
+    proc = subprocess.run(
+        [promtool, "check", "config", str(config_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = yaml.safe_load(config_path.read_text())
+    jobs = {
+        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+        for job in config["scrape_configs"]
+    }
+    for name, spec in architecture_services.items():
+        assert jobs[f"activekd-{name}"] == [f"{name}:{spec['metrics_port']}"]
+
+
+def test_grafana_is_provisioned(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    provisioning = REPO / mounts["/etc/grafana/provisioning"]
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    (ds,) = datasource["datasources"]
+    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090"
+    providers = yaml.safe_load((provisioning / "dashboards" / "activekd.yml").read_text())
+    (provider,) = providers["providers"]
+    dashboards_dir = REPO / mounts[provider["options"]["path"]]
+    assert (dashboards_dir / "activekd.json").is_file()
+    home = _env(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(provider["options"]["path"] + "/")
+
+
+def test_env_name_discovery_reads_the_code(service_env_names: Callable[[str], set[str]]) -> None:
+    """Guard for the env checks: names come from the code (flags, ServerConfig, literals,
+    ACTIVEKD_TEACHER_<field> from TeacherConfig), and a made-up name is not among them."""
+    names = service_env_names("activekd_services.selection")
+    assert {"ACTIVEKD_GRPC_PORT", "ACTIVEKD_REDIS_URL", "ACTIVEKD_THREADS"} <= names
+    assert {"ACTIVEKD_METRICS_MAX_EXPERIMENTS", "ACTIVEKD_TEACHER_PRETRAINED"} <= names
+    assert "ACTIVEKD_TEACHER_PRETRAINED_TAG" not in names
+    assert "ACTIVEKD_REDIS_URI" not in names
