@@ -11,10 +11,16 @@ from tests.procs import RedisProcess, ServiceProcess
 
 
 @pytest.fixture(scope="module")
-def selection_service(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def selection_service(
+    redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
     store = tmp_path_factory.mktemp("store")
-    svc = ServiceProcess("selection", redis_server.url, str(store),
-                         env={"ACTIVEKD_MAX_MESSAGE_BYTES": str(8 * 1024 * 1024)}).start()
+    svc = ServiceProcess(
+        "selection",
+        redis_server.url,
+        str(store),
+        env={"ACTIVEKD_MAX_MESSAGE_BYTES": str(8 * 1024 * 1024)},
+    ).start()
     try:
         yield svc
     finally:
@@ -24,3 +30,86 @@ def selection_service(redis_server: RedisProcess, tmp_path_factory: pytest.TempP
 @pytest.fixture
 def store_root(selection_service: ServiceProcess) -> Path:
     return Path(selection_service.store_uri)
+
+
+# --- teacher service ----------------------------------------------------------------------------
+TINY_CLIP_NPZ = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "teacher" / "tiny_clip_fmnist.npz"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/fixtures/teacher/tiny_clip_fmnist.npz (a Fashion-MNIST-trained ``tiny-clip-32``) as
+    the open_clip checkpoint file that ``ACTIVEKD_TEACHER_PRETRAINED`` takes."""
+    import open_clip
+
+    import activekd.teacher  # noqa: F401  (registers tiny-clip-32 with open_clip)
+    from activekd.teacher.clip_train import load_state_npz, save_checkpoint
+
+    state, _ = load_state_npz(TINY_CLIP_NPZ)
+    model, _, _ = open_clip.create_model_and_transforms("tiny-clip-32")
+    model.load_state_dict(state)
+    return save_checkpoint(model, tmp_path_factory.mktemp("tiny-clip") / "tiny_clip_fmnist.pt")
+
+
+def tiny_teacher_env(checkpoint: Path, **extra: str) -> dict[str, str]:
+    """Env for a teacher service running the tiny CLIP on CPU (fast enough for tests)."""
+    import json
+
+    from activekd.data.templates import FASHION_MNIST_TEMPLATES
+
+    return {
+        "ACTIVEKD_TEACHER_BACKEND": "open_clip",
+        "ACTIVEKD_TEACHER_MODEL": "tiny-clip-32",
+        "ACTIVEKD_TEACHER_PRETRAINED": str(checkpoint),
+        "ACTIVEKD_TEACHER_TEMPLATES": json.dumps(list(FASHION_MNIST_TEMPLATES)),
+        "ACTIVEKD_TEACHER_TARGET": "0.7",  # the experiment service's setting: must be ignored
+        "ACTIVEKD_DEVICE": "cpu",
+        "ACTIVEKD_THREADS": "1",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def teacher_service(
+    redis_server: RedisProcess, tiny_clip_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """The teacher service with the tiny CLIP; ``ACTIVEKD_CACHE_DIR`` is an empty temp folder
+    (tests drop precomputed cache files there) and the batcher waits up to 30 ms per batch."""
+    env = tiny_teacher_env(
+        tiny_clip_checkpoint,
+        ACTIVEKD_CACHE_DIR=str(tmp_path_factory.mktemp("teacher-cache")),
+        ACTIVEKD_MAX_QUEUE_DELAY_MS="30",
+        ACTIVEKD_MAX_BATCH_SIZE="32",
+    )
+    svc = ServiceProcess(
+        "teacher", redis_server.url, str(tmp_path_factory.mktemp("teacher-store")), env=env
+    ).start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+# --- trainer service ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trainer_service(
+    redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """TrainerService on CPU, one torch thread, 16 KiB GetCheckpoint chunks (to see chunking)."""
+    store = tmp_path_factory.mktemp("trainer-store")
+    svc = ServiceProcess(
+        "trainer",
+        redis_server.url,
+        str(store),
+        env={
+            "ACTIVEKD_DEVICE": "cpu",
+            "ACTIVEKD_THREADS": "1",
+            "ACTIVEKD_CHECKPOINT_CHUNK_BYTES": str(16 * 1024),
+        },
+    ).start()
+    try:
+        yield svc
+    finally:
+        svc.stop()

@@ -222,14 +222,16 @@ class Driver:
             "checkpoint_id": result.checkpoint.checkpoint_id,
             "timings": {"train_seconds": result.train_seconds},
         }
+        ev = result.evaluation
         if spec.test_pool_id:
-            updates["accuracy"] = result.evaluation.accuracy
-            updates["teacher_agreement"] = result.evaluation.teacher_agreement
-            updates["extra"] = {
-                "accuracy_ce": result.evaluation.ce_accuracy,
-                "accuracy_kd": result.evaluation.kd_accuracy,
-                "teacher_accuracy": result.evaluation.teacher_accuracy,
-            }
+            updates["accuracy"] = ev.accuracy
+            extra = {"accuracy_ce": ev.ce_accuracy}
+            for name in ("kd_accuracy", "teacher_accuracy"):
+                if ev.HasField(name):
+                    extra[name] = getattr(ev, name)
+            if ev.HasField("teacher_agreement"):
+                updates["teacher_agreement"] = ev.teacher_agreement
+            updates["extra"] = extra
         return S.STUDENT_TRAINED, updates
 
     def _score(self, exp: Experiment) -> tuple[S, dict[str, Any]]:

@@ -598,24 +598,27 @@ class RoundTrainer:
         """Trains a prepared round, saves its checkpoint atomically, then scores the pool
         (``predict_pool``) and evaluates (when a test pool is set).
 
-        ``progress`` gets every :class:`TrainEvent`; setting ``cancel`` stops training at the next
-        event with ``Aborted`` (nothing saved). ``NonFiniteLossError`` keeps the old checkpoint.
+        ``progress`` gets a :class:`TrainEvent` every ``config.log_every`` steps and after the last;
+        setting ``cancel`` stops training after the current step with ``Aborted`` (nothing saved).
+        ``NonFiniteLossError`` keeps the old checkpoint.
         """
         req, exp = prepared.request, prepared.experiment
         exp_id, r = exp.experiment_id, int(req.round)
         path = self.checkpoint_path(exp_id, r)
 
-        def on_event(ev: TrainEvent) -> None:
+        every = prepared.config.log_every
+
+        def on_event(ev: TrainEvent) -> None:  # called after every step (log_every=1 below)
             if cancel is not None and cancel.is_set():
                 raise Aborted(f"round {r} of experiment {exp_id!r} was cancelled at step {ev.step}")
-            if progress is not None:
+            if progress is not None and (ev.step % every == 0 or ev.step == ev.total_steps):
                 progress(ev)
 
         with self._claim(exp_id, r):
             self.clean_temp_files(exp_id, r)
             try:
                 res = train_round(
-                    prepared.config,
+                    prepared.config.replace(log_every=1),  # cancel checks after every step
                     None,
                     prepared.labels,
                     prepared.x_pool,
@@ -629,6 +632,7 @@ class RoundTrainer:
                 raise NonFiniteLossError(
                     f"round {r} of experiment {exp_id!r}: {exc}; {kept}", step=exc.step
                 ) from exc
+            config = res.config.replace(log_every=every)
             last = res.history[-1]
             losses = {"total": last.loss, "ce": last.ce, "kd": last.kd}
             meta = {
@@ -642,11 +646,11 @@ class RoundTrainer:
                 "train_seconds": res.elapsed_seconds,
                 "losses": losses,
             }
-            saved = save_checkpoint(path, res.model, res.config, meta)
+            saved = save_checkpoint(path, res.model, config, meta)
             info = self._info(exp_id, r, saved)
         outcome = RoundOutcome(
             checkpoint=info,
-            config=res.config,
+            config=config,
             num_labeled=prepared.num_labeled,
             steps=len(res.history),
             losses=losses,
@@ -655,13 +659,13 @@ class RoundTrainer:
         if req.predict_pool:
             t0 = time.perf_counter()
             outcome.student_pool = self._write_scores(
-                res.model, res.config, prepared.x_pool, prepared.pool_id,
+                res.model, config, prepared.x_pool, prepared.pool_id,
                 student_pool_id(exp_id, r), exp_id, r, info,
             )  # fmt: skip
             outcome.predict_seconds = time.perf_counter() - t0
         if prepared.test_pool_id:
             outcome.evaluation = self._evaluate(
-                res.model, res.config, prepared.input_array, prepared.test_pool_id,
+                res.model, config, prepared.input_array, prepared.test_pool_id,
                 prepared.teacher_test_pool_id,
             )  # fmt: skip
         return outcome

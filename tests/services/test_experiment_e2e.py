@@ -1,0 +1,174 @@
+"""The whole system over gRPC: Redis + selection, teacher, trainer and experiment services as real
+processes, a tiny Fashion-MNIST pool, tiny models, three rounds."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from activekd.client import ExperimentClient, SelectionClient
+from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from activekd.localstack import LocalStack
+from activekd.v1 import experiment_pb2
+
+pytestmark = pytest.mark.slow
+FINISHED = experiment_pb2.ROUND_STATE_FINISHED
+ENV = {"ACTIVEKD_TEACHER_BACKEND": "label-map", "ACTIVEKD_TEACHER_IMAGE_SIZE": "64",
+       "ACTIVEKD_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    s = LocalStack(tmp_path_factory.mktemp("stack"), env=ENV).start()
+    x, y = load_fashion_mnist("train")
+    xt, yt = load_fashion_mnist("test")
+    with SelectionClient(s.target("selection")) as sel:
+        sel.upload_pool("e2e/pool", item_ids=[f"p{i}" for i in range(160)],
+                        arrays={"images": x[:160], "labels": y[:160]})
+        sel.upload_pool("e2e/test", item_ids=[f"t{i}" for i in range(80)],
+                        arrays={"images": xt[:80], "labels": yt[:80]})
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _spec(strategy: str = "pcoreset", oracle: bool = True, rounds: int = 3) -> experiment_pb2.ExperimentSpec:
+    spec = experiment_pb2.ExperimentSpec(
+        pool_id="e2e/pool", test_pool_id="e2e/test", dataset="fmnist-e2e",
+        class_names=list(FASHION_MNIST_CLASSES), strategy=strategy, initial_per_class=1,
+        budget_per_round=5, num_rounds=rounds, seed=7, simulated_oracle=oracle)
+    spec.student_config.update({"steps": 8, "batch_size_labeled": 16, "batch_size_unlabeled": 32})
+    return spec
+
+
+def _run(client: ExperimentClient, exp_id: str) -> experiment_pb2.Experiment:
+    exp = client.get(exp_id)
+    while exp.state != FINISHED:
+        exp = client.advance(exp_id).experiment
+    return exp
+
+
+def _selected(exp: experiment_pb2.Experiment) -> list[list[str]]:
+    return [list(r.selected_item_ids) for r in exp.rounds]
+
+
+def test_full_loop_three_rounds(stack: LocalStack) -> None:
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        exp = client.create(_spec(), experiment_id="loop-a")
+        assert exp.labeled_count == 10 and exp.state == experiment_pb2.ROUND_STATE_CREATED
+        seen: list[str] = []
+        while exp.state != FINISHED:
+            resp = client.advance("loop-a")
+            seen.append(experiment_pb2.RoundState.Name(resp.to_state).removeprefix("ROUND_STATE_"))
+            exp = resp.experiment
+        per_round = ["TEACHER_SCORED", "STUDENT_TRAINED", "POOL_SCORED", "SELECTED",
+                     "AWAITING_LABELS", "LABELS_COMPLETE", "CREATED"]
+        assert seen == per_round * 3 + ["TEACHER_SCORED", "STUDENT_TRAINED", "FINISHED"]
+        assert [r.labeled_count for r in exp.rounds] == [10, 15, 20, 25]
+        picks = [i for ids in _selected(exp) for i in ids]
+        assert len(picks) == len(set(picks)) == 15
+        assert all(0.0 < r.accuracy <= 1.0 for r in exp.rounds)
+        events = list(client.watch("loop-a", timeout=60))
+        assert events[-1].state == FINISHED
+        assert [e.version for e in events] == sorted(e.version for e in events)
+        with pytest.raises(grpc.RpcError) as exc:
+            client.advance("loop-a")
+        assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_two_drivers_exactly_one_advances(stack: LocalStack) -> None:
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        exp = client.create(_spec(rounds=1), experiment_id="race")
+        for _ in range(4):  # CREATED -> ... -> SELECTED, racing on every transition
+            version = client.get("race").version
+            outcomes: list[str] = []
+
+            def go(v: int = version) -> None:
+                try:
+                    client.advance("race", expected_version=v)
+                    outcomes.append("ok")
+                except grpc.RpcError as err:
+                    outcomes.append(err.code().name)
+
+            threads = [threading.Thread(target=go) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(outcomes) == ["ABORTED", "ok"]
+            assert client.get("race").version > version
+        exp = client.get("race")
+        assert exp.state == experiment_pb2.ROUND_STATE_SELECTED
+
+
+def test_label_submission_over_grpc(stack: LocalStack) -> None:
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        client.create(_spec(oracle=False, rounds=1), experiment_id="labels")
+        exp = client.get("labels")
+        while exp.state != experiment_pb2.ROUND_STATE_AWAITING_LABELS:
+            exp = client.advance("labels").experiment
+        picked = list(exp.rounds[0].selected_item_ids)
+        with pytest.raises(grpc.RpcError) as exc:
+            client.advance("labels")
+        assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "SubmitLabels" in exc.value.details()
+        res = client.submit_labels("labels", {picked[0]: 3, picked[1]: 4})
+        assert (res.accepted, res.remaining) == (2, 3)
+        assert client.submit_labels("labels", {picked[0]: 3}).unchanged == 1
+        for bad, code in [({"p159x": 1}, "INVALID_ARGUMENT"), ({picked[2]: 10}, "INVALID_ARGUMENT"),
+                          ({picked[0]: 5}, "FAILED_PRECONDITION")]:
+            with pytest.raises(grpc.RpcError) as exc:
+                client.submit_labels("labels", bad)
+            assert exc.value.code().name == code, bad
+        assert client.submit_labels("labels", {picked[0]: 5}, overwrite=True).accepted == 1
+        done = client.submit_labels("labels", {p: 1 for p in picked[2:]})
+        assert done.remaining == 0
+        assert done.experiment.state == experiment_pb2.ROUND_STATE_LABELS_COMPLETE
+        final = _run(client, "labels")
+        assert final.labeled_count == 15
+
+
+def test_kill_each_service_mid_round_same_result(stack: LocalStack) -> None:
+    """kill -9 every service in turn during an advance, restart it: same labeled set as a clean run."""
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        client.create(_spec(strategy="entropy", rounds=2), experiment_id="clean")
+        clean = _run(client, "clean")
+        client.create(_spec(strategy="entropy", rounds=2), experiment_id="killed")
+    order = ["teacher", "trainer", "trainer", "selection", "experiment"]
+    kills = 0
+    for step in range(100):
+        svc_name = order[kills] if kills < len(order) else None
+        with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+            exp = client.get("killed")
+            if exp.state == FINISHED:
+                break
+            if svc_name is None:
+                client.advance("killed")
+                continue
+            errors: list[grpc.RpcError] = []
+
+            def call() -> None:
+                try:
+                    client.advance("killed")
+                except grpc.RpcError as err:
+                    errors.append(err)
+
+            t = threading.Thread(target=call)
+            t.start()
+            time.sleep(0.3 + 0.2 * step % 3)
+            svc = stack.services[svc_name]
+            svc.kill()
+            t.join(120)
+            svc.start()
+            kills += 1
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        killed = _run(client, "killed")
+    assert kills == len(order)
+    assert _selected(killed) == _selected(clean)
+    assert [r.labeled_count for r in killed.rounds] == [r.labeled_count for r in clean.rounds]
