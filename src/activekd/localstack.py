@@ -6,7 +6,6 @@ stops them in reverse order.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,7 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 def free_port() -> int:
@@ -137,15 +138,21 @@ class ServiceProcess:
         )
         os.close(fd)  # the child holds its own copy
         deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.logs()}"
-                )
-            for line in self.logs().splitlines():
-                if line.startswith("{") and json.loads(line).get("msg") == "listening":
-                    return self
-            time.sleep(0.1)
+        with grpc.insecure_channel(self.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.time() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.name} exited with {self.proc.returncode}:\n{self.logs()}"
+                    )
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        return self
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        self.kill()
         raise RuntimeError(f"{self.name} did not start in {timeout} s:\n{self.logs()}")
 
     def logs(self) -> str:

@@ -38,7 +38,9 @@ class DemoConfig:
     test_size: int = 2_000
     rounds: int = 5
     budget: int = 10
-    steps: int = 200
+    steps: int = 150
+    batch_labeled: int = 32
+    batch_unlabeled: int = 64
     seed: int = 0
     drift_sample: int = 16
     out: Path = Path("demo-output")
@@ -191,7 +193,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[
             spec.teacher_config.update(
                 {"pool_id": "demo/teacher-pool", "test_pool_id": "demo/teacher-test"}
             )
-            spec.student_config.update({"steps": cfg.steps, "kd": kd})
+            spec.student_config.update({"steps": cfg.steps, "kd": kd, "batch_size_labeled": cfg.batch_labeled,
+                                        "batch_size_unlabeled": cfg.batch_unlabeled})
             created[name] = exps.create(
                 spec, experiment_id=f"demo-{name}-{int(time.time())}"
             ).experiment_id
@@ -262,7 +265,7 @@ def demo_main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d = DemoConfig()
-    for name in ("pool_size", "test_size", "rounds", "budget", "steps", "seed"):
+    for name in ("pool_size", "test_size", "rounds", "budget", "steps", "batch_labeled", "batch_unlabeled", "seed"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     ap.add_argument("--out", type=Path, default=d.out)
     args = ap.parse_args(argv)
