@@ -6,10 +6,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 
 from activekd.client import ExperimentClient, SelectionClient
@@ -19,8 +17,12 @@ from activekd.v1 import experiment_pb2
 
 pytestmark = pytest.mark.slow
 FINISHED = experiment_pb2.ROUND_STATE_FINISHED
-ENV = {"ACTIVEKD_TEACHER_BACKEND": "label-map", "ACTIVEKD_TEACHER_IMAGE_SIZE": "64",
-       "ACTIVEKD_THREADS": "1", "OMP_NUM_THREADS": "1"}
+ENV = {
+    "ACTIVEKD_TEACHER_BACKEND": "label-map",
+    "ACTIVEKD_TEACHER_IMAGE_SIZE": "64",
+    "ACTIVEKD_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,21 +31,37 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     x, y = load_fashion_mnist("train")
     xt, yt = load_fashion_mnist("test")
     with SelectionClient(s.target("selection")) as sel:
-        sel.upload_pool("e2e/pool", item_ids=[f"p{i}" for i in range(160)],
-                        arrays={"images": x[:160], "labels": y[:160]})
-        sel.upload_pool("e2e/test", item_ids=[f"t{i}" for i in range(80)],
-                        arrays={"images": xt[:80], "labels": yt[:80]})
+        sel.upload_pool(
+            "e2e/pool",
+            item_ids=[f"p{i}" for i in range(160)],
+            arrays={"images": x[:160], "labels": y[:160]},
+        )
+        sel.upload_pool(
+            "e2e/test",
+            item_ids=[f"t{i}" for i in range(80)],
+            arrays={"images": xt[:80], "labels": yt[:80]},
+        )
     try:
         yield s
     finally:
         s.stop()
 
 
-def _spec(strategy: str = "pcoreset", oracle: bool = True, rounds: int = 3) -> experiment_pb2.ExperimentSpec:
+def _spec(
+    strategy: str = "pcoreset", oracle: bool = True, rounds: int = 3
+) -> experiment_pb2.ExperimentSpec:
     spec = experiment_pb2.ExperimentSpec(
-        pool_id="e2e/pool", test_pool_id="e2e/test", dataset="fmnist-e2e",
-        class_names=list(FASHION_MNIST_CLASSES), strategy=strategy, initial_per_class=1,
-        budget_per_round=5, num_rounds=rounds, seed=7, simulated_oracle=oracle)
+        pool_id="e2e/pool",
+        test_pool_id="e2e/test",
+        dataset="fmnist-e2e",
+        class_names=list(FASHION_MNIST_CLASSES),
+        strategy=strategy,
+        initial_per_class=1,
+        budget_per_round=5,
+        num_rounds=rounds,
+        seed=7,
+        simulated_oracle=oracle,
+    )
     spec.student_config.update({"steps": 8, "batch_size_labeled": 16, "batch_size_unlabeled": 32})
     return spec
 
@@ -68,8 +86,15 @@ def test_full_loop_three_rounds(stack: LocalStack) -> None:
             resp = client.advance("loop-a")
             seen.append(experiment_pb2.RoundState.Name(resp.to_state).removeprefix("ROUND_STATE_"))
             exp = resp.experiment
-        per_round = ["TEACHER_SCORED", "STUDENT_TRAINED", "POOL_SCORED", "SELECTED",
-                     "AWAITING_LABELS", "LABELS_COMPLETE", "CREATED"]
+        per_round = [
+            "TEACHER_SCORED",
+            "STUDENT_TRAINED",
+            "POOL_SCORED",
+            "SELECTED",
+            "AWAITING_LABELS",
+            "LABELS_COMPLETE",
+            "CREATED",
+        ]
         assert seen == per_round * 3 + ["TEACHER_SCORED", "STUDENT_TRAINED", "FINISHED"]
         assert [r.labeled_count for r in exp.rounds] == [10, 15, 20, 25]
         picks = [i for ids in _selected(exp) for i in ids]
@@ -90,7 +115,7 @@ def test_two_drivers_exactly_one_advances(stack: LocalStack) -> None:
             version = client.get("race").version
             outcomes: list[str] = []
 
-            def go(v: int = version) -> None:
+            def go(v: int = version, outcomes: list[str] = outcomes) -> None:
                 try:
                     client.advance("race", expected_version=v)
                     outcomes.append("ok")
@@ -117,12 +142,18 @@ def test_label_submission_over_grpc(stack: LocalStack) -> None:
         picked = list(exp.rounds[0].selected_item_ids)
         with pytest.raises(grpc.RpcError) as exc:
             client.advance("labels")
-        assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "SubmitLabels" in exc.value.details()
+        assert (
+            exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            and "SubmitLabels" in exc.value.details()
+        )
         res = client.submit_labels("labels", {picked[0]: 3, picked[1]: 4})
         assert (res.accepted, res.remaining) == (2, 3)
         assert client.submit_labels("labels", {picked[0]: 3}).unchanged == 1
-        for bad, code in [({"p159x": 1}, "INVALID_ARGUMENT"), ({picked[2]: 10}, "INVALID_ARGUMENT"),
-                          ({picked[0]: 5}, "FAILED_PRECONDITION")]:
+        for bad, code in [
+            ({"p159x": 1}, "INVALID_ARGUMENT"),
+            ({picked[2]: 10}, "INVALID_ARGUMENT"),
+            ({picked[0]: 5}, "FAILED_PRECONDITION"),
+        ]:
             with pytest.raises(grpc.RpcError) as exc:
                 client.submit_labels("labels", bad)
             assert exc.value.code().name == code, bad
@@ -153,7 +184,7 @@ def test_kill_each_service_mid_round_same_result(stack: LocalStack) -> None:
                 continue
             errors: list[grpc.RpcError] = []
 
-            def call() -> None:
+            def call(errors: list[grpc.RpcError] = errors) -> None:
                 try:
                     client.advance("killed")
                 except grpc.RpcError as err:

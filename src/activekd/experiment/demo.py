@@ -193,8 +193,14 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[
             spec.teacher_config.update(
                 {"pool_id": "demo/teacher-pool", "test_pool_id": "demo/teacher-test"}
             )
-            spec.student_config.update({"steps": cfg.steps, "kd": kd, "batch_size_labeled": cfg.batch_labeled,
-                                        "batch_size_unlabeled": cfg.batch_unlabeled})
+            spec.student_config.update(
+                {
+                    "steps": cfg.steps,
+                    "kd": kd,
+                    "batch_size_labeled": cfg.batch_labeled,
+                    "batch_size_unlabeled": cfg.batch_unlabeled,
+                }
+            )
             created[name] = exps.create(
                 spec, experiment_id=f"demo-{name}-{int(time.time())}"
             ).experiment_id
@@ -265,7 +271,16 @@ def demo_main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d = DemoConfig()
-    for name in ("pool_size", "test_size", "rounds", "budget", "steps", "batch_labeled", "batch_unlabeled", "seed"):
+    for name in (
+        "pool_size",
+        "test_size",
+        "rounds",
+        "budget",
+        "steps",
+        "batch_labeled",
+        "batch_unlabeled",
+        "seed",
+    ):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     ap.add_argument("--out", type=Path, default=d.out)
     args = ap.parse_args(argv)

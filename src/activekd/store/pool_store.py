@@ -115,7 +115,9 @@ class PoolStore:
             raise NotFound(f"pool {pool_id!r} does not exist; register it with UploadPool first")
         return PoolMeta.from_json(raw)
 
-    def list(self, page_size: int = 100, page_token: str = "") -> tuple[builtins.list[PoolMeta], str]:
+    def list(
+        self, page_size: int = 100, page_token: str = ""
+    ) -> tuple[builtins.list[PoolMeta], str]:
         """Pools in id order; ``page_token`` is the last id of the previous page."""
         if page_size <= 0 or page_size > 1000:
             page_size = 100
