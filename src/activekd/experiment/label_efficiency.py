@@ -50,7 +50,7 @@ class GridConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     strategies: list[str] = field(default_factory=lambda: list(ALL_STRATEGIES))
     ce_only_strategies: list[str] = field(default_factory=lambda: ["random", "pcoreset"])
-    student: dict[str, Any] = field(default_factory=lambda: {"steps": 300})
+    student: dict[str, Any] = field(default_factory=lambda: {"steps": 300, "threads": 1})
     cache: str = str(DEFAULT_CACHE)
 
     @classmethod
@@ -63,7 +63,7 @@ class GridConfig:
             seeds=[0, 1],
             strategies=["random", "pcoreset"],
             ce_only_strategies=["random"],
-            student={"steps": 150},
+            student={"steps": 150, "threads": 1},
         )
 
     @property

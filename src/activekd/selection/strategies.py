@@ -1,0 +1,339 @@
+"""Selection strategies and their registry.
+
+Each strategy takes a :class:`SelectionInputs` (validated arrays and options) and returns a
+:class:`StrategyOutput` (picked row ids in order, one score per pick, stats). Scores:
+
+* ``pcoreset`` / ``coreset``: L2 distance to the nearest centre at pick time (k-center).
+* ``entropy``: predictive entropy (nats); ``margin``: top-1 minus top-2 probability (smallest
+  first); ``least_confidence``: 1 - max probability. Ties go to the lowest row id.
+* ``badge``: gradient-embedding distance to the nearest chosen centre at pick time (first pick: its
+  gradient norm).
+* ``class_balanced``: the normalised weight of the pick's predicted class.
+* ``random``: no score (0.0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from activekd.selection.badge import badge_select
+from activekd.selection.kcenter import ProgressFn, kcenter_greedy
+from activekd.selection.validation import iter_row_chunks
+
+_CHUNK_BYTES = 32 << 20
+
+
+@dataclass
+class SelectionInputs:
+    """What a strategy receives: arrays as given (ndarray or memmap) and validated ids."""
+
+    budget: int
+    seed: int
+    eligible: np.ndarray  # sorted row ids that may be picked
+    labeled: np.ndarray
+    exclude: np.ndarray
+    probs: np.ndarray | None = None
+    features: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    prune: bool = True
+    device: str = "cpu"
+    backend: str = "auto"
+    threads: int | None = None
+    progress: ProgressFn | None = None
+
+
+@dataclass
+class StrategyOutput:
+    """Picks in order, their scores, numeric stats and the compute backend used."""
+
+    indices: np.ndarray
+    scores: np.ndarray
+    stats: dict[str, float] = field(default_factory=dict)
+    backend: str = "numpy:cpu"
+
+
+StrategyFn = Callable[[SelectionInputs], StrategyOutput]
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    """Registry entry: what ListStrategies reports."""
+
+    name: str
+    description: str
+    needs_probs: bool
+    needs_features: bool
+
+
+STRATEGIES: dict[str, StrategyFn] = {}
+STRATEGY_INFO: dict[str, StrategyInfo] = {}
+
+
+def register(
+    name: str, description: str, *, needs_probs: bool, needs_features: bool
+) -> Callable[[StrategyFn], StrategyFn]:
+    """Decorator adding a strategy to ``STRATEGIES`` / ``STRATEGY_INFO``."""
+
+    def deco(fn: StrategyFn) -> StrategyFn:
+        STRATEGIES[name] = fn
+        STRATEGY_INFO[name] = StrategyInfo(name, description, needs_probs, needs_features)
+        return fn
+
+    return deco
+
+
+def available_strategies() -> list[str]:
+    """Names of the registered strategies, sorted."""
+    return sorted(STRATEGIES)
+
+
+def _req(x: np.ndarray | None) -> np.ndarray:
+    assert x is not None  # guaranteed by validation (needs_* flags)
+    return x
+
+
+def _centres(inp: SelectionInputs) -> np.ndarray:
+    return np.union1d(inp.labeled, inp.exclude).astype(np.int64)
+
+
+@register(
+    "pcoreset",
+    "PCoreSet (the paper's method): greedy farthest-first (k-center) in probability space, L2, "
+    "seeded with the labeled (and excluded) rows' probabilities; no labeled rows: start from the "
+    "row farthest from the pool mean",
+    needs_probs=True,
+    needs_features=False,
+)
+def pcoreset(inp: SelectionInputs) -> StrategyOutput:
+    return _kcenter(_req(inp.probs), inp, normalize=False)
+
+
+@register(
+    "coreset",
+    "Core-set (Sener & Savarese 2018): greedy k-center on features with cosine geometry, i.e. L2 "
+    "on L2-normalised features (d = sqrt(2 - 2 cos))",
+    needs_probs=False,
+    needs_features=True,
+)
+def coreset(inp: SelectionInputs) -> StrategyOutput:
+    return _kcenter(_req(inp.features), inp, normalize=True)
+
+
+def _kcenter(x: np.ndarray, inp: SelectionInputs, *, normalize: bool) -> StrategyOutput:
+    centres = _centres(inp)
+    res = kcenter_greedy(
+        x,
+        inp.budget,
+        centres=centres,
+        blocked=None,
+        normalize=normalize,
+        prune=inp.prune,
+        device=inp.device,
+        backend=inp.backend,
+        threads=inp.threads,
+        progress=inp.progress,
+    )
+    return StrategyOutput(res.indices, res.scores, res.stats, res.backend)
+
+
+def _row_scores(
+    probs: np.ndarray, rows: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """``fn`` applied to float64 chunks of ``probs[rows]``."""
+    out = np.empty(len(rows), dtype=np.float64)
+    c = probs.shape[1]
+    for sl in iter_row_chunks(len(rows), c * 8, _CHUNK_BYTES):
+        out[sl] = fn(np.asarray(probs[rows[sl]], dtype=np.float64))
+    return out
+
+
+def _top(scores: np.ndarray, budget: int, *, largest: bool) -> np.ndarray:
+    """Positions of the ``budget`` best scores, best first; ties to the lowest position."""
+    key = -scores if largest else scores
+    if budget < len(key):
+        kth = np.partition(key, budget - 1)[budget - 1]
+        cand = np.flatnonzero(key <= kth)  # includes every tie at the cut, in position order
+    else:
+        cand = np.arange(len(key))
+    order = np.argsort(key[cand], kind="stable")
+    return cand[order[:budget]]
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    logp = np.log(np.where(p > 0, p, 1.0))
+    return -np.einsum("ij,ij->i", p, logp)
+
+
+def _margin(p: np.ndarray) -> np.ndarray:
+    top2 = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def _least_confidence(p: np.ndarray) -> np.ndarray:
+    return 1.0 - p.max(axis=1)
+
+
+def _uncertainty(
+    inp: SelectionInputs, fn: Callable[[np.ndarray], np.ndarray], largest: bool
+) -> StrategyOutput:
+    s = _row_scores(_req(inp.probs), inp.eligible, fn)
+    pos = _top(s, inp.budget, largest=largest)
+    return StrategyOutput(inp.eligible[pos], s[pos])
+
+
+@register(
+    "entropy",
+    "Maximum predictive entropy -sum p log p (nats), highest first",
+    needs_probs=True,
+    needs_features=False,
+)
+def entropy(inp: SelectionInputs) -> StrategyOutput:
+    return _uncertainty(inp, _entropy, largest=True)
+
+
+@register(
+    "margin",
+    "Smallest margin between the top-1 and top-2 probabilities first; score = the margin",
+    needs_probs=True,
+    needs_features=False,
+)
+def margin(inp: SelectionInputs) -> StrategyOutput:
+    return _uncertainty(inp, _margin, largest=False)
+
+
+@register(
+    "least_confidence",
+    "Least confidence 1 - max p, highest first",
+    needs_probs=True,
+    needs_features=False,
+)
+def least_confidence(inp: SelectionInputs) -> StrategyOutput:
+    return _uncertainty(inp, _least_confidence, largest=True)
+
+
+@register(
+    "random",
+    "Uniform random sample without replacement (numpy default_rng(seed)); score 0",
+    needs_probs=False,
+    needs_features=False,
+)
+def random(inp: SelectionInputs) -> StrategyOutput:
+    rng = np.random.default_rng(inp.seed)
+    pos = rng.choice(len(inp.eligible), size=inp.budget, replace=False)
+    return StrategyOutput(inp.eligible[pos], np.zeros(inp.budget))
+
+
+@register(
+    "badge",
+    "BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings (onehot(argmax p) - p) x f, "
+    "computed in factorised form; first centre = largest gradient norm; seeded",
+    needs_probs=True,
+    needs_features=True,
+)
+def badge(inp: SelectionInputs) -> StrategyOutput:
+    idx, sc, stats = badge_select(
+        _req(inp.probs), _req(inp.features), inp.eligible, inp.budget, inp.seed
+    )
+    return StrategyOutput(idx, sc, stats)
+
+
+def _argmax_rows(probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    out = np.empty(len(rows), dtype=np.int64)
+    for sl in iter_row_chunks(len(rows), probs.shape[1] * probs.itemsize, _CHUNK_BYTES):
+        out[sl] = np.argmax(probs[rows[sl]], axis=1)
+    return out
+
+
+def class_quotas(
+    counts: np.ndarray, available: np.ndarray, budget: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class quotas inverse to labeled counts: weight w_c = 1 / (n_c + 1) over classes with
+    available rows; quota = budget * w_c / sum(w), capped at what is available (the excess is
+    re-spread over the rest), rounded by largest remainder (ties: higher weight, then lower class).
+
+    Returns (quotas, normalised weights). ``budget`` must not exceed ``available.sum()``.
+    """
+    c = len(counts)
+    w = np.where(available > 0, 1.0 / (counts + 1.0), 0.0)
+    weights = w / w.sum()
+    quota = np.zeros(c, dtype=np.int64)
+    target = np.zeros(c, dtype=np.float64)
+    open_ = available > 0
+    left = float(budget)
+    while True:  # fix classes whose proportional share exceeds what they have
+        target[open_] = left * w[open_] / w[open_].sum()
+        over = open_ & (target >= available)
+        if not over.any():
+            break
+        target[over] = available[over]
+        left -= float(available[over].sum())
+        open_ &= ~over
+        if not open_.any():
+            break
+    quota[:] = np.floor(target + 1e-9).astype(np.int64)
+    quota = np.minimum(quota, available)
+    rest = budget - int(quota.sum())
+    if rest > 0:
+        frac = target - quota
+        room = quota < available
+        order = np.lexsort((np.arange(c), -w, -frac))
+        for cls in order:
+            if rest == 0:
+                break
+            if room[cls]:
+                quota[cls] += 1
+                rest -= 1
+    return quota, weights
+
+
+@register(
+    "class_balanced",
+    "Random within each predicted class (argmax p), with per-class quotas inverse to the labeled "
+    "class counts (labels if given, else argmax p of labeled and excluded rows); seeded",
+    needs_probs=True,
+    needs_features=False,
+)
+def class_balanced(inp: SelectionInputs) -> StrategyOutput:
+    probs = _req(inp.probs)
+    c = probs.shape[1]
+    pred = _argmax_rows(probs, inp.eligible)
+    known = inp.labels if inp.labels is not None else _argmax_rows(probs, inp.labeled)
+    counts = np.bincount(known, minlength=c).astype(np.float64)
+    counts += np.bincount(_argmax_rows(probs, inp.exclude), minlength=c)  # pending labels
+    available = np.bincount(pred, minlength=c)
+    quota, weights = class_quotas(counts, available, inp.budget)
+    rng = np.random.default_rng(inp.seed)
+    by_class = np.argsort(pred, kind="stable")
+    starts = np.searchsorted(pred[by_class], np.arange(c))
+    chosen: list[np.ndarray] = []
+    ranks: list[np.ndarray] = []
+    classes: list[np.ndarray] = []
+    for cls in np.flatnonzero(quota):
+        members = by_class[starts[cls] : starts[cls] + available[cls]]
+        take = rng.choice(members, size=int(quota[cls]), replace=False)
+        chosen.append(take)
+        ranks.append(np.arange(len(take)))
+        classes.append(np.full(len(take), cls))
+    pos = np.concatenate(chosen)
+    rank = np.concatenate(ranks)
+    cls_arr = np.concatenate(classes)
+    # round-robin order: every prefix of the batch is itself balanced
+    order = np.lexsort((cls_arr, -weights[cls_arr], rank))
+    pos, cls_arr = pos[order], cls_arr[order]
+    stats = {"classes_picked": float(len(np.unique(cls_arr)))}
+    return StrategyOutput(inp.eligible[pos], weights[cls_arr], stats)
+
+
+__all__ = [
+    "STRATEGIES",
+    "STRATEGY_INFO",
+    "SelectionInputs",
+    "StrategyInfo",
+    "StrategyOutput",
+    "available_strategies",
+    "class_quotas",
+    "register",
+]

@@ -1,0 +1,376 @@
+"""Input validation for selection requests, shared by ``select_batch`` and the gRPC service.
+
+Every check raises :class:`activekd.errors.InvalidArgument` whose message says what to fix, with
+``field`` naming the argument at fault. Content checks (finite, non-negative, rows summing to 1)
+stream over the rows in chunks, so they work on memory-mapped pools larger than RAM.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from activekd.errors import FailedPrecondition, InvalidArgument
+
+#: Rows of ``probs`` must sum to 1 within this absolute tolerance (any float dtype). float16
+#: rounding of C values moves a row sum by at most 2**-11 ~ 4.9e-4, so 1e-3 admits float16 and
+#: float32 softmax outputs while still catching logits, percentages and unnormalised scores.
+PROB_SUM_ATOL: float = 1e-3
+
+#: dtypes accepted for ``probs`` and ``features``.
+SUPPORTED_FLOAT_DTYPES: tuple[str, ...] = ("float16", "float32", "float64")
+
+#: Valid ``device`` values.
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+#: Bytes of one pool processed at a time by the streaming checks.
+CHECK_CHUNK_BYTES: int = 32 << 20
+
+
+def iter_row_chunks(
+    n_rows: int, row_bytes: int, chunk_bytes: int = CHECK_CHUNK_BYTES
+) -> Iterator[slice]:
+    """Slices ``[a, b)`` covering ``0..n_rows`` with about ``chunk_bytes`` per chunk."""
+    step = max(1, chunk_bytes // max(1, row_bytes))
+    for start in range(0, n_rows, step):
+        yield slice(start, min(n_rows, start + step))
+
+
+def validate_strategy(strategy: Any) -> str:
+    """The name of a registered strategy, or InvalidArgument listing the valid ones."""
+    from activekd.selection.strategies import STRATEGIES  # late: the registry imports us
+
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise InvalidArgument(
+            f"unknown strategy {strategy!r}: use one of {', '.join(sorted(STRATEGIES))}",
+            field="strategy",
+        )
+    return strategy
+
+
+def _check_matrix(x: Any, name: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise InvalidArgument(
+            f"{name} must be a numpy array (np.ndarray or np.memmap), got {type(x).__name__}",
+            field=name,
+        )
+    if x.ndim != 2:
+        raise InvalidArgument(
+            f"{name} must be 2-D (rows, columns), got shape {tuple(x.shape)}", field=name
+        )
+    if x.dtype.name not in SUPPORTED_FLOAT_DTYPES:
+        raise InvalidArgument(
+            f"{name} dtype {x.dtype.name} is not supported: send "
+            f"{', '.join(SUPPORTED_FLOAT_DTYPES)}",
+            field=name,
+        )
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise InvalidArgument(
+            f"{name} has shape {tuple(x.shape)}: need at least one row and one column", field=name
+        )
+    return x
+
+
+def validate_probs(probs: Any, name: str = "probs", *, atol: float = PROB_SUM_ATOL) -> np.ndarray:
+    """Checks an (N, C) probability matrix: float dtype, finite, >= 0, rows sum to 1 +- atol."""
+    p = _check_matrix(probs, name)
+    n, c = p.shape
+    acc = np.float32 if p.dtype != np.float64 else np.float64
+    for sl in iter_row_chunks(n, c * p.itemsize):
+        block = p[sl]
+        sums = block.sum(axis=1, dtype=acc)
+        if not np.isfinite(sums).all():
+            bad = np.argwhere(~np.isfinite(block))[0]
+            raise InvalidArgument(
+                f"{name}[{sl.start + int(bad[0])}, {int(bad[1])}] is "
+                f"{block[bad[0], bad[1]]}: probabilities must be finite",
+                field=name,
+            )
+        lo = block.min()
+        if lo < 0:
+            bad = np.argwhere(block < 0)[0]
+            raise InvalidArgument(
+                f"{name}[{sl.start + int(bad[0])}, {int(bad[1])}] = {float(lo):.6g} is negative: "
+                "probabilities must be >= 0 (send softmax outputs, not logits)",
+                field=name,
+            )
+        off = np.abs(sums.astype(np.float64) - 1.0)
+        worst = int(np.argmax(off))
+        if off[worst] > atol:
+            raise InvalidArgument(
+                f"{name} row {sl.start + worst} sums to {float(sums[worst]):.6g}: each row must "
+                f"sum to 1 within {atol:g} (apply softmax / normalise rows)",
+                field=name,
+            )
+    return p
+
+
+def validate_features(features: Any, n_rows: int, name: str = "features") -> np.ndarray:
+    """Checks an (N, D) feature matrix: float dtype, N rows, all values finite."""
+    f = _check_matrix(features, name)
+    if f.shape[0] != n_rows:
+        raise InvalidArgument(
+            f"{name} has {f.shape[0]} rows but the pool has {n_rows}: one feature row per pool row",
+            field=name,
+        )
+    for sl in iter_row_chunks(f.shape[0], f.shape[1] * f.itemsize):
+        block = f[sl]
+        finite = np.isfinite(block)
+        if not finite.all():
+            bad = np.argwhere(~finite)[0]
+            raise InvalidArgument(
+                f"{name}[{sl.start + int(bad[0])}, {int(bad[1])}] is {block[bad[0], bad[1]]}: "
+                "features must be finite",
+                field=name,
+            )
+    return f
+
+
+def validate_shape(x: Any, n_rows: int, name: str) -> None:
+    """Checks only dtype and shape (no content pass): for inputs a strategy does not read."""
+    m = _check_matrix(x, name)
+    if m.shape[0] != n_rows:
+        raise InvalidArgument(
+            f"{name} has {m.shape[0]} rows but the pool has {n_rows}: one row per pool row",
+            field=name,
+        )
+
+
+def validate_indices(ids: Any, n_rows: int, name: str = "labeled") -> np.ndarray:
+    """Row ids: 1-D integers in ``0..n_rows-1``, no repeats. Returns them as int64 (order kept)."""
+    if ids is None:
+        return np.zeros(0, dtype=np.int64)
+    arr = np.asarray(ids)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.ndim != 1:
+        raise InvalidArgument(
+            f"{name} must be a 1-D list of row ids, got shape {arr.shape}", field=name
+        )
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidArgument(
+            f"{name} must hold integer row ids, got dtype {arr.dtype.name}", field=name
+        )
+    out = arr.astype(np.int64)
+    lo, hi = int(out.min()), int(out.max())
+    if lo < 0 or hi >= n_rows:
+        bad = lo if lo < 0 else hi
+        raise InvalidArgument(
+            f"{name} contains row id {bad}, outside 0..{n_rows - 1} (pool rows)", field=name
+        )
+    uniq, counts = np.unique(out, return_counts=True)
+    if uniq.size != out.size:
+        dup = int(uniq[np.argmax(counts > 1)])
+        raise InvalidArgument(
+            f"{name} lists row id {dup} more than once; ids must be unique", field=name
+        )
+    return out
+
+
+def validate_budget(budget: Any, n_unlabeled: int, what: str = "unlabeled rows") -> int:
+    """``budget`` must be an integer in ``1..n_unlabeled`` (``what`` names that count)."""
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
+        raise InvalidArgument(
+            f"budget must be an integer, got {type(budget).__name__} {budget!r}", field="budget"
+        )
+    b = operator.index(budget)
+    if not 1 <= b <= n_unlabeled:
+        raise InvalidArgument(f"budget {b} must be in 1..{n_unlabeled} ({what})", field="budget")
+    return b
+
+
+def validate_seed(seed: Any) -> int:
+    """``seed`` must be an integer in ``0..2**64-1``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise InvalidArgument(f"seed must be an integer, got {seed!r}", field="seed")
+    s = operator.index(seed)
+    if not 0 <= s < 2**64:
+        raise InvalidArgument(f"seed {s} must be in 0..2**64-1", field="seed")
+    return s
+
+
+def validate_labels(labels: Any, n_labeled: int, n_classes: int) -> np.ndarray | None:
+    """Known labels of the labeled rows: same length as ``labeled``, integers in ``0..C-1``."""
+    if labels is None:
+        return None
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or arr.shape[0] != n_labeled:
+        raise InvalidArgument(
+            f"labels has shape {arr.shape} but there are {n_labeled} labeled rows: give one label "
+            "per labeled row, in the same order",
+            field="labels",
+        )
+    if n_labeled == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidArgument(
+            f"labels must be integers, got dtype {arr.dtype.name}", field="labels"
+        )
+    out = arr.astype(np.int64)
+    if int(out.min()) < 0 or int(out.max()) >= n_classes:
+        bad = int(out.min()) if int(out.min()) < 0 else int(out.max())
+        raise InvalidArgument(
+            f"label {bad} is outside 0..{n_classes - 1} (columns of probs)", field="labels"
+        )
+    return out
+
+
+def validate_threads(threads: Any) -> int | None:
+    """``threads``: None or 0 (library default) or a positive integer."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+        raise InvalidArgument(
+            f"threads must be an integer or None, got {threads!r}", field="threads"
+        )
+    t = operator.index(threads)
+    if t < 0:
+        raise InvalidArgument(f"threads {t} must be >= 0 (0 = library default)", field="threads")
+    return t or None
+
+
+def validate_device(device: Any) -> str:
+    """``device``: 'auto' (cuda when available), 'cpu' or 'cuda'. Returns the resolved device.
+
+    Raises FailedPrecondition when 'cuda' is asked for on a machine without CUDA.
+    """
+    if not isinstance(device, str) or device.lower() not in DEVICES:
+        raise InvalidArgument(
+            f"device {device!r} is not one of {', '.join(DEVICES)}", field="device"
+        )
+    d = device.lower()
+    cuda = _cuda_available()
+    if d == "cuda" and not cuda:
+        raise FailedPrecondition(
+            "device 'cuda' was requested but CUDA is not available here; use 'auto' or 'cpu'"
+        )
+    if d == "auto":
+        return "cuda" if cuda else "cpu"
+    return d
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@dataclass(frozen=True)
+class ValidatedRequest:
+    """Normalised inputs of one selection request."""
+
+    strategy: str
+    budget: int
+    seed: int
+    n_rows: int
+    labeled: np.ndarray
+    exclude: np.ndarray
+    eligible: np.ndarray
+    labels: np.ndarray | None
+    device: str
+    threads: int | None
+
+
+def validate_request(
+    strategy: str,
+    budget: Any,
+    *,
+    probs: Any = None,
+    features: Any = None,
+    labeled: Any = None,
+    exclude: Any = None,
+    labels: Any = None,
+    seed: Any = 0,
+    device: Any = "auto",
+    threads: Any = None,
+    needs_probs: bool,
+    needs_features: bool,
+) -> ValidatedRequest:
+    """Validates a whole request for a strategy with the given needs (see ``STRATEGIES``).
+
+    Inputs the strategy reads get a full content check; others given only a shape check.
+    """
+    if needs_probs and probs is None:
+        raise InvalidArgument(
+            f"strategy {strategy!r} needs probs (an (N, C) array of class probabilities)",
+            field="probs",
+        )
+    if needs_features and features is None:
+        raise InvalidArgument(
+            f"strategy {strategy!r} needs features (an (N, D) array of embeddings)",
+            field="features",
+        )
+    if probs is None and features is None:
+        raise InvalidArgument("give probs and/or features: the pool is empty", field="probs")
+    if probs is not None:
+        n = int(_check_matrix(probs, "probs").shape[0])
+    else:
+        n = int(_check_matrix(features, "features").shape[0])
+    if probs is not None:
+        if needs_probs:
+            validate_probs(probs)
+        else:
+            validate_shape(probs, n, "probs")
+    if features is not None:
+        if needs_features:
+            validate_features(features, n)
+        else:
+            validate_shape(features, n, "features")
+    lab = validate_indices(labeled, n, "labeled")
+    exc = validate_indices(exclude, n, "exclude")
+    taken = np.zeros(n, dtype=bool)
+    taken[lab] = True
+    taken[exc] = True
+    eligible = np.flatnonzero(~taken).astype(np.int64)
+    if eligible.size == 0:
+        raise InvalidArgument(
+            f"all {n} pool rows are labeled or excluded: nothing left to select", field="budget"
+        )
+    what = "unlabeled rows not in exclude" if exc.size else "unlabeled rows"
+    b = validate_budget(budget, int(eligible.size), what)
+    n_classes = int(probs.shape[1]) if probs is not None else 0
+    if labels is not None and probs is None:
+        raise InvalidArgument(
+            "labels need probs (their columns define the classes)", field="labels"
+        )
+    lbl = validate_labels(labels, int(lab.size), n_classes) if labels is not None else None
+    return ValidatedRequest(
+        strategy=strategy,
+        budget=b,
+        seed=validate_seed(seed),
+        n_rows=n,
+        labeled=lab,
+        exclude=exc,
+        eligible=eligible,
+        labels=lbl,
+        device=validate_device(device),
+        threads=validate_threads(threads),
+    )
+
+
+__all__ = [
+    "CHECK_CHUNK_BYTES",
+    "DEVICES",
+    "PROB_SUM_ATOL",
+    "SUPPORTED_FLOAT_DTYPES",
+    "ValidatedRequest",
+    "iter_row_chunks",
+    "validate_budget",
+    "validate_device",
+    "validate_features",
+    "validate_indices",
+    "validate_labels",
+    "validate_probs",
+    "validate_request",
+    "validate_seed",
+    "validate_shape",
+    "validate_strategy",
+    "validate_threads",
+]
