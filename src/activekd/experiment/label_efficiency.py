@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from activekd.data.fashion_mnist import load_fashion_mnist
+from activekd.errors import InvalidArgument
 from activekd.experiment.loop import LoopConfig, run_active_learning
 
 ALL_STRATEGIES = (
@@ -42,7 +43,7 @@ DEFAULT_CACHE = (
 class GridConfig:
     """What to run: data sizes, protocol, student, configs and seeds."""
 
-    pool_size: int = 60_000
+    pool_size: int = 20_000  # the rows the shipped teacher cache covers
     test_size: int = 10_000
     rounds: int = 15
     budget: int = 10
@@ -89,15 +90,21 @@ def load_data(grid: GridConfig) -> dict[str, np.ndarray]:
     xtr, ytr = load_fashion_mnist("train")
     xte, yte = load_fashion_mnist("test")
     rng = np.random.default_rng(12345)
+    n_cached = len(probs["train"])  # the cached rows are the first n_cached of the train split
+    if grid.pool_size > n_cached:
+        raise InvalidArgument(
+            f"pool_size {grid.pool_size} > the {n_cached} train rows in {grid.cache}"
+        )
     pool = (
-        np.sort(rng.choice(len(ytr), grid.pool_size, replace=False))
-        if grid.pool_size < len(ytr)
-        else np.arange(len(ytr))
+        np.sort(rng.choice(n_cached, grid.pool_size, replace=False))
+        if grid.pool_size < n_cached
+        else np.arange(n_cached)
     )
+    n_test = len(probs["test"])
     test = (
-        np.sort(rng.choice(len(yte), grid.test_size, replace=False))
-        if grid.test_size < len(yte)
-        else np.arange(len(yte))
+        np.sort(rng.choice(n_test, grid.test_size, replace=False))
+        if grid.test_size < n_test
+        else np.arange(n_test)
     )
     return {
         "x_pool": np.ascontiguousarray(xtr[pool]),

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-size", type=int)
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--steps", type=int, help="student training steps per round")
+    ap.add_argument(
+        "--batch", type=int, nargs=2, metavar=("LABELED", "UNLABELED"), help="student batch sizes"
+    )
     ap.add_argument("--max-runs", type=int, help="stop after this many new runs")
     ap.add_argument("--time-budget", type=float, help="start no new run after this many seconds")
     ap.add_argument("--summarise-only", action="store_true")
@@ -43,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
             setattr(grid, name, getattr(args, name))
     if args.steps is not None:
         grid.student = {**grid.student, "steps": args.steps}
+    if args.batch is not None:
+        grid.student = {
+            **grid.student,
+            "batch_size_labeled": args.batch[0],
+            "batch_size_unlabeled": args.batch[1],
+        }
     out = Path(args.out)
     start = time.time()
     if not args.summarise_only:
