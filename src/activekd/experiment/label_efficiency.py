@@ -35,7 +35,7 @@ DEFAULT_CACHE = (
     Path(__file__).resolve().parents[1]
     / "data"
     / "teacher_cache"
-    / "fashion-mnist-label-map-224.npz"
+    / "fashion-mnist-label-map-224-first20000.npz"
 )
 
 
