@@ -13,6 +13,9 @@ from activekd.experiment import label_efficiency as le
 from activekd.experiment.loop import LoopConfig, run_active_learning
 
 
+SMALL = {"batch_size_labeled": 16, "batch_size_unlabeled": 32, "threads": 1}
+
+
 def _noisy_teacher(y: np.ndarray, seed: int) -> np.ndarray:
     """A deliberately imperfect teacher: right ~60% of the time, soft."""
     rng = np.random.default_rng(seed)
@@ -37,7 +40,7 @@ def tiny() -> dict[str, np.ndarray]:
 
 
 def test_loop_grows_labels_by_budget_without_repeats(tiny: dict[str, np.ndarray]) -> None:
-    cfg = LoopConfig(strategy="pcoreset", rounds=2, budget=7, seed=3, student={"steps": 15})
+    cfg = LoopConfig(strategy="pcoreset", rounds=2, budget=7, seed=3, student=SMALL | {"steps": 15})
     seen: list[int] = []
     res = run_active_learning(
         cfg,
@@ -61,7 +64,7 @@ def test_strategies_are_paired_by_seed(tiny: dict[str, np.ndarray]) -> None:
     """Same seed: identical round-0 student (same initial labels and training seed)."""
     runs = [
         run_active_learning(
-            LoopConfig(strategy=s, rounds=1, budget=5, seed=1, student={"steps": 10}),
+            LoopConfig(strategy=s, rounds=1, budget=5, seed=1, student=SMALL | {"steps": 10}),
             tiny["x"],
             tiny["y"],
             tiny["t"],
@@ -94,7 +97,7 @@ def test_grid_resumes_and_summarises(
         seeds=[0, 1],
         strategies=["random", "pcoreset"],
         ce_only_strategies=["random"],
-        student={"steps": 8},
+        student=SMALL | {"steps": 8},
     )
     first = le.run_grid(grid, tmp_path, max_runs=4)
     assert len(first) == 4

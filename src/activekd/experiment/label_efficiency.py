@@ -69,10 +69,12 @@ class GridConfig:
 
     @property
     def tag(self) -> str:
-        steps = self.student.get("steps", "d")
+        """Folder name: everything that changes the curves (runs with other settings never mix)."""
+        st = self.student
+        batch = f"{st.get('batch_size_labeled', 64)}+{st.get('batch_size_unlabeled', 128)}"
         return (
             f"pool{self.pool_size}-test{self.test_size}-r{self.rounds}-b{self.budget}"
-            f"-k{self.initial_per_class}-steps{steps}"
+            f"-k{self.initial_per_class}-steps{st.get('steps', 'd')}-batch{batch}"
         )
 
     def configs(self) -> list[tuple[str, str, bool]]:
