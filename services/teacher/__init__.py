@@ -1,0 +1,1 @@
+"""TeacherService: zero-shot teacher predictions, per-experiment classes, pool scoring."""

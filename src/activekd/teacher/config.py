@@ -109,8 +109,13 @@ class TeacherConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TeacherConfig:
         """From ``ACTIVEKD_TEACHER_<FIELD>`` variables (e.g. ``ACTIVEKD_TEACHER_BACKEND``)."""
         env = os.environ if environ is None else environ
+        # ACTIVEKD_TEACHER_TARGET is the experiment service's address of the teacher, not a setting
         return cls.from_mapping(
-            {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+            {
+                k[len(ENV_PREFIX) :].lower(): v
+                for k, v in env.items()
+                if k.startswith(ENV_PREFIX) and k != f"{ENV_PREFIX}TARGET"
+            }
         )
 
 

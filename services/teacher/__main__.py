@@ -1,0 +1,120 @@
+"""``python -m activekd_services.teacher``: serve TeacherService.
+
+The teacher is configured by ``ACTIVEKD_TEACHER_<FIELD>`` variables / ``--teacher-<field>`` flags
+(the fields of :class:`activekd.teacher.TeacherConfig`; others such as ``ACTIVEKD_TEACHER_TARGET``,
+which the experiment service reads, are ignored here). A teacher that cannot be loaded (unknown
+model, missing weights file) stops the process with exit code 2 and an ``error`` log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from activekd_services.teacher.scoring import PoolScorer, PrecomputedIndex, packaged_cache_dir
+from activekd_services.teacher.servicer import (
+    ClassViews,
+    DynamicBatcherHook,
+    TeacherServicer,
+    run_batch,
+)
+
+from activekd.errors import ActiveKDError
+from activekd.server import metrics
+from activekd.server.bootstrap import Service, run
+from activekd.server.config import ServerConfig
+from activekd.state.redis_conn import connect
+from activekd.store import PoolStore
+from activekd.teacher import DynamicBatcher, TeacherConfig, create_teacher
+from activekd.v1 import teacher_pb2, teacher_pb2_grpc
+
+log = logging.getLogger("activekd.teacher.service")
+
+TEACHER_KEYS = tuple(f"teacher_{f.name}" for f in fields(TeacherConfig))
+EXTRA_KEYS = ("max_batch_size", "max_queue_delay_ms", "cache_dir", "score_pause_ms", *TEACHER_KEYS)
+
+
+def _number(config: ServerConfig, key: str, default: float, kind: type = float) -> float:
+    raw = config.extra.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = -1
+    if value < 0 or (key == "max_batch_size" and value < 1):
+        log.error("bad setting", extra={"setting": f"ACTIVEKD_{key.upper()}", "value": raw})
+        raise SystemExit(f"ACTIVEKD_{key.upper()}={raw!r} must be a number >= 0 (batch size >= 1)")
+    return value
+
+
+def teacher_config(config: ServerConfig) -> TeacherConfig:
+    """TeacherConfig from the ``teacher_*`` settings; device defaults to ``ACTIVEKD_DEVICE`` and
+    the open_clip weights cache to ``ACTIVEKD_CACHE_DIR``."""
+    values = {k[len("teacher_") :]: v for k, v in config.extra.items() if k in TEACHER_KEYS}
+    if not values.get("device"):
+        values["device"] = config.device
+    if not values.get("cache_dir") and config.extra.get("cache_dir"):
+        values["cache_dir"] = config.extra["cache_dir"]
+    return TeacherConfig.from_mapping(values)
+
+
+async def build(config: ServerConfig) -> Service:
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    try:
+        tcfg = teacher_config(config)
+        teacher = create_teacher(tcfg)
+    except ActiveKDError as exc:
+        log.error(
+            "teacher failed to load",
+            extra={"error": str(exc), "code": exc.code, "field": exc.field,
+                   "backend": config.extra.get("teacher_backend", "label-map"),
+                   "model": config.extra.get("teacher_model", "")},
+        )  # fmt: skip
+        raise SystemExit(2) from None
+    log.info(
+        "teacher loaded",
+        extra={"fingerprint": teacher.identity.fingerprint, "model": teacher.identity.model,
+               "backend": teacher.identity.backend, "device": teacher.device},
+    )  # fmt: skip
+    client = connect(config.redis_url)
+    client.ping()
+    batcher = DynamicBatcher(
+        run_batch,
+        max_batch_size=int(_number(config, "max_batch_size", teacher.max_batch_size, int)),
+        max_queue_delay_ms=_number(config, "max_queue_delay_ms", 5.0),
+        on_batch=DynamicBatcherHook(teacher.identity.backend),
+    )
+    await batcher.start()
+    cache_dirs = [packaged_cache_dir()]
+    if config.extra.get("cache_dir"):
+        cache_dirs.insert(0, Path(config.extra["cache_dir"]).expanduser())
+    scorer = PoolScorer(
+        PoolStore(config.store_uri, client),
+        PrecomputedIndex(cache_dirs),
+        pause_s=_number(config, "score_pause_ms", 0.0) / 1000.0,
+        on_chunk=lambda backend, dataset, n, s: metrics.observe_teacher_batch(
+            backend, dataset, n, 0.0, s
+        ),
+    )
+    servicer = TeacherServicer(ClassViews(teacher, client), batcher, scorer)
+
+    async def close() -> None:
+        await batcher.close()
+        client.close()
+
+    return Service(
+        full_names=[teacher_pb2.DESCRIPTOR.services_by_name["TeacherService"].full_name],
+        register=lambda server: teacher_pb2_grpc.add_TeacherServiceServicer_to_server(
+            servicer, server
+        ),
+        close=close,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run("teacher", build, extra_keys=EXTRA_KEYS))

@@ -1,0 +1,570 @@
+"""ScorePool without gRPC: image sources, the precomputed-probabilities index and the chunked,
+resumable scoring job that writes teacher outputs into the pool store.
+
+A job writes pool ``teacher/<fingerprint>/<dataset>`` (or the caller's id) with ``probs`` (N, C)
+float32 and ``features`` (N, D) float32. Chunks land through a :class:`~activekd.store.PoolWriter`
+opened with ``resume=True``: the pool store records every written row range in Redis, so a job
+killed halfway resumes with the chunks it had finished (same teacher, source and chunk size: the
+writer's metadata must match). A complete pool with the same teacher fingerprint and source
+signature is a cache hit and costs no compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from activekd.errors import (
+    ActiveKDError,
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+)
+from activekd.store import PoolMeta, PoolStore, PoolWriter
+from activekd.teacher import TeacherOutput, decode_image, validate_image_batch
+from activekd.teacher.base import BaseTeacher
+from activekd.teacher.cache import load_split_probs
+
+log = logging.getLogger("activekd.teacher.scoring")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+BUILTINS: dict[str, tuple[str, str]] = {
+    "fashion-mnist:train": ("fashion-mnist", "train"),
+    "fashion-mnist:test": ("fashion-mnist", "test"),
+}
+DATASET_POOL = "datasets/{dataset}/{split}"
+DEFAULT_CHUNK_SIZE = 256
+MAX_CHUNK_SIZE = 65536
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,99}$")
+
+RowImages = np.ndarray | list[np.ndarray]
+
+
+def packaged_cache_dir() -> Path:
+    """``activekd/data/teacher_cache`` of the installed package (precomputed teacher outputs)."""
+    import activekd.data
+
+    return Path(activekd.data.__file__).resolve().parent / "teacher_cache"
+
+
+def _digest(*parts: object) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
+    return s[:48]
+
+
+def check_dataset_name(name: str) -> str:
+    """A dataset name is one pool id segment: letters, digits, ``._:-``, up to 100 chars."""
+    if not _SEGMENT.match(name):
+        raise InvalidArgument(
+            f"dataset {name!r} must be 1-100 chars of letters, digits and '._:-' (no '/')",
+            field="dataset",
+        )
+    return name
+
+
+@dataclass
+class ImageSource:
+    """A resolved pool of images: ``load(start, stop)`` gives rows ``start..stop-1``.
+
+    ``item_ids`` is None when rows are identified by their number (the pool store's default ids
+    ``"0".."N-1"``). ``signature`` changes whenever the images may have changed (file sizes and
+    mtimes, the pool's version, the row count), so a stale cache is never served.
+    """
+
+    kind: str
+    ref: str
+    total: int
+    full_size: int
+    dataset: str
+    signature: str
+    load: Callable[[int, int], RowImages]
+    item_ids: Callable[[int, int], list[str]] | None = None
+    builtin: tuple[str, str] | None = None
+
+    @property
+    def description(self) -> str:
+        return f"{self.kind}:{self.ref}"
+
+
+def _apply_limit(full: int, limit: int) -> int:
+    if limit < 0:
+        raise InvalidArgument(f"limit {limit} must be >= 0 (0 = all)", field="limit")
+    return min(full, limit) if limit else full
+
+
+def _default_dataset(prefix: str, name: str, key: str, total: int, full: int) -> str:
+    base = f"{prefix}-{_slug(name)}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    return base + (f"-first{total}" if total < full else "")
+
+
+def _check_image_array(arr: np.ndarray, what: str, field: str) -> None:
+    if arr.ndim < 1 or arr.shape[0] == 0:
+        raise InvalidArgument(f"{what} holds no images (shape {arr.shape})", field=field)
+    try:
+        validate_image_batch(arr[:0] if arr.ndim >= 3 else arr)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{what}: {exc}", field=field) from exc
+
+
+def _file_loader(paths: Sequence[Path]) -> Callable[[int, int], RowImages]:
+    def load(start: int, stop: int) -> RowImages:
+        out = []
+        for p in paths[start:stop]:
+            try:
+                out.append(decode_image(p.read_bytes()))
+            except OSError as exc:
+                raise NotFound(f"image file {p} could not be read: {exc}") from exc
+            except ActiveKDError as exc:
+                raise type(exc)(f"image file {p}: {exc}; fix or remove it", field="source") from exc
+        return out
+
+    return load
+
+
+def _files_signature(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def resolve_source(kind: str, ref: str, limit: int, store: PoolStore) -> ImageSource:
+    """Resolve an ``ImageSource`` oneof (``folder``, ``file_list``, ``array_uri``, ``pool_id``,
+    ``builtin``). NotFound for missing folders/files/pools, InvalidArgument for bad contents."""
+    field = f"source.{kind}"
+    if not ref:
+        raise InvalidArgument(f"{field} is empty", field=field)
+    if kind == "builtin":
+        return _builtin_source(ref, limit)
+    if kind == "folder":
+        folder = Path(ref).expanduser()
+        if not folder.exists():
+            raise NotFound(f"image folder {ref} does not exist on the teacher host", field=field)
+        if not folder.is_dir():
+            raise InvalidArgument(f"{ref} is not a folder", field=field)
+        files = sorted(
+            f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not files:
+            raise InvalidArgument(
+                f"folder {ref} holds no images ({', '.join(IMAGE_SUFFIXES)})", field=field
+            )
+        full = len(files)
+        total = _apply_limit(full, limit)
+        files = files[:total]
+        names = [f.name for f in files]
+        return ImageSource(
+            kind, ref, total, full,
+            _default_dataset("folder", folder.name, str(folder.resolve()), total, full),
+            _digest(kind, str(folder.resolve()), _files_signature(files), total),
+            _file_loader(files), lambda a, b: names[a:b],
+        )  # fmt: skip
+    if kind == "file_list":
+        listing = Path(ref).expanduser()
+        if not listing.is_file():
+            raise NotFound(f"file list {ref} does not exist on the teacher host", field=field)
+        entries = [
+            line.strip()
+            for line in listing.read_text().splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
+        if not entries:
+            raise InvalidArgument(f"file list {ref} names no images", field=field)
+        full = len(entries)
+        total = _apply_limit(full, limit)
+        entries = entries[:total]
+        dups = (
+            sorted({e for e in entries if entries.count(e) > 1})
+            if len(set(entries)) < total
+            else []
+        )
+        if dups:
+            raise InvalidArgument(f"file list {ref} repeats {dups[:5]}", field=field)
+        paths = [(p if p.is_absolute() else listing.parent / p) for p in map(Path, entries)]
+        missing = [e for e, p in zip(entries, paths, strict=True) if not p.is_file()]
+        if missing:
+            raise NotFound(
+                f"{len(missing)} file(s) in {ref} do not exist: {missing[:5]}", field=field
+            )
+        return ImageSource(
+            kind, ref, total, full,
+            _default_dataset("filelist", listing.stem, str(listing.resolve()), total, full),
+            _digest(kind, str(listing.resolve()), entries, _files_signature(paths)),
+            _file_loader(paths), lambda a, b: entries[a:b],
+        )  # fmt: skip
+    if kind == "array_uri":
+        arr, key, stem = _open_array(ref, field)
+        _check_image_array(arr, f"array {ref}", field)
+        full = int(arr.shape[0])
+        total = _apply_limit(full, limit)
+        return ImageSource(
+            kind, ref, total, full,
+            _default_dataset("array", stem, ref, total, full),
+            _digest(kind, ref, key, total),
+            lambda a, b: np.asarray(arr[a:b]),
+        )  # fmt: skip
+    if kind == "pool_id":
+        meta = store.describe(ref)
+        if "images" not in meta.arrays:
+            raise NotFound(
+                f"pool {ref!r} has no 'images' array; it has {sorted(meta.arrays) or 'none'}",
+                field=field,
+            )
+        images = store.open_array(ref, "images")
+        _check_image_array(images, f"pool {ref!r} images", field)
+        ids = store.item_ids(ref)
+        full = int(images.shape[0])
+        total = _apply_limit(full, limit)
+        return ImageSource(
+            kind, ref, total, full,
+            _default_dataset("pool", ref.replace("/", "."), ref, total, full),
+            _digest(kind, ref, meta.version, total),
+            lambda a, b: np.asarray(images[a:b]),
+            lambda a, b: [str(x) for x in ids[a:b].tolist()],
+        )  # fmt: skip
+    raise InvalidArgument(f"unknown image source kind {kind!r}", field="source")
+
+
+def _open_array(ref: str, field: str) -> tuple[np.ndarray, str, str]:
+    """(array, change key, name stem) for a local ``.npy`` path, ``file://`` or fsspec URI."""
+    uri = ref[len("file://") :] if ref.startswith("file://") else ref
+    if "://" in uri:
+        import fsspec
+
+        try:
+            with fsspec.open(uri, "rb") as fh:
+                arr = np.load(fh, allow_pickle=False)
+        except FileNotFoundError as exc:
+            raise NotFound(f"array {ref} does not exist", field=field) from exc
+        except (OSError, ValueError, ImportError) as exc:
+            raise InvalidArgument(
+                f"array {ref} could not be read as .npy: {exc}", field=field
+            ) from exc
+        return arr, _digest(arr.shape, hashlib.sha256(arr.tobytes()).hexdigest()), Path(uri).stem
+    path = Path(uri).expanduser()
+    if not path.is_file():
+        raise NotFound(f"array file {ref} does not exist on the teacher host", field=field)
+    if path.suffix != ".npy":
+        raise InvalidArgument(f"array {ref} must be a .npy file", field=field)
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"array {ref} could not be read as .npy: {exc}", field=field) from exc
+    st = path.stat()
+    return arr, f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}", path.stem
+
+
+def _builtin_source(ref: str, limit: int) -> ImageSource:
+    if ref not in BUILTINS:
+        raise InvalidArgument(
+            f"unknown builtin dataset {ref!r}; use one of {sorted(BUILTINS)}",
+            field="source.builtin",
+        )
+    from activekd.data.fashion_mnist import load_fashion_mnist
+
+    dataset, split = BUILTINS[ref]
+    images, _ = load_fashion_mnist(split)
+    full = int(images.shape[0])
+    total = _apply_limit(full, limit)
+    name = f"{dataset}-{split}" + (f"-first{total}" if total < full else "")
+    return ImageSource(
+        "builtin", ref, total, full, name, _digest("builtin", ref, full, total),
+        lambda a, b: np.asarray(images[a:b]), builtin=(dataset, split),
+    )  # fmt: skip
+
+
+def ensure_dataset_pool(store: PoolStore, dataset: str, split: str) -> str:
+    """Register ``datasets/<dataset>/<split>`` (``images`` uint8, ``labels`` int64, ids "0".."N-1")
+    if it is missing, so the trainer and experiment services can read the builtin dataset."""
+    from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+
+    pool_id = DATASET_POOL.format(dataset=dataset, split=split)
+    if store.exists(pool_id):
+        return pool_id
+    images, labels = load_fashion_mnist(split)
+    ids = np.arange(images.shape[0]).astype(str)
+    try:
+        store.put(
+            pool_id, ids,
+            {"images": np.ascontiguousarray(images), "labels": np.asarray(labels, np.int64)},
+            metadata={"kind": "dataset", "dataset": dataset, "split": split,
+                      "source": f"builtin:{dataset}:{split}",
+                      "class_names": json.dumps(list(FASHION_MNIST_CLASSES))},
+        )  # fmt: skip
+        log.info("registered dataset pool", extra={"pool_id": pool_id, "rows": len(ids)})
+    except AlreadyExists:  # a concurrent job registered it first
+        pass
+    return pool_id
+
+
+def compute_rows(teacher: BaseTeacher, images: RowImages) -> TeacherOutput:
+    """Teacher outputs for a chunk: one batch for an array, shape groups for decoded files."""
+    if isinstance(images, np.ndarray):
+        return teacher.predict(images)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(img.shape, []).append(i)
+    probs = np.zeros((len(images), teacher.num_classes), np.float32)
+    feats = np.zeros((len(images), teacher.feature_dim), np.float32)
+    for rows in groups.values():
+        out = teacher.predict(np.stack([images[i] for i in rows]))
+        probs[rows], feats[rows] = out.probs, out.features
+    return TeacherOutput(probs, feats)
+
+
+class PrecomputedIndex:
+    """Finds precomputed probabilities (``scripts/build_teacher_cache.py`` files) for a teacher.
+
+    Files are ``<dataset>-*.npz`` in the given folders holding ``identity`` JSON and
+    ``<split>_probs``; a file is used when its identity fingerprint equals the teacher's. Folders
+    are rescanned on each lookup (cheap: only the identity entry is read, and remembered per
+    file size and mtime), so a cache built while the service runs is picked up.
+    """
+
+    def __init__(self, folders: Sequence[Path]) -> None:
+        self.folders = [Path(f) for f in folders]
+        self._ids: dict[Path, tuple[tuple[int, int], str, tuple[str, ...]]] = {}
+        self._probs: OrderedDict[tuple[Path, int], dict[str, np.ndarray]] = OrderedDict()
+
+    def _scan(self, dataset: str) -> list[tuple[Path, str, tuple[str, ...]]]:
+        found = []
+        for folder in self.folders:
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.glob(f"{dataset}-*.npz")):
+                st = path.stat()
+                key = (st.st_size, st.st_mtime_ns)
+                cached = self._ids.get(path)
+                if cached is None or cached[0] != key:
+                    try:
+                        with np.load(path, allow_pickle=False) as z:
+                            fp = json.loads(str(z["identity"]))["fingerprint"]
+                            splits = tuple(
+                                k[: -len("_probs")] for k in z.files if k.endswith("_probs")
+                            )
+                    except (OSError, KeyError, ValueError) as exc:
+                        log.warning(
+                            "unreadable teacher cache", extra={"path": str(path), "error": str(exc)}
+                        )
+                        continue
+                    cached = (key, str(fp), splits)
+                    self._ids[path] = cached
+                found.append((path, cached[1], cached[2]))
+        return found
+
+    def lookup(
+        self, fingerprint: str, dataset: str, split: str, rows: int
+    ) -> tuple[Path, np.ndarray] | None:
+        """``(file, probs[:rows])`` when a file for this teacher holds at least ``rows`` rows."""
+        for path, fp, splits in self._scan(dataset):
+            if fp != fingerprint or split not in splits:
+                continue
+            key = (path, path.stat().st_mtime_ns)
+            probs = self._probs.get(key)
+            if probs is None:
+                identity, probs = load_split_probs(path)
+                if identity.fingerprint != fingerprint:
+                    continue
+                self._probs[key] = probs
+                while len(self._probs) > 2:
+                    self._probs.popitem(last=False)
+            arr = probs[split]
+            if arr.shape[0] >= rows:
+                return path, arr[:rows]
+        return None
+
+
+@dataclass(frozen=True)
+class ScoreUpdate:
+    """One progress step of a scoring job; ``meta`` is set on the last one."""
+
+    done: int
+    total: int
+    chunks_resumed: int
+    cached: bool = False
+    computed: int = 0
+    meta: PoolMeta | None = None
+
+
+def default_output_pool(fingerprint: str, dataset: str) -> str:
+    """``teacher/<fingerprint>/<dataset>``."""
+    return f"teacher/{fingerprint}/{dataset}"
+
+
+class PoolScorer:
+    """Runs ScorePool jobs: cache check, resume, chunked compute off the event loop, commit."""
+
+    def __init__(
+        self,
+        store: PoolStore,
+        precomputed: PrecomputedIndex,
+        *,
+        pause_s: float = 0.0,
+        on_chunk: Callable[[str, str, int, float], None] | None = None,
+    ) -> None:
+        self.store, self.precomputed, self.pause_s = store, precomputed, pause_s
+        self.on_chunk = on_chunk
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def cached(self, pool_id: str, fingerprint: str, source: ImageSource) -> PoolMeta | None:
+        """The complete pool when it holds this teacher's outputs for exactly this source."""
+        if not self.store.exists(pool_id):
+            return None
+        meta = self.store.describe(pool_id)
+        md = meta.metadata
+        if (
+            meta.complete
+            and "probs" in meta.arrays
+            and meta.num_items == source.total
+            and md.get("teacher_fingerprint") == fingerprint
+            and md.get("source_signature") == source.signature
+        ):
+            return meta
+        return None
+
+    def _begin(self, pool_id: str, total: int, metadata: dict[str, str], force: bool) -> PoolWriter:
+        writer = self.store.begin(pool_id, total, metadata=metadata, resume=True)
+        if force and any(writer.done_ranges(n) for n in ("probs", "features", "item_ids")):
+            writer.abort()
+            writer = self.store.begin(pool_id, total, metadata=metadata, overwrite=True)
+        return writer
+
+    async def run(
+        self,
+        teacher: BaseTeacher,
+        source: ImageSource,
+        *,
+        pool_id: str,
+        dataset: str,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        force: bool = False,
+    ) -> AsyncIterator[ScoreUpdate]:
+        """Score ``source`` into ``pool_id``, yielding progress after every chunk and once more
+        with the committed pool. Data errors abort the unfinished write (nothing is committed);
+        a cancelled or crashed job leaves its finished chunks for the next run to resume."""
+        if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise InvalidArgument(
+                f"chunk_size {chunk_size} must be in 1..{MAX_CHUNK_SIZE} "
+                f"(0 = {DEFAULT_CHUNK_SIZE})",
+                field="chunk_size",
+            )
+        lock = self._locks.setdefault(pool_id, asyncio.Lock())
+        async with lock:  # one writer per output pool in this process
+            async for update in self._run_locked(
+                teacher, source, pool_id, dataset, chunk_size, force
+            ):
+                yield update
+
+    async def _run_locked(
+        self, teacher: BaseTeacher, source: ImageSource, pool_id: str, dataset: str,
+        chunk_size: int, force: bool,
+    ) -> AsyncIterator[ScoreUpdate]:  # fmt: skip
+        ident = teacher.identity
+        fp = ident.fingerprint
+        total = source.total
+        hit = None if force else await asyncio.to_thread(self.cached, pool_id, fp, source)
+        if hit is not None:
+            yield ScoreUpdate(total, total, 0, cached=True, meta=hit)
+            return
+        pre: np.ndarray | None = None
+        pre_file = ""
+        if source.builtin is not None:
+            await asyncio.to_thread(ensure_dataset_pool, self.store, *source.builtin)
+            found = await asyncio.to_thread(
+                self.precomputed.lookup, fp, source.builtin[0], source.builtin[1], total
+            )
+            if found is not None:
+                pre_file, pre = found[0].name, found[1]
+                log.info(
+                    "using precomputed probabilities",
+                    extra={"file": str(found[0]), "pool_id": pool_id},
+                )
+        store_features = pre is None and teacher.feature_dim > 0
+        metadata = {
+            "kind": "teacher-outputs",
+            "teacher_fingerprint": fp,
+            "teacher_backend": ident.backend,
+            "teacher_model": ident.model,
+            "class_names": json.dumps(list(ident.class_names)),
+            "dataset": dataset,
+            "source": source.description,
+            "source_signature": source.signature,
+            "chunk_size": str(chunk_size),
+            "features": "true" if store_features else "false",
+            "probs_source": "model" if pre is None else f"precomputed:{pre_file}",
+        }
+        writer = await asyncio.to_thread(self._begin, pool_id, total, metadata, force)
+        names = ["probs", *(["features"] if store_features else [])]
+        if source.item_ids is not None:
+            names.append("item_ids")
+        ranges = [set(await asyncio.to_thread(writer.done_ranges, n)) for n in names]
+        done = set.intersection(*ranges)
+        num_chunks = (total + chunk_size - 1) // chunk_size
+        resumed = computed = 0
+        t0 = time.perf_counter()
+        try:
+            for ci in range(num_chunks):
+                start, stop = ci * chunk_size, min(total, (ci + 1) * chunk_size)
+                if (start, stop) in done:
+                    resumed += 1
+                else:
+                    computed += await asyncio.to_thread(
+                        self._score_chunk, teacher, source, writer, start, stop,
+                        store_features, pre, dataset,
+                    )  # fmt: skip
+                    if self.pause_s > 0:
+                        await asyncio.sleep(self.pause_s)
+                yield ScoreUpdate(stop, total, resumed, computed=computed)
+            meta = await asyncio.to_thread(writer.commit)
+        except ActiveKDError:
+            await asyncio.to_thread(writer.abort)  # bad data: nothing half-written survives
+            raise
+        log.info(
+            "scored pool",
+            extra={
+                "pool_id": pool_id,
+                "rows": total,
+                "computed": computed,
+                "chunks_resumed": resumed,
+                "seconds": round(time.perf_counter() - t0, 3),
+            },
+        )
+        yield ScoreUpdate(total, total, resumed, computed=computed, meta=meta)
+
+    def _score_chunk(
+        self, teacher: BaseTeacher, source: ImageSource, writer: PoolWriter, start: int, stop: int,
+        store_features: bool, pre: np.ndarray | None, dataset: str,
+    ) -> int:  # fmt: skip
+        """Load, score and write rows ``start..stop-1``; returns the rows run through the model."""
+        t0 = time.perf_counter()
+        if pre is not None:
+            arrays = {"probs": np.ascontiguousarray(pre[start:stop], dtype=np.float32)}
+            n = 0
+        else:
+            out = compute_rows(teacher, source.load(start, stop))
+            arrays = {"probs": out.probs}
+            if store_features:
+                arrays["features"] = out.features
+            n = stop - start
+        elapsed = time.perf_counter() - t0
+        ids = source.item_ids(start, stop) if source.item_ids is not None else None
+        writer.write(start, item_ids=ids, arrays=arrays)
+        if n and self.on_chunk is not None:
+            self.on_chunk(teacher.identity.backend, dataset, n, elapsed)
+        return n
