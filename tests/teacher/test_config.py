@@ -102,3 +102,12 @@ def test_templates() -> None:
         validate_templates(["{}{}"])
     with pytest.raises(InvalidArgument, match="does not format"):
         validate_templates(["a {} {"])
+
+
+def test_from_env_ignores_the_experiment_services_teacher_target() -> None:
+    from activekd.teacher.config import TeacherConfig
+
+    cfg = TeacherConfig.from_env(
+        {"ACTIVEKD_TEACHER_TARGET": "teacher:50052", "ACTIVEKD_TEACHER_IMAGE_SIZE": "96"}
+    )
+    assert cfg.image_size == 96
