@@ -12,7 +12,6 @@ from activekd.data.fashion_mnist import load_fashion_mnist
 from activekd.experiment import label_efficiency as le
 from activekd.experiment.loop import LoopConfig, run_active_learning
 
-
 SMALL = {"batch_size_labeled": 16, "batch_size_unlabeled": 32, "threads": 1}
 
 

@@ -110,7 +110,11 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[
         tempfile.TemporaryDirectory(prefix="activekd-demo-") as tmp,
         LocalStack(
             Path(tmp),
-            env={"ACTIVEKD_LOG_LEVEL": "WARNING", "ACTIVEKD_THREADS": "1", "ACTIVEKD_TEACHER_BACKEND": "label-map"},
+            env={
+                "ACTIVEKD_LOG_LEVEL": "WARNING",
+                "ACTIVEKD_THREADS": "1",
+                "ACTIVEKD_TEACHER_BACKEND": "label-map",
+            },
         ) as stack,
     ):
         with console.status("starting redis-server and the four services...") as status:
