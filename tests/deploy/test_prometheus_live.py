@@ -5,7 +5,6 @@ and answers the dashboard's queries through its HTTP API."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -15,12 +14,12 @@ from typing import Any
 
 import grpc
 import pytest
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from activekd.server import metrics
-from tests.deploy.conftest import DEPLOY, tool
-from tests.procs import ServiceProcess, free_port
+from tests.deploy.conftest import DEPLOY
+from tests.procs import ServiceProcess
+from tests.prometheus_proc import running_prometheus
 
 TAG = uuid.uuid4().hex[:6]
 # (experiment, strategy) -> [(labeled, accuracy)] per round
@@ -44,53 +43,13 @@ def prometheus(
 ) -> Iterator[str]:
     """Prometheus scraping every second: this process as job activekd-experiment (label
     efficiency recorded in-process) and the selection subprocess as activekd-selection."""
-    binary = tool("prometheus")
-    tmp = tmp_path_factory.mktemp("prometheus")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(DEPLOY / "prometheus" / "rules" / "activekd.rules.yml")],
-        "scrape_configs": [
-            {
-                "job_name": "activekd-experiment",
-                "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
-            },
-            {
-                "job_name": "activekd-selection",
-                "static_configs": [{"targets": [f"127.0.0.1:{selection_process.metrics_port}"]}],
-            },
-        ],
+    targets = {
+        "activekd-experiment": metrics_port,
+        "activekd-selection": selection_process.metrics_port,
     }
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = open(tmp / "prometheus.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            assert proc.poll() is None, (tmp / "prometheus.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "Prometheus not ready in 30 s"
-            time.sleep(0.2)
+    rules = [str(DEPLOY / "prometheus" / "rules" / "activekd.rules.yml")]
+    with running_prometheus(tmp_path_factory.mktemp("prometheus"), targets, rules) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
 
 
 @pytest.fixture(scope="module")

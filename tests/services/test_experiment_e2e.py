@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -203,3 +204,29 @@ def test_kill_each_service_mid_round_same_result(stack: LocalStack) -> None:
     assert kills == len(order)
     assert _selected(killed) == _selected(clean)
     assert [r.labeled_count for r in killed.rounds] == [r.labeled_count for r in clean.rounds]
+
+
+def test_prometheus_scrapes_label_efficiency_of_a_real_experiment(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    """A real Prometheus scrapes all four services after a tiny experiment ran through them."""
+    from tests.prometheus_proc import running_prometheus, wait_for
+
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        client.create(_spec(rounds=2), experiment_id="prom")
+        exp = _run(client, "prom")
+    targets = {f"activekd-{n}": s.metrics_port for n, s in stack.services.items()}
+    with running_prometheus(tmp_path / "prom", targets) as url:
+        points = wait_for(url, 'activekd_label_efficiency_accuracy{experiment="prom"}', 3)
+        got = {int(p["metric"]["labeled"]): float(p["value"][1]) for p in points}
+        want = {r.labeled_count: r.accuracy for r in exp.rounds}
+        assert got.keys() == want.keys()
+        for labeled, acc in want.items():
+            assert got[labeled] == pytest.approx(acc, abs=1e-9)
+        handled = wait_for(
+            url, 'grpc_server_handled_total{grpc_method="AdvanceRound",grpc_code="OK"}', 1
+        )
+        # 7 transitions per selecting round + 3 in the last (other tests may add more)
+        assert float(handled[0]["value"][1]) >= 7 * (len(exp.rounds) - 1) + 3
+        for job in targets:
+            assert wait_for(url, f'up{{job="{job}"}} == 1', 1), job
