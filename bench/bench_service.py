@@ -27,19 +27,8 @@ sys.path.insert(0, str(ROOT))
 from activekd.client import SelectionClient  # noqa: E402
 from activekd.selection import select_batch  # noqa: E402
 from activekd.store import PoolStore  # noqa: E402
+from bench.bench_selection import clustered_probs  # noqa: E402
 from tests.procs import RedisProcess, ServiceProcess  # noqa: E402
-
-
-def clustered_probs(n: int, c: int, k: int, seed: int) -> np.ndarray:
-    """A Dirichlet mixture: k sharp clusters in the simplex, like a VLM-taught student's outputs."""
-    rng = np.random.default_rng(seed)
-    centres = rng.dirichlet(np.full(c, 0.05), size=k)
-    assign = rng.integers(0, k, size=n)
-    out = np.empty((n, c), np.float32)
-    for j in range(k):
-        rows = np.flatnonzero(assign == j)
-        out[rows] = rng.dirichlet(centres[j] * 200 + 0.01, size=rows.size)
-    return out / out.sum(1, keepdims=True)
 
 
 def main() -> int:

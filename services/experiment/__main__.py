@@ -7,7 +7,7 @@ import sys
 from activekd_services.experiment.servicer import ExperimentServicer
 
 from activekd.experiment.driver import Driver, ServiceTargets
-from activekd.server.bootstrap import Service, run
+from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
 from activekd.state.experiments import ExperimentStore
 from activekd.state.redis_conn import connect
@@ -33,12 +33,12 @@ async def build(config: ServerConfig) -> Service:
         driver.close()
         client.close()
 
-    return Service(
-        full_names=[experiment_pb2.DESCRIPTOR.services_by_name["ExperimentService"].full_name],
-        register=lambda server: experiment_pb2_grpc.add_ExperimentServiceServicer_to_server(
-            servicer, server
-        ),
-        close=close,
+    return grpc_service(
+        experiment_pb2,
+        "ExperimentService",
+        experiment_pb2_grpc.add_ExperimentServiceServicer_to_server,
+        servicer,
+        close,
     )
 
 

@@ -7,7 +7,7 @@ import sys
 import faiss
 from activekd_services.selection.servicer import SelectionServicer
 
-from activekd.server.bootstrap import Service, run
+from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
 from activekd.state.redis_conn import connect
 from activekd.state.selections import SelectionLog
@@ -25,12 +25,12 @@ async def build(config: ServerConfig) -> Service:
     async def close() -> None:
         client.close()
 
-    return Service(
-        full_names=[selection_pb2.DESCRIPTOR.services_by_name["SelectionService"].full_name],
-        register=lambda server: selection_pb2_grpc.add_SelectionServiceServicer_to_server(
-            servicer, server
-        ),
-        close=close,
+    return grpc_service(
+        selection_pb2,
+        "SelectionService",
+        selection_pb2_grpc.add_SelectionServiceServicer_to_server,
+        servicer,
+        close,
     )
 
 

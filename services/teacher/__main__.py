@@ -24,7 +24,7 @@ from activekd_services.teacher.servicer import (
 
 from activekd.errors import ActiveKDError
 from activekd.server import metrics
-from activekd.server.bootstrap import Service, run
+from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
 from activekd.state.redis_conn import connect
 from activekd.store import PoolStore
@@ -107,12 +107,12 @@ async def build(config: ServerConfig) -> Service:
         await batcher.close()
         client.close()
 
-    return Service(
-        full_names=[teacher_pb2.DESCRIPTOR.services_by_name["TeacherService"].full_name],
-        register=lambda server: teacher_pb2_grpc.add_TeacherServiceServicer_to_server(
-            servicer, server
-        ),
-        close=close,
+    return grpc_service(
+        teacher_pb2,
+        "TeacherService",
+        teacher_pb2_grpc.add_TeacherServiceServicer_to_server,
+        servicer,
+        close,
     )
 
 

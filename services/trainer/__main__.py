@@ -13,7 +13,7 @@ import torch
 from activekd_services.trainer.servicer import DEFAULT_CHUNK_BYTES, TrainerServicer
 
 from activekd.experiment.training_job import RoundTrainer
-from activekd.server.bootstrap import Service, run
+from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
 from activekd.state.experiments import ExperimentStore
 from activekd.state.redis_conn import connect
@@ -46,12 +46,12 @@ async def build(config: ServerConfig) -> Service:
     async def close() -> None:
         client.close()
 
-    return Service(
-        full_names=[trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name],
-        register=lambda server: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
-            servicer, server
-        ),
-        close=close,
+    return grpc_service(
+        trainer_pb2,
+        "TrainerService",
+        trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
+        servicer,
+        close,
     )
 
 

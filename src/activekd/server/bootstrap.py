@@ -32,6 +32,22 @@ class Service:
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
+def grpc_service(
+    pb2_module: object,
+    service_name: str,
+    add_to_server: Callable[[object, grpc.aio.Server], None],
+    servicer: object,
+    close: Callable[[], Awaitable[None]] | None = None,
+) -> Service:
+    """The usual Service: one servicer registered with its generated ``add_*_to_server``."""
+    descriptor = pb2_module.DESCRIPTOR  # type: ignore[attr-defined]
+    return Service(
+        full_names=[descriptor.services_by_name[service_name].full_name],
+        register=lambda server: add_to_server(servicer, server),
+        close=close,
+    )
+
+
 @dataclass
 class RunningServer:
     """A started server (``port`` is the bound gRPC port)."""
