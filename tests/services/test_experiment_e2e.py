@@ -230,3 +230,37 @@ def test_prometheus_scrapes_label_efficiency_of_a_real_experiment(
         assert float(handled[0]["value"][1]) >= 7 * (len(exp.rounds) - 1) + 3
         for job in targets:
             assert wait_for(url, f'up{{job="{job}"}} == 1', 1), job
+
+
+def test_cli_run_and_status(
+    stack: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`activekd run CONFIG` drives an experiment to the end; `activekd status` lists it."""
+    import yaml
+
+    from activekd.cli import main
+
+    config = {
+        "experiment_id": "from-cli",
+        "experiment": {
+            "pool_id": "e2e/pool",
+            "test_pool_id": "e2e/test",
+            "dataset": "fmnist-e2e",
+            "class_names": list(FASHION_MNIST_CLASSES),
+            "strategy": "margin",
+            "initial_per_class": 1,
+            "budget_per_round": 4,
+            "num_rounds": 1,
+            "seed": 3,
+            "simulated_oracle": True,
+            "student_config": {"steps": 5, "batch_size_labeled": 16, "batch_size_unlabeled": 32},
+        },
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--target", stack.target("experiment")]) == 0
+    out = capsys.readouterr().out
+    assert "labels=   10" in out and "labels=   14" in out
+    assert main(["status", "--target", stack.target("experiment")]) == 0
+    out = capsys.readouterr().out
+    assert "from-cli" in out and "FINISHED" in out
