@@ -30,6 +30,7 @@ async def build(config: ServerConfig) -> Service:
     servicer = ExperimentServicer(store, driver)
 
     async def close() -> None:
+        servicer.shutdown()
         driver.close()
         client.close()
 

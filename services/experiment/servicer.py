@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from activekd_services.experiment.convert import (
@@ -20,6 +21,7 @@ from activekd.state.experiments import ExperimentStore, RoundState
 from activekd.v1 import experiment_pb2, experiment_pb2_grpc
 
 WATCH_BLOCK_MS = 5_000
+MAX_WATCHERS = 64  # blocking stream reads get their own threads, never the default executor's
 
 
 class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
@@ -28,6 +30,11 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
     def __init__(self, store: ExperimentStore, driver: Driver) -> None:
         self.store, self.driver = store, driver
         self._locks: dict[str, asyncio.Lock] = {}
+        self._watchers = ThreadPoolExecutor(MAX_WATCHERS, thread_name_prefix="watch")
+
+    def shutdown(self) -> None:
+        """Stop the watcher threads (open watches end with the server's grace period)."""
+        self._watchers.shutdown(wait=False, cancel_futures=True)
 
     async def CreateExperiment(
         self, request: experiment_pb2.CreateExperimentRequest, context: grpc.aio.ServicerContext
@@ -109,8 +116,8 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
         after = "0-0"
         self.store.get(request.experiment_id)  # NOT_FOUND before streaming anything
         while True:
-            events = await asyncio.to_thread(
-                self.store.events, request.experiment_id, after, WATCH_BLOCK_MS
+            events = await asyncio.get_running_loop().run_in_executor(
+                self._watchers, self.store.events, request.experiment_id, after, WATCH_BLOCK_MS
             )
             for ev in events:
                 after = ev.event_id
