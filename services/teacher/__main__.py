@@ -14,7 +14,6 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
-from activekd_services.teacher.scoring import PoolScorer, PrecomputedIndex, packaged_cache_dir
 from activekd_services.teacher.servicer import (
     ClassViews,
     DynamicBatcherHook,
@@ -29,6 +28,7 @@ from activekd.server.config import ServerConfig
 from activekd.state.redis_conn import connect
 from activekd.store import PoolStore
 from activekd.teacher import DynamicBatcher, TeacherConfig, create_teacher
+from activekd.teacher.pool_job import PoolScorer, PrecomputedIndex, packaged_cache_dir
 from activekd.v1 import teacher_pb2, teacher_pb2_grpc
 
 log = logging.getLogger("activekd.teacher.service")

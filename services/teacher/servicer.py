@@ -8,7 +8,7 @@
   changed); the class spec is stored in Redis, so views come back after a restart.
   An experiment without classes set uses the service's default classes; the returned identity
   says which classes were used.
-- ``ScorePool`` runs :class:`~activekd_services.teacher.scoring.PoolScorer` (chunked, resumable,
+- ``ScorePool`` runs :class:`~activekd.teacher.pool_job.PoolScorer` (chunked, resumable,
   cached by teacher fingerprint and source).
 """
 
@@ -25,13 +25,6 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import redis
-from activekd_services.teacher.scoring import (
-    DEFAULT_CHUNK_SIZE,
-    PoolScorer,
-    check_dataset_name,
-    default_output_pool,
-    resolve_source,
-)
 
 from activekd.data.templates import validate_class_names, validate_templates
 from activekd.errors import ActiveKDError, FailedPrecondition, InvalidArgument, ResourceExhausted
@@ -41,6 +34,13 @@ from activekd.server.tensors import from_proto, to_proto
 from activekd.teacher import BatchStats, DynamicBatcher, ItemPrediction, TeacherIdentity
 from activekd.teacher.base import BaseTeacher
 from activekd.teacher.images import decode_image, validate_image_array
+from activekd.teacher.pool_job import (
+    DEFAULT_CHUNK_SIZE,
+    PoolScorer,
+    check_dataset_name,
+    default_output_pool,
+    resolve_source,
+)
 from activekd.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 
 log = logging.getLogger("activekd.teacher.service")

@@ -35,7 +35,7 @@ from activekd.teacher import TeacherOutput, decode_image, validate_image_batch
 from activekd.teacher.base import BaseTeacher
 from activekd.teacher.cache import load_split_probs
 
-log = logging.getLogger("activekd.teacher.scoring")
+log = logging.getLogger("activekd.teacher.pool_job")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 BUILTINS: dict[str, tuple[str, str]] = {
