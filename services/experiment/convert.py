@@ -10,14 +10,11 @@ from activekd.v1 import experiment_pb2
 
 
 def spec_from_proto(msg: experiment_pb2.ExperimentSpec) -> ExperimentSpec:
-    """Proto spec -> library spec (Struct configs become dicts; ints stay ints)."""
+    """Proto spec -> library spec. Struct configs become plain dicts (numbers stay floats: the
+    trainer's ``coerce_numbers`` turns them into ints where StudentConfig wants them)."""
 
     def struct(s: object) -> dict:  # type: ignore[type-arg]
-        out = json_format.MessageToDict(s)  # type: ignore[arg-type]
-        return {
-            k: int(v) if isinstance(v, float) and v.is_integer() and k != "lr" else v
-            for k, v in out.items()
-        }
+        return json_format.MessageToDict(s)  # type: ignore[arg-type]
 
     return ExperimentSpec(
         pool_id=msg.pool_id,
