@@ -8,7 +8,7 @@ BUF := .tools/node_modules/.bin/buf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := redis-server dataset-fashion-mnist prometheus
 
-.PHONY: setup system-deps test test-fast lint protos protos-check demo bench clean
+.PHONY: setup system-deps test test-fast lint protos protos-check demo bench bench-gpu clean
 
 setup: system-deps $(STAMP)
 
@@ -57,6 +57,12 @@ demo: setup
 bench: setup
 	$(PY) bench/bench_selection.py
 	$(PY) bench/bench_service.py
+
+# On a machine with CUDA: the GPU tests, the full teacher cache, the label-efficiency grid and the
+# GPU-vs-CPU benchmark, each time-boxed (see bench/gpu_session.sh); results under $(GPU_OUT).
+GPU_OUT ?= bench/results/gpu-session
+bench-gpu: setup
+	OUT=$(GPU_OUT) PY=$(PY) bash bench/gpu_session.sh
 
 clean:
 	rm -rf .activekd .pytest_cache .mypy_cache .ruff_cache

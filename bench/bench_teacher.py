@@ -51,6 +51,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from activekd.client import TeacherClient  # noqa: E402
 from activekd.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from activekd.teacher import TeacherConfig, create_teacher  # noqa: E402
+from bench.bench_gpu import flops_per_image, vit_b32_bf16  # noqa: E402
 from tests.procs import RedisProcess, ServiceProcess  # noqa: E402
 
 console = Console(width=120)
@@ -81,11 +82,6 @@ def cache_rows() -> tuple[str, int] | None:
     return best
 
 
-# Dense bf16 tensor-core peaks (TFLOP/s) by device-name substring; --peak-tflops overrides.
-GPU_PEAK_BF16 = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
-                 "A10": 125.0, "4090": 165.0, "3090": 71.0, "V100": 125.0, "T4": 65.0}  # fmt: skip
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes (< 1 min)")
@@ -105,16 +101,6 @@ def metric(svc: ServiceProcess, name: str, **labels: str) -> float:
         for s in fam.samples
         if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     )
-
-
-def flops_per_image(model: Any, forward: Any, size: int) -> float:
-    """Model FLOPs for one image (torch's FlopCounterMode: 2 per multiply-add)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(1, 3, size, size)
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        forward(x)
-    return float(counter.get_total_flops())
 
 
 # ---------------------------------------------------------------------------------- section 1
@@ -244,37 +230,22 @@ def gpu_section(peak_tflops: float, quick: bool) -> dict[str, Any]:
     if not torch.cuda.is_available():
         console.print("[bold]GPU[/bold]: no GPU (torch.cuda.is_available() is False); skipped")
         return {"gpu": None}
-    import open_clip
-
-    name = torch.cuda.get_device_name(0)
-    peak = peak_tflops or next((v for k, v in GPU_PEAK_BF16.items() if k in name), 0.0)
-    model, _, _ = open_clip.create_model_and_transforms("ViT-B-32")
-    model.eval()
-    flops = flops_per_image(model.visual, model.visual, 224)  # counted on CPU
-    model = model.cuda().to(torch.bfloat16)
-    batch = 256
-    x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
-    iters = 10 if quick else 50
-    with torch.inference_mode():
-        for _ in range(3):
-            model.encode_image(x)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            model.encode_image(x)
-        torch.cuda.synchronize()
-    ips = batch * iters / (time.perf_counter() - t0)
-    bound = peak * 1e12 / flops if peak else 0.0
+    r = vit_b32_bf16(peak_tflops, quick)
+    ips, bound, peak, name = (
+        r["images_per_s"],
+        r["flop_bound_images_per_s"],
+        r["peak_tflops"],
+        r["gpu"],
+    )
     limit = (
         f"FLOP-bound limit {bound:,.0f} images/s at {peak:g} TFLOP/s ({100 * ips / bound:.0f} %)"
         if bound
         else "peak unknown: pass --peak-tflops"
     )
     console.print(
-        f"[bold]GPU[/bold] {name}: ViT-B-32 bf16, batch {batch}: {ips:,.0f} images/s; {limit}"
+        f"[bold]GPU[/bold] {name}: ViT-B-32 bf16, batch 256: {ips:,.0f} images/s; {limit}"
     )
-    return {"gpu": name, "images_per_s": ips, "gflops_per_image": flops / 1e9,
-            "peak_tflops": peak, "flop_bound_images_per_s": bound}  # fmt: skip
+    return r
 
 
 def main(argv: list[str] | None = None) -> int:

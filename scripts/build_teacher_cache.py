@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-size", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="fp32 (default) keeps a GPU-built cache within float16 rounding of CPU inference",
+    )
     p.add_argument("--out", type=Path, default=None, help="output .npz (default: see above)")
     p.add_argument("--work-dir", type=Path, default=None, help="resumable chunks (<out>.parts)")
     p.add_argument("--keep-parts", action="store_true", help="keep the chunk folder afterwards")
@@ -48,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import torch
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import (
@@ -68,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         iter_score_pool,
     )
 
+    # TF32 convolutions/matmuls on Ampere+ GPUs would move fp32 outputs by ~1e-3
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     console = Console(stderr=True)
     suffix = f"-first{args.limit}" if args.limit else ""
     out = args.out or DEFAULT_DIR / f"fashion-mnist-label-map-{args.image_size}{suffix}.npz"
@@ -79,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 image_size=args.image_size,
                 batch_size=args.batch_size,
                 device=args.device,
+                precision=args.precision,
             )
         )
     except ActiveKDError as exc:
@@ -88,7 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     console.print(escape(f"teacher: {ident.description} [{ident.fingerprint}]"))
 
     arrays: dict[str, np.ndarray] = {}
-    meta: dict[str, object] = {"image_size": args.image_size, "limit": args.limit, "splits": {}}
+    meta: dict[str, object] = {
+        "image_size": args.image_size,
+        "limit": args.limit,
+        "device": teacher.device,
+        "dtype": teacher.dtype,
+        "splits": {},
+    }
     for split in args.splits:
         images, labels = load_fashion_mnist(split)
         total = min(args.limit, len(images)) if args.limit else len(images)

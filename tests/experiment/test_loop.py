@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from activekd.data.fashion_mnist import load_fashion_mnist
+from activekd.errors import InvalidArgument
 from activekd.experiment import label_efficiency as le
 from activekd.experiment.loop import LoopConfig, run_active_learning
 
@@ -112,3 +113,32 @@ def test_grid_resumes_and_summarises(
     run = json.loads((root / "pcoreset" / "seed-0.json").read_text())
     assert run["kd"] is True and len(run["rounds"]) == 2
     assert json.loads((root / "ce_only-random" / "seed-1.json").read_text())["kd"] is False
+
+
+def test_grid_workers_run_in_processes_and_match_a_serial_run(tmp_path: Path) -> None:
+    """``workers=2`` (spawned processes, each loading the data itself) writes the same runs as
+    one process: same picks, same accuracies (CPU, one torch thread)."""
+    grid = le.GridConfig(
+        pool_size=300,
+        test_size=200,
+        rounds=1,
+        budget=5,
+        seeds=[0],
+        strategies=["random", "pcoreset"],
+        ce_only_strategies=[],
+        student=SMALL | {"steps": 4, "threads": 1},
+    )
+    serial = le.run_grid(grid, tmp_path / "serial")
+    parallel = le.run_grid(grid, tmp_path / "parallel", workers=2)
+    assert sorted(p.name for p in serial) == sorted(p.name for p in parallel) == ["seed-0.json"] * 2
+
+    def strip(path: Path) -> list[dict[str, object]]:
+        rounds = json.loads(path.read_text())["rounds"]
+        return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rounds]
+
+    for name in ("random", "pcoreset"):
+        a = strip(tmp_path / "serial" / grid.tag / name / "seed-0.json")
+        b = strip(tmp_path / "parallel" / grid.tag / name / "seed-0.json")
+        assert a == b and len(a[0]["selected"]) == 5  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="workers"):
+        le.run_grid(grid, tmp_path / "x", workers=0)

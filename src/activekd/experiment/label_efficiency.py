@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ DEFAULT_CACHE = (
     Path(__file__).resolve().parents[1]
     / "data"
     / "teacher_cache"
-    / "fashion-mnist-label-map-224-first20000.npz"
+    / "fashion-mnist-label-map-224.npz"
 )
 
 
@@ -43,7 +44,7 @@ DEFAULT_CACHE = (
 class GridConfig:
     """What to run: data sizes, protocol, student, configs and seeds."""
 
-    pool_size: int = 20_000  # the rows the shipped teacher cache covers
+    pool_size: int = 60_000  # the whole train split
     test_size: int = 10_000
     rounds: int = 15
     budget: int = 10
@@ -118,16 +119,90 @@ def load_data(grid: GridConfig) -> dict[str, np.ndarray]:
     }
 
 
+def _run_one(
+    grid: GridConfig,
+    data: dict[str, np.ndarray],
+    root: Path,
+    job: tuple[str, str, bool, int],
+    progress: Any = None,
+) -> Path:
+    """Runs one (config, strategy, kd, seed) and saves it atomically as JSON."""
+    name, strat, kd, seed = job
+    cfg = LoopConfig(
+        strategy=strat,
+        rounds=grid.rounds,
+        budget=grid.budget,
+        initial_per_class=grid.initial_per_class,
+        seed=seed,
+        student={**grid.student, "kd": kd},
+    )
+    t0 = time.time()
+    results = run_active_learning(
+        cfg,
+        data["x_pool"],
+        data["y_pool"],
+        data["t_pool"],
+        data["x_test"],
+        data["y_test"],
+        data["t_test"],
+        progress=progress,
+    )
+    path = root / name / f"seed-{seed}.json"
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(
+        json.dumps(
+            {
+                "config": name,
+                "strategy": strat,
+                "kd": kd,
+                "seed": seed,
+                "seconds": time.time() - t0,
+                "device": _device_name(),
+                "rounds": [r.to_dict() for r in results],
+            }
+        )
+    )
+    tmp.replace(path)
+    return path
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(grid: GridConfig) -> None:
+    _WORKER["grid"] = grid
+    _WORKER["data"] = load_data(grid)
+
+
+def _worker_run(root: str, job: tuple[str, str, bool, int]) -> str:
+    return str(_run_one(_WORKER["grid"], _WORKER["data"], Path(root), job))
+
+
 def run_grid(
     grid: GridConfig,
     out_dir: Path,
     *,
     max_runs: int | None = None,
     time_budget_s: float | None = None,
+    workers: int = 1,
 ) -> list[Path]:
-    """Runs every missing (config, seed); returns the files written. Shows rich progress."""
+    """Runs every missing (config, seed); returns the files written. Shows rich progress.
+
+    ``workers`` > 1 runs that many runs at once in spawned processes (each loads the data once);
+    worth it on a many-core or GPU machine, where one run leaves most of the hardware idle.
+    ``time_budget_s``: start no new run after this many seconds (runs in flight finish).
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if workers < 1:
+        raise InvalidArgument(f"workers must be >= 1, got {workers}")
     root = out_dir / grid.tag
     root.mkdir(parents=True, exist_ok=True)
     (root / "grid.json").write_text(json.dumps(grid.__dict__, indent=1))
@@ -142,58 +217,51 @@ def run_grid(
     written: list[Path] = []
     if not todo:
         return written
-    data = load_data(grid)
     start = time.time()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-    ) as bar:
-        runs = bar.add_task("runs", total=len(todo))
-        rounds = bar.add_task("rounds", total=grid.rounds + 1)
-        for name, strat, kd, seed in todo:
-            if time_budget_s is not None and time.time() - start > time_budget_s:
-                break
-            bar.update(runs, description=f"{name} seed {seed}")
-            bar.reset(rounds)
-            cfg = LoopConfig(
-                strategy=strat,
-                rounds=grid.rounds,
-                budget=grid.budget,
-                initial_per_class=grid.initial_per_class,
-                seed=seed,
-                student={**grid.student, "kd": kd},
-            )
-            t0 = time.time()
-            results = run_active_learning(
-                cfg,
-                data["x_pool"],
-                data["y_pool"],
-                data["t_pool"],
-                data["x_test"],
-                data["y_test"],
-                data["t_test"],
-                progress=lambda _r: bar.advance(rounds),
-            )
-            path = root / name / f"seed-{seed}.json"
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps(
-                    {
-                        "config": name,
-                        "strategy": strat,
-                        "kd": kd,
-                        "seed": seed,
-                        "seconds": time.time() - t0,
-                        "rounds": [r.to_dict() for r in results],
-                    }
+
+    def out_of_time() -> bool:
+        return time_budget_s is not None and time.time() - start > time_budget_s
+
+    columns = (TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())  # fmt: skip
+    if workers == 1:
+        data = load_data(grid)
+        with Progress(*columns) as bar:
+            runs = bar.add_task("runs", total=len(todo))
+            rounds = bar.add_task("rounds", total=grid.rounds + 1)
+            for job in todo:
+                if out_of_time():
+                    break
+                bar.update(runs, description=f"{job[0]} seed {job[3]}")
+                bar.reset(rounds)
+                written.append(
+                    _run_one(grid, data, root, job, progress=lambda _r: bar.advance(rounds))
                 )
-            )
-            tmp.replace(path)
-            written.append(path)
-            bar.advance(runs)
+                bar.advance(runs)
+        return written
+
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
+    queue = list(todo)
+    with (
+        ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_worker_init, initargs=(grid,)
+        ) as pool,
+        Progress(*columns) as bar,
+    ):
+        runs = bar.add_task(f"runs ({workers} workers)", total=len(todo))
+        pending: set[Future[str]] = set()
+        while queue or pending:
+            while queue and len(pending) < workers and not out_of_time():
+                pending.add(pool.submit(_worker_run, str(root), queue.pop(0)))
+            if not pending:
+                break
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                written.append(Path(fut.result()))
+                bar.advance(runs)
     return written
 
 

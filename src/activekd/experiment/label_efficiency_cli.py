@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--max-runs", type=int, help="stop after this many new runs")
     ap.add_argument("--time-budget", type=float, help="start no new run after this many seconds")
+    ap.add_argument("--workers", type=int, default=1, help="runs at once (processes; GPU boxes)")
+    ap.add_argument("--cache", help="teacher cache .npz (default: the shipped one)")
     ap.add_argument("--summarise-only", action="store_true")
     args = ap.parse_args(argv)
     grid = GridConfig.quick() if args.quick else GridConfig()
@@ -52,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size_labeled": args.batch[0],
             "batch_size_unlabeled": args.batch[1],
         }
+    if args.cache is not None:
+        grid.cache = args.cache
     out = Path(args.out)
     start = time.time()
     if not args.summarise_only:
-        written = run_grid(grid, out, max_runs=args.max_runs, time_budget_s=args.time_budget)
+        written = run_grid(
+            grid, out, max_runs=args.max_runs, time_budget_s=args.time_budget, workers=args.workers
+        )
         print(f"{len(written)} new run(s) in {time.time() - start:.0f} s")
     root = out / grid.tag
     teacher = teacher_test_accuracy(grid)

@@ -42,10 +42,11 @@ class TeacherConfig:
 
     - ``label-map`` (the offline default): ``model`` (``efficientnet-lite0`` or
       ``torchvision:<arch>``), ``weights``, ``label_map`` (built-in name or JSON path),
-      ``image_size``, ``invert``, ``class_names`` (subset of the map).
+      ``image_size``, ``invert``, ``class_names`` (subset of the map), ``precision`` (``auto`` =
+      fp32 everywhere: bf16 drifts this teacher's probabilities).
     - ``open_clip``: ``model`` (architecture, ``local-dir:/folder`` or ``hf-hub:org/repo``),
       ``pretrained`` (tag, checkpoint path or ``random``), ``class_names``, ``templates``,
-      ``precision``, ``invert``.
+      ``precision`` (``auto`` = bf16 on CUDA, fp32 on CPU), ``invert``.
     - ``precomputed``: ``probs``, ``features``, ``images`` (arrays or ``.npy`` paths),
       ``class_names``.
     """
