@@ -3,6 +3,7 @@
     .venv/bin/python bench/label_efficiency.py --quick            # CI/demo-sized grid
     .venv/bin/python bench/label_efficiency.py                    # full grid: hours on 2 cores
     .venv/bin/python bench/label_efficiency.py --time-budget 3600 # run for an hour, resume later
+    python bench/label_efficiency.py --workers 14                # a GPU box: 14 runs at once
     .venv/bin/python bench/label_efficiency.py --summarise-only
 
 Runs are saved under bench/results/label_efficiency/<tag>/<config>/seed-<s>.json and skipped
