@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,61 @@ def test_grid_workers_run_in_processes_and_match_a_serial_run(tmp_path: Path) ->
         assert a == b and len(a[0]["selected"]) == 5  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="workers"):
         le.run_grid(grid, tmp_path / "x", workers=0)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_grid_workers_stop_when_the_grid_process_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the grid process: its worker processes stop after their current round instead
+    of finishing (and saving) runs nobody supervises."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, str(root / "bench" / "label_efficiency.py"), "--workers", "2",
+           "--pool-size", "300", "--test-size", "200", "--rounds", "60", "--steps", "30",
+           "--seeds", "0", "--strategies", "random", "pcoreset", "--ce-only",
+           "--out", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "ACTIVEKD_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 60
+        workers: list[int] = []
+        while time.time() < deadline and len(workers) < 2:  # resource tracker + 2 workers
+            workers = [p for p in _children(proc.pid)
+                       if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]  # fmt: skip
+            time.sleep(0.5)
+        assert len(workers) == 2, "the grid did not start its 2 worker processes"
+        time.sleep(12)  # let them load data and start training
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.time() + 60
+        while time.time() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.5)
+        assert not any(_alive(p) for p in workers), "workers outlived the grid process"
+        assert not list(tmp_path.rglob("seed-*.json"))  # 60 rounds cannot have finished
+    finally:
+        if proc.poll() is None:
+            proc.kill()

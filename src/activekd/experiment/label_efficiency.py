@@ -176,13 +176,22 @@ def _device_name() -> str:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(grid: GridConfig) -> None:
+def _worker_init(grid: GridConfig, parent_pid: int) -> None:
     _WORKER["grid"] = grid
+    _WORKER["parent"] = parent_pid
     _WORKER["data"] = load_data(grid)
 
 
+def _exit_if_orphaned(_result: Any = None) -> None:
+    """Called after every round: a worker whose grid process died (kill, Ctrl-C) stops its run
+    instead of finishing it unsupervised."""
+    if os.getppid() != _WORKER["parent"]:
+        os._exit(3)
+
+
 def _worker_run(root: str, job: tuple[str, str, bool, int]) -> str:
-    return str(_run_one(_WORKER["grid"], _WORKER["data"], Path(root), job))
+    grid, data = _WORKER["grid"], _WORKER["data"]
+    return str(_run_one(grid, data, Path(root), job, progress=_exit_if_orphaned))
 
 
 def run_grid(
@@ -247,7 +256,7 @@ def run_grid(
     queue = list(todo)
     with (
         ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_worker_init, initargs=(grid,)
+            workers, mp_context=ctx, initializer=_worker_init, initargs=(grid, os.getpid())
         ) as pool,
         Progress(*columns) as bar,
     ):
