@@ -8,8 +8,9 @@ Fashion-MNIST classes to ImageNet classes: not a vision-language model. Output (
 - ``<split>_probs``: float16 (N, 10) probabilities, rows in dataset order
 - ``identity``: the teacher identity JSON (fingerprint included), ``meta``: JSON (sizes, top1)
 
-Resumable: chunks are written under ``--work-dir`` as they finish; rerunning the same command
-skips finished chunks. The whole 70k images take ~35 CPU-minutes at 224 px on 2 cores.
+Resumable: chunks are written under ``--work-dir`` as they finish (a
+:class:`~activekd.teacher.DirectoryChunkSink`); rerunning the same command skips finished chunks.
+The whole 70k images take ~35 CPU-minutes at 224 px on 2 cores.
 
     .venv/bin/python scripts/build_teacher_cache.py --limit 256        # quick check
     .venv/bin/python scripts/build_teacher_cache.py                    # train + test, all rows
@@ -23,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _show_progress(bar: Any, task: Any, split: str, seen: list[Any]) -> Callable[[Any], None]:
+    """A ``score_pool`` progress callback: remembers each step and moves the bar."""
+
+    def show(p: Any) -> None:
+        seen.append(p)
+        bar.update(task, completed=p.done, description=f"{split} (resumed {p.chunks_resumed})")
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -69,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     from activekd.errors import ActiveKDError
     from activekd.teacher import (
         DirectoryChunkSink,
+        ScoreProgress,
         TeacherConfig,
         create_teacher,
         evaluate_probs,
-        iter_score_pool,
+        score_pool,
     )
 
     # TF32 (on by default for cuDNN convolutions) trades fp32 accuracy for speed; with it off an
@@ -128,16 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             console=console,
         ) as bar:
             task = bar.add_task(f"{split}", total=total)
-            resumed = 0
-            for p in iter_score_pool(
-                teacher, images, total=total, chunk_size=args.chunk_size, sink=sink
-            ):
-                resumed = p.chunks_resumed
-                bar.update(task, completed=p.done, description=f"{split} (resumed {resumed})")
-        parts = [
-            sink.load_chunk(i) for i in range((total + args.chunk_size - 1) // args.chunk_size)
-        ]
-        probs = np.concatenate([part.probs for part in parts]).astype(np.float32)
+            seen: list[ScoreProgress] = []
+            probs = score_pool(
+                teacher, images, total=total, chunk_size=args.chunk_size, sink=sink,
+                progress=_show_progress(bar, task, split, seen),
+            ).probs  # fmt: skip
+        resumed = seen[-1].chunks_resumed if seen else 0
         report = evaluate_probs(probs, labels[:total], ident.class_names)
         arrays[f"{split}_probs"] = probs.astype(np.float16)
         meta["splits"][split] = {  # type: ignore[index]

@@ -44,19 +44,20 @@ def train_tiny_clip(recipe: dict[str, Any] | None = None, progress: bool = False
     """
     import open_clip
 
-    import activekd.teacher  # noqa: F401  (registers tiny-clip-32 with open_clip)
     from activekd.data.fashion_mnist import (
         FASHION_MNIST_CLASSES,
         balanced_subset,
         load_fashion_mnist,
     )
     from activekd.data.templates import FASHION_MNIST_TEMPLATES
+    from activekd.teacher import register_model_configs
     from activekd.teacher.clip_train import (
         train_clip_contrastive,
         used_token_ids,
         zero_unused_token_rows,
     )
 
+    register_model_configs()  # tiny-clip-32
     r = dict(RECIPE, **(recipe or {}))
     torch.manual_seed(r["seed"])
     model, _, _ = open_clip.create_model_and_transforms(r["model"])

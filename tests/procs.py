@@ -1,11 +1,12 @@
-"""Re-export of ``activekd.localstack`` for the tests (real Redis and service processes)."""
+"""Re-export of ``activekd.orchestration.local_services`` for the tests (real Redis and service
+processes)."""
 
-from activekd.localstack import (
-    LocalStack,
+from activekd.orchestration.local_services import (
+    LocalServices,
     RedisProcess,
     ServiceProcess,
     free_port,
     redis_server_binary,
 )
 
-__all__ = ["LocalStack", "RedisProcess", "ServiceProcess", "free_port", "redis_server_binary"]
+__all__ = ["LocalServices", "RedisProcess", "ServiceProcess", "free_port", "redis_server_binary"]

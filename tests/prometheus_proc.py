@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from activekd.localstack import free_port
+from activekd.orchestration.local_services import free_port
 
 
 def prometheus_binary() -> str:

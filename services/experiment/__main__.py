@@ -6,7 +6,7 @@ import sys
 
 from activekd_services.experiment.servicer import ExperimentServicer
 
-from activekd.experiment.driver import Driver, ServiceTargets
+from activekd.orchestration.driver import Driver, ServiceTargets
 from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
 from activekd.state.experiments import ExperimentStore

@@ -1,4 +1,7 @@
-"""ExperimentService: protos <-> ExperimentStore + Driver."""
+"""ExperimentService: protos <-> :class:`ExperimentStore` + :class:`Driver`.
+
+Messages are converted by :mod:`activekd.wire.experiment_convert` (shared with the client).
+"""
 
 from __future__ import annotations
 
@@ -7,25 +10,21 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from activekd_services.experiment.convert import (
-    event_to_proto,
-    experiment_to_proto,
-    spec_from_proto,
-)
 
 from activekd.errors import InvalidArgument
-from activekd.experiment.driver import Driver
+from activekd.orchestration.driver import Driver
 from activekd.selection import available_strategies
 from activekd.server import metrics
-from activekd.state.experiments import ExperimentStore, RoundState
+from activekd.state.experiments import ExperimentStore, RoundState, labels_by_item
 from activekd.v1 import experiment_pb2, experiment_pb2_grpc
+from activekd.wire.experiment_convert import event_to_proto, experiment_to_proto, spec_from_proto
 
 WATCH_BLOCK_MS = 5_000
 MAX_WATCHERS = 64  # blocking stream reads get their own threads, never the default executor's
 
 
 class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
-    """Thin adapter; the transitions' work runs in a thread so health checks stay responsive."""
+    """The transitions' work runs in a thread so health checks stay responsive."""
 
     def __init__(self, store: ExperimentStore, driver: Driver) -> None:
         self.store, self.driver = store, driver
@@ -95,18 +94,14 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
     async def SubmitLabels(
         self, request: experiment_pb2.SubmitLabelsRequest, context: grpc.aio.ServicerContext
     ) -> experiment_pb2.SubmitLabelsResponse:
-        labels: dict[str, int] = {}
-        for item in request.labels:
-            if item.item_id in labels and labels[item.item_id] != item.label:
-                raise InvalidArgument(
-                    f"item {item.item_id!r} appears twice with different labels", field="labels"
-                )
-            labels[item.item_id] = int(item.label)
-        res = self.store.submit_labels(request.experiment_id, labels, overwrite=request.overwrite)
+        labels = labels_by_item((item.item_id, item.label) for item in request.labels)
+        submitted = self.store.submit_labels(
+            request.experiment_id, labels, overwrite=request.overwrite
+        )
         return experiment_pb2.SubmitLabelsResponse(
-            accepted=res.accepted,
-            unchanged=res.unchanged,
-            remaining=res.remaining,
+            accepted=submitted.accepted,
+            unchanged=submitted.unchanged,
+            remaining=submitted.remaining,
             experiment=experiment_to_proto(self.store.get(request.experiment_id)),
         )
 

@@ -14,21 +14,19 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
-from activekd_services.teacher.servicer import (
-    ClassViews,
-    DynamicBatcherHook,
-    TeacherServicer,
-    run_batch,
-)
+from activekd_services.teacher.servicer import TeacherServicer
 
 from activekd.errors import ActiveKDError
 from activekd.server import metrics
 from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
 from activekd.state.redis_conn import connect
+from activekd.state.teacher_classes import TeacherClassStore
 from activekd.store import PoolStore
-from activekd.teacher import DynamicBatcher, TeacherConfig, create_teacher
-from activekd.teacher.pool_job import PoolScorer, PrecomputedIndex, packaged_cache_dir
+from activekd.teacher import BatchStats, DynamicBatcher, TeacherConfig, create_teacher, run_batch
+from activekd.teacher.cache import TeacherCacheIndex, packaged_teacher_cache_dir
+from activekd.teacher.class_views import ClassViews
+from activekd.teacher.pool_job import PoolScorer
 from activekd.v1 import teacher_pb2, teacher_pb2_grpc
 
 log = logging.getLogger("activekd.teacher.service")
@@ -49,6 +47,19 @@ def _number(config: ServerConfig, key: str, default: float, kind: type = float) 
         log.error("bad setting", extra={"setting": f"ACTIVEKD_{key.upper()}", "value": raw})
         raise SystemExit(f"ACTIVEKD_{key.upper()}={raw!r} must be a number >= 0 (batch size >= 1)")
     return value
+
+
+class DynamicBatcherHook:
+    """Records each executed online batch in the teacher metrics (dataset label ``online``)."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    def __call__(self, stats: BatchStats) -> None:
+        metrics.observe_teacher_batch(
+            self.backend, "online", stats.batch_size, stats.queue_ms_mean / 1000.0,
+            stats.compute_ms / 1000.0,
+        )  # fmt: skip
 
 
 def teacher_config(config: ServerConfig) -> TeacherConfig:
@@ -90,18 +101,18 @@ async def build(config: ServerConfig) -> Service:
         on_batch=DynamicBatcherHook(teacher.identity.backend),
     )
     await batcher.start()
-    cache_dirs = [packaged_cache_dir()]
+    cache_dirs = [packaged_teacher_cache_dir()]
     if config.extra.get("cache_dir"):
         cache_dirs.insert(0, Path(config.extra["cache_dir"]).expanduser())
     scorer = PoolScorer(
         PoolStore(config.store_uri, client),
-        PrecomputedIndex(cache_dirs),
+        TeacherCacheIndex(cache_dirs),
         pause_s=_number(config, "score_pause_ms", 0.0) / 1000.0,
         on_chunk=lambda backend, dataset, n, s: metrics.observe_teacher_batch(
             backend, dataset, n, 0.0, s
         ),
     )
-    servicer = TeacherServicer(ClassViews(teacher, client), batcher, scorer)
+    servicer = TeacherServicer(ClassViews(teacher, TeacherClassStore(client)), batcher, scorer)
 
     async def close() -> None:
         await batcher.close()

@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 from activekd_services.trainer.servicer import DEFAULT_CHUNK_BYTES, TrainerServicer
 
-from activekd.experiment.training_job import RoundTrainer
 from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
 from activekd.state.experiments import ExperimentStore
 from activekd.state.redis_conn import connect
 from activekd.store import PoolStore
+from activekd.student.round_job import RoundTrainer
 from activekd.v1 import trainer_pb2, trainer_pb2_grpc
 
 EXTRA_KEYS = ("checkpoint_dir", "checkpoint_chunk_bytes")
@@ -40,7 +40,7 @@ async def build(config: ServerConfig) -> Service:
         threads=config.threads,
     )  # fmt: skip
     # temp files of saves interrupted by a crash (younger ones may belong to a live replica)
-    trainer.clean_temp_files(older_than=STALE_TEMP_SECONDS)
+    trainer.checkpoints.clean_temp_files(older_than=STALE_TEMP_SECONDS)
     servicer = TrainerServicer(trainer, chunk_bytes=chunk)
 
     async def close() -> None:

@@ -63,7 +63,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from activekd.client import ExperimentClient
-    from activekd.v1 import experiment_pb2
 
     table = Table(title=f"experiments at {args.target}")
     for col in ("experiment", "strategy", "round", "state", "labeled", "last accuracy", "version"):
@@ -75,7 +74,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 e.experiment_id,
                 e.spec.strategy,
                 str(e.current_round),
-                experiment_pb2.RoundState.Name(e.state).removeprefix("ROUND_STATE_"),
+                e.state.name,
                 str(e.labeled_count),
                 f"{accs[-1] * 100:.1f}%" if accs else "-",
                 str(e.version),
@@ -86,26 +85,31 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """Create the experiment a YAML/JSON config describes and drive it to the end."""
+    import dataclasses
+
     import yaml
-    from google.protobuf import json_format
     from rich.console import Console
 
     from activekd.client import ExperimentClient
-    from activekd.v1 import experiment_pb2
+    from activekd.state.experiment_spec import ExperimentSpec
+    from activekd.state.experiments import RoundState
 
     config = yaml.safe_load(Path(args.config).read_text())
-    spec = json_format.ParseDict(config["experiment"], experiment_pb2.ExperimentSpec())
+    fields = {f.name for f in dataclasses.fields(ExperimentSpec)}
+    unknown = sorted(set(config["experiment"]) - fields)
+    if unknown:
+        raise SystemExit(
+            f"{args.config}: unknown experiment field(s) {unknown}; valid: {sorted(fields)}"
+        )
+    spec = ExperimentSpec(**config["experiment"])
     target = args.target or config.get("experiment_target", "localhost:50054")
     console = Console()
     with ExperimentClient(target, timeout=3600) as client:
         exp = client.create(spec, experiment_id=config.get("experiment_id", ""))
         with console.status(f"running {exp.experiment_id}") as status:
-            while exp.state != experiment_pb2.ROUND_STATE_FINISHED:
+            while exp.state != RoundState.FINISHED:
                 exp = client.advance(exp.experiment_id).experiment
-                status.update(
-                    f"{exp.experiment_id}: round {exp.current_round} "
-                    f"{experiment_pb2.RoundState.Name(exp.state)}"
-                )
+                status.update(f"{exp.experiment_id}: round {exp.current_round} {exp.state.name}")
     for r in exp.rounds:
         console.print(f"labels={r.labeled_count:5d} accuracy={r.accuracy * 100:5.1f}%")
     return 0
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "serve":
         return _cmd_serve(args, rest)
     if args.cmd == "demo":
-        from activekd.experiment.demo import demo_main
+        from activekd.orchestration.demo import demo_main
 
         return demo_main(rest)
     if args.cmd == "bench":

@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from activekd.arrays import check_probabilities as validate_probs
 from activekd.errors import FailedPrecondition, InvalidArgument
 from activekd.selection import PROB_SUM_ATOL, select_batch
-from activekd.selection.validation import validate_budget, validate_indices, validate_probs
+from activekd.selection.validation import validate_budget, validate_indices
 
 RNG = np.random.default_rng(0)
 P = RNG.dirichlet(np.ones(4), size=50)

@@ -44,8 +44,10 @@ def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     the open_clip checkpoint file that ``ACTIVEKD_TEACHER_PRETRAINED`` takes."""
     import open_clip
 
-    import activekd.teacher  # noqa: F401  (registers tiny-clip-32 with open_clip)
+    from activekd.teacher import register_model_configs
     from activekd.teacher.clip_train import load_state_npz, save_checkpoint
+
+    register_model_configs()  # tiny-clip-32
 
     state, _ = load_state_npz(TINY_CLIP_NPZ)
     model, _, _ = open_clip.create_model_and_transforms("tiny-clip-32")

@@ -13,7 +13,7 @@ import pytest
 
 from activekd.client import ExperimentClient, SelectionClient
 from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
-from activekd.localstack import LocalStack
+from activekd.orchestration.local_services import LocalServices
 from activekd.v1 import experiment_pb2
 
 pytestmark = pytest.mark.slow
@@ -27,8 +27,8 @@ ENV = {
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    s = LocalStack(tmp_path_factory.mktemp("stack"), env=ENV).start()
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
+    s = LocalServices(tmp_path_factory.mktemp("stack"), env=ENV).start()
     x, y = load_fashion_mnist("train")
     xt, yt = load_fashion_mnist("test")
     with SelectionClient(s.target("selection")) as sel:
@@ -78,7 +78,7 @@ def _selected(exp: experiment_pb2.Experiment) -> list[list[str]]:
     return [list(r.selected_item_ids) for r in exp.rounds]
 
 
-def test_full_loop_three_rounds(stack: LocalStack) -> None:
+def test_full_loop_three_rounds(stack: LocalServices) -> None:
     with ExperimentClient(stack.target("experiment"), timeout=600) as client:
         exp = client.create(_spec(), experiment_id="loop-a")
         assert exp.labeled_count == 10 and exp.state == experiment_pb2.ROUND_STATE_CREATED
@@ -109,7 +109,7 @@ def test_full_loop_three_rounds(stack: LocalStack) -> None:
         assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_two_drivers_exactly_one_advances(stack: LocalStack) -> None:
+def test_two_drivers_exactly_one_advances(stack: LocalServices) -> None:
     with ExperimentClient(stack.target("experiment"), timeout=600) as client:
         exp = client.create(_spec(rounds=1), experiment_id="race")
         for _ in range(4):  # CREATED -> ... -> SELECTED, racing on every transition
@@ -134,7 +134,7 @@ def test_two_drivers_exactly_one_advances(stack: LocalStack) -> None:
         assert exp.state == experiment_pb2.ROUND_STATE_SELECTED
 
 
-def test_label_submission_over_grpc(stack: LocalStack) -> None:
+def test_label_submission_over_grpc(stack: LocalServices) -> None:
     with ExperimentClient(stack.target("experiment"), timeout=600) as client:
         client.create(_spec(oracle=False, rounds=1), experiment_id="labels")
         exp = client.get("labels")
@@ -166,7 +166,7 @@ def test_label_submission_over_grpc(stack: LocalStack) -> None:
         assert final.labeled_count == 15
 
 
-def test_kill_each_service_mid_round_same_result(stack: LocalStack) -> None:
+def test_kill_each_service_mid_round_same_result(stack: LocalServices) -> None:
     """kill -9 every service in turn during an advance, restart it: same labeled set as a clean run."""
     with ExperimentClient(stack.target("experiment"), timeout=600) as client:
         client.create(_spec(strategy="entropy", rounds=2), experiment_id="clean")
@@ -207,7 +207,7 @@ def test_kill_each_service_mid_round_same_result(stack: LocalStack) -> None:
 
 
 def test_prometheus_scrapes_label_efficiency_of_a_real_experiment(
-    stack: LocalStack, tmp_path: Path
+    stack: LocalServices, tmp_path: Path
 ) -> None:
     """A real Prometheus scrapes all four services after a tiny experiment ran through them."""
     from tests.prometheus_proc import running_prometheus, wait_for
@@ -233,7 +233,7 @@ def test_prometheus_scrapes_label_efficiency_of_a_real_experiment(
 
 
 def test_cli_run_and_status(
-    stack: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stack: LocalServices, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`activekd run CONFIG` drives an experiment to the end; `activekd status` lists it."""
     import yaml

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from activekd.client import TrainerClient, TrainProgress, TrainRoundResult
 from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
-from activekd.experiment.spec import ExperimentSpec
+from activekd.state.experiment_spec import ExperimentSpec
 from activekd.state.experiments import ExperimentStore
 from activekd.store import PoolStore
 from activekd.student import evaluate, load_checkpoint, load_student, loads_checkpoint, score_pool
@@ -295,6 +295,20 @@ def test_bad_inputs(world: World, trainer: TrainerClient) -> None:
             _train(trainer, exp_id, **kwargs)
         assert _code(exc) == fp and text in _details(exc), (exp_id, kwargs, _details(exc))
     assert not [p for g in ("svc-b*/*", "svc-g*/*", "svc-e*/*") for p in world.ckpt_root.glob(g)]
+
+
+def test_seed_field_reaches_the_student_exactly(world: World, trainer: TrainerClient) -> None:
+    """TrainRoundRequest.seed is an integer field: 2**53 + 1 (not representable as a double, the
+    number type of a Struct) arrives unchanged; contradicting a student_config seed is rejected."""
+    exp = world.experiment("svc-seed")
+    seed = 2**53 + 1
+    result = _train(trainer, exp, student_config={"steps": 2, "threads": 1}, seed=seed)
+    assert loads_checkpoint(trainer.get_checkpoint(exp, 0)).config.seed == seed
+    assert result.checkpoint.round == 0
+    with pytest.raises(grpc.RpcError) as exc:
+        _train(trainer, exp, student_config={"steps": 2, "seed": 3}, seed=5)
+    assert _code(exc) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "contradicts student_config seed" in _details(exc)
 
 
 def test_nan_loss_fails_the_round_and_keeps_the_previous_checkpoint(

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from activekd.experiment.oracle import SimulatedOracle, initial_labels
-from activekd.experiment.spec import ExperimentSpec
+from activekd.state.experiment_spec import ExperimentSpec
 from activekd.state.experiments import Experiment, ExperimentStore, RoundState
 
 CLASSES = ["tshirt", "trouser", "pullover"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from activekd.errors import Aborted, FailedPrecondition
 from activekd.experiment.oracle import SimulatedOracle
-from activekd.experiment.spec import ExperimentSpec
+from activekd.state.experiment_spec import ExperimentSpec
 from activekd.state.experiments import Experiment, ExperimentStore, RoundState
 from tests.state.conftest import CLASSES, POOL_IDS, POOL_LABELS
 

@@ -10,7 +10,7 @@ import pytest
 
 from activekd.errors import InvalidArgument, NotFound
 from activekd.experiment.oracle import SimulatedOracle, initial_labels
-from activekd.experiment.spec import ExperimentSpec
+from activekd.state.experiment_spec import ExperimentSpec
 
 
 def _spec(**kw: Any) -> ExperimentSpec:

@@ -40,8 +40,9 @@ def random_tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Pat
     checkpoint file: ``(model, checkpoint_path)``."""
     import open_clip
 
-    import activekd.teacher  # noqa: F401  (registers tiny-clip-32)
+    from activekd.teacher import register_model_configs
 
+    register_model_configs()  # tiny-clip-32
     torch.manual_seed(1234)
     model, _, _ = open_clip.create_model_and_transforms("tiny-clip-32")
     model.eval()
@@ -60,8 +61,10 @@ def trained_tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
     """
     import open_clip
 
+    from activekd.teacher import register_model_configs
     from activekd.teacher.clip_train import load_state_npz, save_checkpoint
 
+    register_model_configs()  # tiny-clip-32
     if TINY_FIXTURE.is_file():
         state, meta = load_state_npz(TINY_FIXTURE)
         model, _, _ = open_clip.create_model_and_transforms("tiny-clip-32")

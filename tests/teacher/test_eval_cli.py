@@ -11,7 +11,7 @@ import pytest
 
 from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, balanced_subset
 from activekd.teacher import evaluate_probs
-from activekd.teacher.cache import load_split_probs
+from activekd.teacher.cache import load_teacher_cache_file
 from activekd.teacher.eval_cli import teacher_eval_main
 from activekd.teacher.label_map_teacher import LabelMapTeacher
 
@@ -118,7 +118,7 @@ def test_build_teacher_cache_script_writes_float16_probs_and_identity(
     ]
     assert build_teacher_cache_script.main(argv) == 0
     assert not (tmp_path / "cache.parts").exists()  # chunk folder cleaned up
-    identity, probs = load_split_probs(out)
+    identity, probs = load_teacher_cache_file(out)
     assert identity.fingerprint == label_map_teacher.identity.fingerprint
     assert set(probs) == {"test"} and probs["test"].shape == (24, 10)
     np.testing.assert_allclose(probs["test"].sum(1), 1.0, atol=1e-5)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from activekd.data.fashion_mnist import load_fashion_mnist
+from activekd.devices import cuda_available
 from activekd.errors import InvalidArgument
 from activekd.experiment.loop import LoopConfig, run_active_learning
 
@@ -168,9 +169,11 @@ def _run_one(
 
 
 def _device_name() -> str:
+    if not cuda_available():
+        return "cpu"
     import torch
 
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return str(torch.cuda.get_device_name(0))
 
 
 _WORKER: dict[str, Any] = {}

@@ -1,11 +1,12 @@
 """The ActiveKD loop in-process (no services): train the DHO student, evaluate, select, label.
 
 This is the paper's protocol as a library call, used by the label-efficiency benchmark and by
-platforms that run everything in one process. The gRPC path (``activekd.experiment.driver``) runs
-the same steps through the teacher, trainer and selection services.
+platforms that run everything in one process. The gRPC path (``activekd.orchestration.driver``)
+runs the same steps through the teacher, trainer and selection services.
 
-Pairing: the initial labels depend only on ``seed``; the student's training seed in round r is
-``seed * 1000 + r`` for every strategy, so strategies differ only by what they select.
+Pairing: the initial labels depend only on ``seed``; the student's training seed and the selection
+seed in round r are ``activekd.seeds.round_seed(seed, r)`` for every strategy, so strategies
+differ only by what they select.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from activekd.errors import InvalidArgument
 from activekd.experiment.oracle import initial_labels
+from activekd.seeds import round_seed
 from activekd.selection import select_batch
 from activekd.student import StudentConfig, evaluate, score_pool, train_round
 
@@ -37,7 +39,7 @@ class LoopConfig:
     def student_config(self, num_classes: int, round_: int) -> StudentConfig:
         """The round's student config (re-initialised each round with a paired seed)."""
         cfg = StudentConfig.from_dict({"num_classes": num_classes, **self.student})
-        return cfg.replace(seed=self.seed * 1000 + round_)
+        return cfg.replace(seed=round_seed(self.seed, round_))
 
 
 @dataclass
@@ -108,7 +110,7 @@ def run_active_learning(
                 features=scores.features,
                 labeled=labeled,
                 labels=y_pool[labeled],
-                seed=cfg.seed * 1000 + r,
+                seed=round_seed(cfg.seed, r),
             )
             picked = [int(i) for i in res.indices]
             select_s = time.perf_counter() - t1

@@ -4,19 +4,23 @@
 >>> res = select_batch("pcoreset", 10, probs=P, labeled=labeled_rows)  # doctest: +SKIP
 >>> res.indices, res.scores  # doctest: +SKIP
 
-Modules: ``validation`` (input checks shared with the gRPC service), ``kcenter`` (the greedy
-k-center engine with exact pruning), ``strategies`` (registry), ``badge`` (factorised BADGE).
+Modules: ``api`` (``select_batch``), ``result`` (``SelectionResult``, what every layer returns),
+``validation`` (request checks on top of the shared ``activekd.arrays`` / ``activekd.devices``
+rules), ``strategies`` (registry), ``kcenter`` (the greedy k-center engine with exact pruning),
+``badge`` (factorised BADGE), ``threads`` (thread limits for one call).
 """
 
-from activekd.selection.api import BACKENDS, SelectionResult, select_batch, validate_strategy
-from activekd.selection.kcenter import PRUNE_MARGIN, KCenterResult, kcenter_greedy
+from activekd.arrays import PROB_SUM_ATOL
+from activekd.selection.api import BACKENDS, select_batch
+from activekd.selection.kcenter import PRUNE_MARGIN, kcenter_greedy
+from activekd.selection.result import SelectionResult
 from activekd.selection.strategies import (
     STRATEGIES,
     STRATEGY_INFO,
     StrategyInfo,
     available_strategies,
+    validate_strategy,
 )
-from activekd.selection.validation import PROB_SUM_ATOL
 
 __all__ = [
     "BACKENDS",
@@ -24,7 +28,6 @@ __all__ = [
     "PRUNE_MARGIN",
     "STRATEGIES",
     "STRATEGY_INFO",
-    "KCenterResult",
     "SelectionResult",
     "StrategyInfo",
     "available_strategies",

@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from activekd.errors import InvalidArgument
-from activekd.selection._runtime import limit_threads
 from activekd.selection.kcenter import ProgressFn
-from activekd.selection.strategies import STRATEGIES, STRATEGY_INFO, SelectionInputs
-from activekd.selection.validation import validate_request, validate_strategy
+from activekd.selection.result import SelectionResult
+from activekd.selection.strategies import (
+    STRATEGIES,
+    STRATEGY_INFO,
+    SelectionInputs,
+    validate_strategy,
+)
+from activekd.selection.threads import limit_threads
+from activekd.selection.validation import validate_request
 
 BACKENDS: tuple[str, ...] = ("auto", "faiss", "numpy", "torch")
-
-
-@dataclass
-class SelectionResult:
-    """Outcome of :func:`select_batch`.
-
-    ``indices``: int64 pool row ids in pick order (never labeled/excluded, no repeats).
-    ``scores``: one float64 per pick (see ``activekd.selection.strategies`` for each meaning).
-    ``stats``: numeric diagnostics, e.g. ``pruned_fraction`` for the k-center strategies.
-    ``backend``: compute path used, e.g. ``"faiss:cpu"``, ``"torch:cuda"``.
-    """
-
-    indices: np.ndarray
-    scores: np.ndarray
-    strategy: str
-    elapsed_seconds: float
-    stats: dict[str, float] = field(default_factory=dict)
-    backend: str = ""
 
 
 def select_batch(
@@ -51,7 +38,9 @@ def select_batch(
     backend: str = "auto",
     progress: ProgressFn | None = None,
 ) -> SelectionResult:
-    """Picks ``budget`` pool rows to label next.
+    """Picks ``budget`` pool rows to label next: the result holds the picks (``indices``, int64
+    row ids in pick order), one float64 ``score`` each, ``stats``, ``backend``, ``strategy`` and
+    ``elapsed_seconds`` (validation included).
 
     Args:
         strategy: a name from ``available_strategies()`` (pcoreset, coreset, badge, entropy, ...).
@@ -66,7 +55,8 @@ def select_batch(
         labels: optional known labels of ``labeled`` (same order), used by class_balanced.
         seed: seeds the random strategies (random, badge, class_balanced).
         prune: triangle-inequality pruning in k-center (exact: same picks either way).
-        device: 'auto' (CUDA when available), 'cpu' or 'cuda'.
+        device: 'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N' (see
+            ``activekd.devices.resolve_device``).
         threads: cap faiss/torch/BLAS threads during the call (None or 0: library default).
         backend: k-center kernel, 'auto' (torch on CUDA, faiss for float32/16 on CPU, numpy for
             float64 on CPU), 'faiss' (float32/16 input only), 'numpy' or 'torch'
@@ -124,14 +114,10 @@ def select_batch(
         progress=progress,
     )
     with limit_threads(req.threads):
-        out = STRATEGIES[name](inp)
-    stats = dict(out.stats)
-    stats["validate_seconds"] = t_valid
-    return SelectionResult(
-        indices=np.asarray(out.indices, dtype=np.int64),
-        scores=np.asarray(out.scores, dtype=np.float64),
-        strategy=name,
-        elapsed_seconds=time.perf_counter() - t0,
-        stats=stats,
-        backend=out.backend,
-    )
+        res = STRATEGIES[name](inp)
+    res.indices = np.asarray(res.indices, dtype=np.int64)
+    res.scores = np.asarray(res.scores, dtype=np.float64)
+    res.stats["validate_seconds"] = t_valid
+    res.strategy = name
+    res.elapsed_seconds = time.perf_counter() - t0
+    return res

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from activekd.selection.validation import iter_row_chunks
+from activekd.arrays import iter_row_chunks
+from activekd.selection._distance import compute_dtype
+from activekd.selection.result import SelectionResult
 
 _CHUNK_BYTES = 32 << 20
 
 
-def _f32(block: np.ndarray) -> np.ndarray:
-    return np.asarray(block, dtype=np.float64 if block.dtype == np.float64 else np.float32)
+def _in_compute_dtype(block: np.ndarray) -> np.ndarray:
+    """``block`` as float64 when it is float64, else as float32 (the k-center engine's rule)."""
+    return np.asarray(block, dtype=compute_dtype(block.dtype))
 
 
 def badge_select(
@@ -36,18 +39,18 @@ def badge_select(
     eligible: np.ndarray,
     budget: int,
     seed: int,
-) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+) -> SelectionResult:
     """k-means++ seeding of ``budget`` eligible rows in gradient-embedding space.
 
-    Returns (row ids in pick order, scores, stats).
+    Returns the row ids in pick order, their scores and stats (backend ``numpy:cpu``).
     """
     n, c = probs.shape
     d = features.shape[1]
     y = np.empty(n, dtype=np.int64)
     sq_norm = np.empty(n, dtype=np.float64)  # ||g_i||^2
     for sl in iter_row_chunks(n, (c + d) * 4, _CHUNK_BYTES):
-        p = _f32(probs[sl])
-        f = _f32(features[sl])
+        p = _in_compute_dtype(probs[sl])
+        f = _in_compute_dtype(features[sl])
         yy = np.argmax(p, axis=1)
         y[sl] = yy
         pyy = p[np.arange(len(yy)), yy].astype(np.float64)
@@ -70,13 +73,13 @@ def badge_select(
     uniform_draws = 0
     for t in range(1, budget):
         r = int(eligible[pos])
-        pj = _f32(probs[r]).astype(np.float64)
-        fj = _f32(features[r]).astype(np.float64)
+        pj = _in_compute_dtype(probs[r]).astype(np.float64)
+        fj = _in_compute_dtype(features[r]).astype(np.float64)
         yj = int(y[r])
         dot = np.empty(n, dtype=np.float64)
         for sl in iter_row_chunks(n, (c + d) * 4, _CHUNK_BYTES):
-            p = _f32(probs[sl])
-            f = _f32(features[sl])
+            p = _in_compute_dtype(probs[sl])
+            f = _in_compute_dtype(features[sl])
             aa = (y[sl] == yj).astype(np.float64) - pj[y[sl]] - p[:, yj] + p @ pj.astype(p.dtype)
             dot[sl] = aa * (f @ fj.astype(f.dtype))
         d2 = np.maximum(el_norm + sq_norm[r] - 2.0 * dot[eligible], 0.0)
@@ -97,4 +100,4 @@ def badge_select(
         picks[t] = eligible[pos]
         scores[t] = float(np.sqrt(mind2[pos]))
     stats = {"uniform_draws": float(uniform_draws), "embedding_dim": float(c * d)}
-    return picks, scores, stats
+    return SelectionResult(picks, scores, stats)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,7 +42,8 @@ from activekd.selection._distance import (
     PoolView,
     make_kernel,
 )
-from activekd.selection._runtime import limit_threads
+from activekd.selection.result import SelectionResult
+from activekd.selection.threads import limit_threads
 
 #: Relative safety margin of the pruning test, on squared distances: a row is skipped only when
 #: d(c,x)^2 >= 4 * (1 + margin) * m^2. Float32 rounding of a D-term sum is ~D * 6e-8 relative at
@@ -53,17 +53,7 @@ PRUNE_MARGIN: float = 1e-3
 ProgressFn = Callable[[int, int], None]
 
 
-@dataclass
-class KCenterResult:
-    """Picks in order, their scores (L2 distance to the nearest centre at pick time), stats."""
-
-    indices: np.ndarray
-    scores: np.ndarray
-    stats: dict[str, float] = field(default_factory=dict)
-    backend: str = ""
-
-
-def _margin(pool: PoolView, margin: float | None) -> float:
+def _pruning_margin(pool: PoolView, margin: float | None) -> float:
     if margin is not None:
         return margin
     return max(PRUNE_MARGIN, 4.0 * pool.d * float(np.finfo(pool.cd).eps))
@@ -84,7 +74,6 @@ def kcenter_greedy(
     budget: int,
     *,
     centres: np.ndarray | None = None,
-    blocked: np.ndarray | None = None,
     normalize: bool = False,
     prune: bool = True,
     device: str = "cpu",
@@ -93,14 +82,16 @@ def kcenter_greedy(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     prune_margin: float | None = None,
     progress: ProgressFn | None = None,
-) -> KCenterResult:
+) -> SelectionResult:
     """Greedy farthest-first selection of ``budget`` rows of ``x`` (N, D).
+
+    Returns a :class:`SelectionResult`: the picks, their scores (L2 distance to the nearest
+    centre at pick time), stats and the backend (``strategy`` is left empty).
 
     Args:
         x: pool, float16/32/64 ndarray or memmap (float64 computes in float64, else float32).
         budget: number of picks (1..eligible rows); inputs are assumed validated.
         centres: row ids that start as centres (e.g. labeled rows); never picked.
-        blocked: further row ids that are never picked (not centres unless also in ``centres``).
         normalize: L2-normalise rows first (cosine geometry), chunk by chunk.
         prune: triangle-inequality pruning (same picks; off is for checks and benchmarks).
         device: 'cpu' or 'cuda'. backend: 'auto', 'faiss', 'numpy' or 'torch'.
@@ -114,7 +105,13 @@ def kcenter_greedy(
         kernel = make_kernel(pool, backend, device)
         try:
             res = _run(
-                pool, kernel, budget, centres, blocked, prune, _margin(pool, prune_margin), progress
+                pool,
+                kernel,
+                budget,
+                centres,
+                prune,
+                _pruning_margin(pool, prune_margin),
+                progress,
             )
         finally:
             kernel.close()
@@ -128,18 +125,15 @@ def _run(
     kernel: Kernel,
     budget: int,
     centres: np.ndarray | None,
-    blocked: np.ndarray | None,
     prune: bool,
     margin: float,
     progress: ProgressFn | None,
-) -> KCenterResult:
+) -> SelectionResult:
     n = pool.n
     cd = pool.cd
     init = np.unique(np.asarray(centres if centres is not None else [], dtype=np.int64))
     taken = np.zeros(n, dtype=bool)
     taken[init] = True
-    if blocked is not None:
-        taken[np.asarray(blocked, dtype=np.int64)] = True
     eligible = np.flatnonzero(~taken).astype(np.int64)
     m_rows = len(eligible)
     if not 1 <= budget <= m_rows:
@@ -248,7 +242,7 @@ def _run(
         "seed_seconds": seed_seconds,
         "greedy_seconds": greedy_seconds,
     }
-    return KCenterResult(indices=picks, scores=scores, stats=stats)
+    return SelectionResult(indices=picks, scores=scores, stats=stats)
 
 
-__all__ = ["PRUNE_MARGIN", "KCenterResult", "kcenter_greedy"]
+__all__ = ["PRUNE_MARGIN", "ProgressFn", "kcenter_greedy"]

@@ -1,7 +1,8 @@
 """Selection strategies and their registry.
 
 Each strategy takes a :class:`SelectionInputs` (validated arrays and options) and returns a
-:class:`StrategyOutput` (picked row ids in order, one score per pick, stats). Scores:
+:class:`~activekd.selection.result.SelectionResult` (picked row ids in order, one score per pick,
+stats, backend; ``select_batch`` fills in the strategy name and the time taken). Scores:
 
 * ``pcoreset`` / ``coreset``: L2 distance to the nearest centre at pick time (k-center).
 * ``entropy``: predictive entropy (nats); ``margin``: top-1 minus top-2 probability (smallest
@@ -15,13 +16,16 @@ Each strategy takes a :class:`SelectionInputs` (validated arrays and options) an
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from activekd.arrays import iter_row_chunks
+from activekd.errors import InvalidArgument
 from activekd.selection.badge import badge_select
 from activekd.selection.kcenter import ProgressFn, kcenter_greedy
-from activekd.selection.validation import iter_row_chunks
+from activekd.selection.result import SelectionResult
 
 _CHUNK_BYTES = 32 << 20
 
@@ -45,17 +49,7 @@ class SelectionInputs:
     progress: ProgressFn | None = None
 
 
-@dataclass
-class StrategyOutput:
-    """Picks in order, their scores, numeric stats and the compute backend used."""
-
-    indices: np.ndarray
-    scores: np.ndarray
-    stats: dict[str, float] = field(default_factory=dict)
-    backend: str = "numpy:cpu"
-
-
-StrategyFn = Callable[[SelectionInputs], StrategyOutput]
+StrategyFn = Callable[[SelectionInputs], SelectionResult]
 
 
 @dataclass(frozen=True)
@@ -90,6 +84,16 @@ def available_strategies() -> list[str]:
     return sorted(STRATEGIES)
 
 
+def validate_strategy(strategy: Any) -> str:
+    """The name of a registered strategy, or InvalidArgument listing the valid ones."""
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise InvalidArgument(
+            f"unknown strategy {strategy!r}: use one of {', '.join(sorted(STRATEGIES))}",
+            field="strategy",
+        )
+    return strategy
+
+
 def _req(x: np.ndarray | None) -> np.ndarray:
     assert x is not None  # guaranteed by validation (needs_* flags)
     return x
@@ -107,7 +111,7 @@ def _centres(inp: SelectionInputs) -> np.ndarray:
     needs_probs=True,
     needs_features=False,
 )
-def pcoreset(inp: SelectionInputs) -> StrategyOutput:
+def pcoreset(inp: SelectionInputs) -> SelectionResult:
     return _kcenter(_req(inp.probs), inp, normalize=False)
 
 
@@ -118,17 +122,16 @@ def pcoreset(inp: SelectionInputs) -> StrategyOutput:
     needs_probs=False,
     needs_features=True,
 )
-def coreset(inp: SelectionInputs) -> StrategyOutput:
+def coreset(inp: SelectionInputs) -> SelectionResult:
     return _kcenter(_req(inp.features), inp, normalize=True)
 
 
-def _kcenter(x: np.ndarray, inp: SelectionInputs, *, normalize: bool) -> StrategyOutput:
+def _kcenter(x: np.ndarray, inp: SelectionInputs, *, normalize: bool) -> SelectionResult:
     centres = _centres(inp)
-    res = kcenter_greedy(
+    return kcenter_greedy(
         x,
         inp.budget,
         centres=centres,
-        blocked=None,
         normalize=normalize,
         prune=inp.prune,
         device=inp.device,
@@ -136,7 +139,6 @@ def _kcenter(x: np.ndarray, inp: SelectionInputs, *, normalize: bool) -> Strateg
         threads=inp.threads,
         progress=inp.progress,
     )
-    return StrategyOutput(res.indices, res.scores, res.stats, res.backend)
 
 
 def _row_scores(
@@ -178,10 +180,10 @@ def _least_confidence(p: np.ndarray) -> np.ndarray:
 
 def _uncertainty(
     inp: SelectionInputs, fn: Callable[[np.ndarray], np.ndarray], largest: bool
-) -> StrategyOutput:
+) -> SelectionResult:
     s = _row_scores(_req(inp.probs), inp.eligible, fn)
     pos = _top(s, inp.budget, largest=largest)
-    return StrategyOutput(inp.eligible[pos], s[pos])
+    return SelectionResult(inp.eligible[pos], s[pos])
 
 
 @register(
@@ -190,7 +192,7 @@ def _uncertainty(
     needs_probs=True,
     needs_features=False,
 )
-def entropy(inp: SelectionInputs) -> StrategyOutput:
+def entropy(inp: SelectionInputs) -> SelectionResult:
     return _uncertainty(inp, _entropy, largest=True)
 
 
@@ -200,7 +202,7 @@ def entropy(inp: SelectionInputs) -> StrategyOutput:
     needs_probs=True,
     needs_features=False,
 )
-def margin(inp: SelectionInputs) -> StrategyOutput:
+def margin(inp: SelectionInputs) -> SelectionResult:
     return _uncertainty(inp, _margin, largest=False)
 
 
@@ -210,7 +212,7 @@ def margin(inp: SelectionInputs) -> StrategyOutput:
     needs_probs=True,
     needs_features=False,
 )
-def least_confidence(inp: SelectionInputs) -> StrategyOutput:
+def least_confidence(inp: SelectionInputs) -> SelectionResult:
     return _uncertainty(inp, _least_confidence, largest=True)
 
 
@@ -220,10 +222,10 @@ def least_confidence(inp: SelectionInputs) -> StrategyOutput:
     needs_probs=False,
     needs_features=False,
 )
-def random(inp: SelectionInputs) -> StrategyOutput:
+def random(inp: SelectionInputs) -> SelectionResult:
     rng = np.random.default_rng(inp.seed)
     pos = rng.choice(len(inp.eligible), size=inp.budget, replace=False)
-    return StrategyOutput(inp.eligible[pos], np.zeros(inp.budget))
+    return SelectionResult(inp.eligible[pos], np.zeros(inp.budget))
 
 
 @register(
@@ -233,11 +235,8 @@ def random(inp: SelectionInputs) -> StrategyOutput:
     needs_probs=True,
     needs_features=True,
 )
-def badge(inp: SelectionInputs) -> StrategyOutput:
-    idx, sc, stats = badge_select(
-        _req(inp.probs), _req(inp.features), inp.eligible, inp.budget, inp.seed
-    )
-    return StrategyOutput(idx, sc, stats)
+def badge(inp: SelectionInputs) -> SelectionResult:
+    return badge_select(_req(inp.probs), _req(inp.features), inp.eligible, inp.budget, inp.seed)
 
 
 def _argmax_rows(probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -296,7 +295,7 @@ def class_quotas(
     needs_probs=True,
     needs_features=False,
 )
-def class_balanced(inp: SelectionInputs) -> StrategyOutput:
+def class_balanced(inp: SelectionInputs) -> SelectionResult:
     probs = _req(inp.probs)
     c = probs.shape[1]
     pred = _argmax_rows(probs, inp.eligible)
@@ -324,16 +323,17 @@ def class_balanced(inp: SelectionInputs) -> StrategyOutput:
     order = np.lexsort((cls_arr, -weights[cls_arr], rank))
     pos, cls_arr = pos[order], cls_arr[order]
     stats = {"classes_picked": float(len(np.unique(cls_arr)))}
-    return StrategyOutput(inp.eligible[pos], weights[cls_arr], stats)
+    return SelectionResult(inp.eligible[pos], weights[cls_arr], stats)
 
 
 __all__ = [
     "STRATEGIES",
     "STRATEGY_INFO",
     "SelectionInputs",
+    "StrategyFn",
     "StrategyInfo",
-    "StrategyOutput",
     "available_strategies",
     "class_quotas",
     "register",
+    "validate_strategy",
 ]

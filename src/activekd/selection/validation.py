@@ -1,118 +1,29 @@
-"""Input validation for selection requests, shared by ``select_batch`` and the gRPC service.
+"""Input validation for ``select_batch`` (ids, budget, seed, labels, threads, whole requests).
 
 Every check raises :class:`activekd.errors.InvalidArgument` whose message says what to fix, with
-``field`` naming the argument at fault. Content checks (finite, non-negative, rows summing to 1)
-stream over the rows in chunks, so they work on memory-mapped pools larger than RAM.
+``field`` naming the argument at fault. Matrix checks use the shared rules of
+:mod:`activekd.arrays` (dtype, shape, probability rows) and the device rule of
+:mod:`activekd.devices`; content checks stream over the rows in chunks, so they work on
+memory-mapped pools larger than RAM.
 """
 
 from __future__ import annotations
 
 import numbers
 import operator
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from activekd.errors import FailedPrecondition, InvalidArgument
-
-#: Rows of ``probs`` must sum to 1 within this absolute tolerance (any float dtype). float16
-#: rounding of C values moves a row sum by at most 2**-11 ~ 4.9e-4, so 1e-3 admits float16 and
-#: float32 softmax outputs while still catching logits, percentages and unnormalised scores.
-PROB_SUM_ATOL: float = 1e-3
-
-#: dtypes accepted for ``probs`` and ``features``.
-SUPPORTED_FLOAT_DTYPES: tuple[str, ...] = ("float16", "float32", "float64")
-
-#: Valid ``device`` values.
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-
-#: Bytes of one pool processed at a time by the streaming checks.
-CHECK_CHUNK_BYTES: int = 32 << 20
-
-
-def iter_row_chunks(
-    n_rows: int, row_bytes: int, chunk_bytes: int = CHECK_CHUNK_BYTES
-) -> Iterator[slice]:
-    """Slices ``[a, b)`` covering ``0..n_rows`` with about ``chunk_bytes`` per chunk."""
-    step = max(1, chunk_bytes // max(1, row_bytes))
-    for start in range(0, n_rows, step):
-        yield slice(start, min(n_rows, start + step))
-
-
-def validate_strategy(strategy: Any) -> str:
-    """The name of a registered strategy, or InvalidArgument listing the valid ones."""
-    from activekd.selection.strategies import STRATEGIES  # late: the registry imports us
-
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
-        raise InvalidArgument(
-            f"unknown strategy {strategy!r}: use one of {', '.join(sorted(STRATEGIES))}",
-            field="strategy",
-        )
-    return strategy
-
-
-def _check_matrix(x: Any, name: str) -> np.ndarray:
-    if not isinstance(x, np.ndarray):
-        raise InvalidArgument(
-            f"{name} must be a numpy array (np.ndarray or np.memmap), got {type(x).__name__}",
-            field=name,
-        )
-    if x.ndim != 2:
-        raise InvalidArgument(
-            f"{name} must be 2-D (rows, columns), got shape {tuple(x.shape)}", field=name
-        )
-    if x.dtype.name not in SUPPORTED_FLOAT_DTYPES:
-        raise InvalidArgument(
-            f"{name} dtype {x.dtype.name} is not supported: send "
-            f"{', '.join(SUPPORTED_FLOAT_DTYPES)}",
-            field=name,
-        )
-    if x.shape[0] < 1 or x.shape[1] < 1:
-        raise InvalidArgument(
-            f"{name} has shape {tuple(x.shape)}: need at least one row and one column", field=name
-        )
-    return x
-
-
-def validate_probs(probs: Any, name: str = "probs", *, atol: float = PROB_SUM_ATOL) -> np.ndarray:
-    """Checks an (N, C) probability matrix: float dtype, finite, >= 0, rows sum to 1 +- atol."""
-    p = _check_matrix(probs, name)
-    n, c = p.shape
-    acc = np.float32 if p.dtype != np.float64 else np.float64
-    for sl in iter_row_chunks(n, c * p.itemsize):
-        block = p[sl]
-        sums = block.sum(axis=1, dtype=acc)
-        if not np.isfinite(sums).all():
-            bad = np.argwhere(~np.isfinite(block))[0]
-            raise InvalidArgument(
-                f"{name}[{sl.start + int(bad[0])}, {int(bad[1])}] is "
-                f"{block[bad[0], bad[1]]}: probabilities must be finite",
-                field=name,
-            )
-        lo = block.min()
-        if lo < 0:
-            bad = np.argwhere(block < 0)[0]
-            raise InvalidArgument(
-                f"{name}[{sl.start + int(bad[0])}, {int(bad[1])}] = {float(lo):.6g} is negative: "
-                "probabilities must be >= 0 (send softmax outputs, not logits)",
-                field=name,
-            )
-        off = np.abs(sums.astype(np.float64) - 1.0)
-        worst = int(np.argmax(off))
-        if off[worst] > atol:
-            raise InvalidArgument(
-                f"{name} row {sl.start + worst} sums to {float(sums[worst]):.6g}: each row must "
-                f"sum to 1 within {atol:g} (apply softmax / normalise rows)",
-                field=name,
-            )
-    return p
+from activekd.arrays import check_float_matrix, check_probabilities, iter_row_chunks
+from activekd.devices import resolve_device
+from activekd.errors import InvalidArgument
 
 
 def validate_features(features: Any, n_rows: int, name: str = "features") -> np.ndarray:
     """Checks an (N, D) feature matrix: float dtype, N rows, all values finite."""
-    f = _check_matrix(features, name)
+    f = check_float_matrix(features, name)
     if f.shape[0] != n_rows:
         raise InvalidArgument(
             f"{name} has {f.shape[0]} rows but the pool has {n_rows}: one feature row per pool row",
@@ -133,7 +44,7 @@ def validate_features(features: Any, n_rows: int, name: str = "features") -> np.
 
 def validate_shape(x: Any, n_rows: int, name: str) -> None:
     """Checks only dtype and shape (no content pass): for inputs a strategy does not read."""
-    m = _check_matrix(x, name)
+    m = check_float_matrix(x, name)
     if m.shape[0] != n_rows:
         raise InvalidArgument(
             f"{name} has {m.shape[0]} rows but the pool has {n_rows}: one row per pool row",
@@ -234,42 +145,12 @@ def validate_threads(threads: Any) -> int | None:
     return t or None
 
 
-def validate_device(device: Any) -> str:
-    """``device``: 'auto' (cuda when available), 'cpu' or 'cuda'. Returns the resolved device.
-
-    Raises FailedPrecondition when 'cuda' is asked for on a machine without CUDA.
-    """
-    if not isinstance(device, str) or device.lower() not in DEVICES:
-        raise InvalidArgument(
-            f"device {device!r} is not one of {', '.join(DEVICES)}", field="device"
-        )
-    d = device.lower()
-    cuda = _cuda_available()
-    if d == "cuda" and not cuda:
-        raise FailedPrecondition(
-            "device 'cuda' was requested but CUDA is not available here; use 'auto' or 'cpu'"
-        )
-    if d == "auto":
-        return "cuda" if cuda else "cpu"
-    return d
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return bool(torch.cuda.is_available())
-
-
 @dataclass(frozen=True)
 class ValidatedRequest:
     """Normalised inputs of one selection request."""
 
-    strategy: str
     budget: int
     seed: int
-    n_rows: int
     labeled: np.ndarray
     exclude: np.ndarray
     eligible: np.ndarray
@@ -310,12 +191,12 @@ def validate_request(
     if probs is None and features is None:
         raise InvalidArgument("give probs and/or features: the pool is empty", field="probs")
     if probs is not None:
-        n = int(_check_matrix(probs, "probs").shape[0])
+        n = int(check_float_matrix(probs, "probs").shape[0])
     else:
-        n = int(_check_matrix(features, "features").shape[0])
+        n = int(check_float_matrix(features, "features").shape[0])
     if probs is not None:
         if needs_probs:
-            validate_probs(probs)
+            check_probabilities(probs)
         else:
             validate_shape(probs, n, "probs")
     if features is not None:
@@ -342,35 +223,25 @@ def validate_request(
         )
     lbl = validate_labels(labels, int(lab.size), n_classes) if labels is not None else None
     return ValidatedRequest(
-        strategy=strategy,
         budget=b,
         seed=validate_seed(seed),
-        n_rows=n,
         labeled=lab,
         exclude=exc,
         eligible=eligible,
         labels=lbl,
-        device=validate_device(device),
+        device=resolve_device(device),
         threads=validate_threads(threads),
     )
 
 
 __all__ = [
-    "CHECK_CHUNK_BYTES",
-    "DEVICES",
-    "PROB_SUM_ATOL",
-    "SUPPORTED_FLOAT_DTYPES",
     "ValidatedRequest",
-    "iter_row_chunks",
     "validate_budget",
-    "validate_device",
     "validate_features",
     "validate_indices",
     "validate_labels",
-    "validate_probs",
     "validate_request",
     "validate_seed",
     "validate_shape",
-    "validate_strategy",
     "validate_threads",
 ]

@@ -46,7 +46,7 @@ import numbers
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -60,8 +60,8 @@ from activekd.errors import (
     InvalidArgument,
     NotFound,
 )
-from activekd.experiment.spec import ExperimentSpec, validate_labeled_items
 from activekd.state import experiment_scripts as scripts
+from activekd.state.experiment_spec import ExperimentSpec, validate_labeled_items
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -256,31 +256,44 @@ def _finite(value: Any, name: str) -> float:
 
 
 def _decode_record(raw: Mapping[Any, Any]) -> RoundRecord:
-    d = {_s(k): _s(v) for k, v in raw.items()}
-    rec = RoundRecord(round=int(d["round"]), state=RoundState[d["state"]])
-    rec.labeled_count = int(d.get("labeled_count", "0"))
+    fields = {_text(key): _text(value) for key, value in raw.items()}
+    record = RoundRecord(round=int(fields["round"]), state=RoundState[fields["state"]])
+    record.labeled_count = int(fields.get("labeled_count", "0"))
     for key in _FLOAT01_FIELDS:
-        if key in d:
-            setattr(rec, key, float(d[key]))
+        if key in fields:
+            setattr(record, key, float(fields[key]))
     for key in _STR_FIELDS:
-        setattr(rec, key, d.get(key, ""))
-    if "selected_item_ids" in d:
-        rec.selected_item_ids = json.loads(d["selected_item_ids"])
-    for key, value in d.items():
+        setattr(record, key, fields.get(key, ""))
+    if "selected_item_ids" in fields:
+        record.selected_item_ids = json.loads(fields["selected_item_ids"])
+    for key, value in fields.items():
         group, _, name = key.partition(".")
         if not name:
             continue
         if group == "timings":
-            rec.timings[name] = float(value)
+            record.timings[name] = float(value)
         elif group == "state_times":
-            rec.state_times[name] = float(value)
+            record.state_times[name] = float(value)
         elif group == "extra":
-            rec.extra[name] = json.loads(value)
-    return rec
+            record.extra[name] = json.loads(value)
+    return record
 
 
-def _s(value: Any) -> str:
+def _text(value: Any) -> str:
+    """A Redis reply (bytes or str) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def check_experiment_id(experiment_id: str) -> str:
+    """``experiment_id`` if it is a valid id (1-128 of letters, digits, ``._-``), else
+    InvalidArgument."""
+    if not isinstance(experiment_id, str) or not _ID.match(experiment_id):
+        raise InvalidArgument(
+            f"experiment id {experiment_id!r} is invalid: use 1-128 letters, digits, '._-', "
+            "starting with a letter or digit",
+            field="experiment_id",
+        )
+    return experiment_id
 
 
 def _glob_escape(text: str) -> str:
@@ -312,21 +325,11 @@ class ExperimentStore:
         """``akd:exp:{<id>}``: every key of the experiment starts with this plus ``:``."""
         return f"{self.prefix}:exp:{{{experiment_id}}}"
 
-    def _k(self, experiment_id: str, name: str) -> str:
+    def _key(self, experiment_id: str, name: str) -> str:
         return f"{self.key_prefix(experiment_id)}:{name}"
 
-    def _round_k(self, experiment_id: str, round_: int, name: str) -> str:
+    def _round_key(self, experiment_id: str, round_: int, name: str) -> str:
         return f"{self.key_prefix(experiment_id)}:round:{round_}:{name}"
-
-    @staticmethod
-    def _check_id(experiment_id: str) -> str:
-        if not isinstance(experiment_id, str) or not _ID.match(experiment_id):
-            raise InvalidArgument(
-                f"experiment id {experiment_id!r} is invalid: use 1-128 letters, digits, '._-', "
-                "starting with a letter or digit",
-                field="experiment_id",
-            )
-        return experiment_id
 
     # ---- create / read -----------------------------------------------------------------------
     def create(
@@ -348,7 +351,9 @@ class ExperimentStore:
         checked. ``AlreadyExists`` when the id is taken; ids are generated when not given.
         """
         spec.validate(self.valid_strategies)
-        exp_id = self._check_id(experiment_id) if experiment_id else f"exp-{uuid.uuid4().hex[:16]}"
+        exp_id = (
+            check_experiment_id(experiment_id) if experiment_id else f"exp-{uuid.uuid4().hex[:16]}"
+        )
         if initial_item_ids is None and initial_labels is None:
             if spec.initial_per_class:
                 raise InvalidArgument(
@@ -385,9 +390,9 @@ class ExperimentStore:
                 )
         created = time.time()
         self.redis.zadd(self.index_key, {exp_id: created}, nx=True)
-        keys = [self._k(exp_id, n) for n in ("meta", "labels", "label_order", "picked")]
-        keys += [self._round_k(exp_id, 0, "record"), self._round_k(exp_id, 0, "pending")]
-        keys.append(self._k(exp_id, "events"))
+        keys = [self._key(exp_id, n) for n in ("meta", "labels", "label_order", "picked")]
+        keys += [self._round_key(exp_id, 0, "record"), self._round_key(exp_id, 0, "pending")]
+        keys.append(self._key(exp_id, "events"))
         args: list[Any] = [
             exp_id,
             spec.to_json(),
@@ -402,14 +407,14 @@ class ExperimentStore:
             *[str(int(x)) for x in labels],
         ]
         res = self._create(keys=keys, args=args)
-        if _s(res[0]) == "exists":
+        if _text(res[0]) == "exists":
             raise AlreadyExists(f"experiment {exp_id!r} already exists", field="experiment_id")
         return self.get(exp_id)
 
     def get(self, experiment_id: str) -> Experiment:
         """A consistent snapshot (one MULTI/EXEC) of the experiment; ``NotFound`` if absent."""
-        self._check_id(experiment_id)
-        meta_key = self._k(experiment_id, "meta")
+        check_experiment_id(experiment_id)
+        meta_key = self._key(experiment_id, "meta")
         for _ in range(10):
             seen = self.redis.hget(meta_key, "round")
             if seen is None:
@@ -417,10 +422,10 @@ class ExperimentStore:
             n_rounds = int(seen) + 1
             pipe = self.redis.pipeline(transaction=True)
             pipe.hgetall(meta_key)
-            pipe.hlen(self._k(experiment_id, "labels"))
-            pipe.scard(self._round_k(experiment_id, int(seen), "pending"))
+            pipe.hlen(self._key(experiment_id, "labels"))
+            pipe.scard(self._round_key(experiment_id, int(seen), "pending"))
             for r in range(n_rounds):
-                pipe.hgetall(self._round_k(experiment_id, r, "record"))
+                pipe.hgetall(self._round_key(experiment_id, r, "record"))
             out = pipe.execute()
             raw_meta = {k.decode(): v.decode() for k, v in out[0].items()}
             if not raw_meta:
@@ -444,8 +449,8 @@ class ExperimentStore:
 
     def round_record(self, experiment_id: str, round_: int) -> RoundRecord:
         """The record of round ``round_``; ``NotFound`` if that round has not begun."""
-        self._check_id(experiment_id)
-        raw: Any = self.redis.hgetall(self._round_k(experiment_id, round_, "record"))
+        check_experiment_id(experiment_id)
+        raw: Any = self.redis.hgetall(self._round_key(experiment_id, round_, "record"))
         if not raw:
             raise NotFound(f"experiment {experiment_id!r} has no round {round_}", field="round")
         return _decode_record(raw)
@@ -453,23 +458,23 @@ class ExperimentStore:
     def labels(self, experiment_id: str) -> dict[str, int]:
         """Every label of the experiment (initial set and all rounds)."""
         self._require(experiment_id)
-        raw: Any = self.redis.hgetall(self._k(experiment_id, "labels"))
-        return {_s(k): int(v) for k, v in raw.items()}
+        raw: Any = self.redis.hgetall(self._key(experiment_id, "labels"))
+        return {_text(k): int(v) for k, v in raw.items()}
 
     def labeled_ids(self, experiment_id: str) -> builtins.list[str]:
         """Labeled item ids in the order they were first labeled (initial set first)."""
         self._require(experiment_id)
-        return [_s(m) for m in self.redis.lrange(self._k(experiment_id, "label_order"), 0, -1)]
+        return [_text(m) for m in self.redis.lrange(self._key(experiment_id, "label_order"), 0, -1)]
 
     def pending_ids(self, experiment_id: str) -> builtins.list[str]:
         """Ids selected in the current round that still wait for a label (sorted)."""
         exp = self.get(experiment_id)
-        key = self._round_k(experiment_id, exp.current_round, "pending")
-        return sorted(_s(m) for m in self.redis.smembers(key))
+        key = self._round_key(experiment_id, exp.current_round, "pending")
+        return sorted(_text(m) for m in self.redis.smembers(key))
 
     def _require(self, experiment_id: str) -> None:
-        self._check_id(experiment_id)
-        if not self.redis.exists(self._k(experiment_id, "meta")):
+        check_experiment_id(experiment_id)
+        if not self.redis.exists(self._key(experiment_id, "meta")):
             raise NotFound(f"experiment {experiment_id!r} not found", field="experiment_id")
 
     # ---- transitions -------------------------------------------------------------------------
@@ -494,7 +499,7 @@ class ExperimentStore:
         LABELS_COMPLETE -> CREATED that is the new round's record. SELECTED requires
         ``updates["selected_item_ids"]``.
         """
-        self._check_id(experiment_id)
+        check_experiment_id(experiment_id)
         src, dst = _state(from_state, "from_state"), _state(to_state, "to_state")
         flat, selected = _encode_updates(updates or {})
         if dst is RoundState.SELECTED and selected is None:
@@ -507,11 +512,11 @@ class ExperimentStore:
                 field="selected_item_ids",
             )
         meta: Any = self.redis.hmget(
-            self._k(experiment_id, "meta"), ["state", "round", "version", "num_rounds", "budget"]
+            self._key(experiment_id, "meta"), ["state", "round", "version", "num_rounds", "budget"]
         )
         if meta[0] is None:
             raise NotFound(f"experiment {experiment_id!r} not found", field="experiment_id")
-        cur = RoundState[_s(meta[0])]
+        cur = RoundState[_text(meta[0])]
         round_, version, num_rounds, budget = (int(m) for m in meta[1:])
         if cur is not src:
             raise self._aborted(
@@ -538,14 +543,14 @@ class ExperimentStore:
                 field="selected_item_ids",
             )
         keys = [
-            self._k(experiment_id, "meta"),
-            self._k(experiment_id, "labels"),
-            self._k(experiment_id, "picked"),
-            self._round_k(experiment_id, round_, "record"),
-            self._round_k(experiment_id, round_, "pending"),
-            self._k(experiment_id, "events"),
-            self._round_k(experiment_id, round_ + 1, "record"),
-            self._round_k(experiment_id, round_ + 1, "pending"),
+            self._key(experiment_id, "meta"),
+            self._key(experiment_id, "labels"),
+            self._key(experiment_id, "picked"),
+            self._round_key(experiment_id, round_, "record"),
+            self._round_key(experiment_id, round_, "pending"),
+            self._key(experiment_id, "events"),
+            self._round_key(experiment_id, round_ + 1, "record"),
+            self._round_key(experiment_id, round_ + 1, "pending"),
         ]
         msg = f"{src.name} -> {dst.name}" + (f": {message}" if message else "")
         sel = selected or []
@@ -561,7 +566,7 @@ class ExperimentStore:
             len(sel),
             *sel,
         ]
-        res = [_s(x) for x in self._advance(keys=keys, args=args)]
+        res = [_text(x) for x in self._advance(keys=keys, args=args)]
         status = res[0]
         if status == "ok":
             return self.get(experiment_id)
@@ -620,7 +625,7 @@ class ExperimentStore:
         ``FailedPrecondition`` unless ``overwrite``. When the last pending id is labeled the
         round moves to LABELS_COMPLETE in the same script.
         """
-        self._check_id(experiment_id)
+        check_experiment_id(experiment_id)
         if not labels:
             raise InvalidArgument("no labels given", field="labels")
         flat: list[str] = []
@@ -630,7 +635,7 @@ class ExperimentStore:
             if isinstance(lab, bool) or not isinstance(lab, numbers.Integral):
                 raise InvalidArgument(f"label {lab!r} for {item!r} is not an integer")
             flat += [item, str(int(lab))]
-        meta_key = self._k(experiment_id, "meta")
+        meta_key = self._key(experiment_id, "meta")
         for _ in range(10):
             seen = self.redis.hget(meta_key, "round")
             if seen is None:
@@ -638,14 +643,14 @@ class ExperimentStore:
             r = int(seen)
             keys = [
                 meta_key,
-                self._k(experiment_id, "labels"),
-                self._k(experiment_id, "label_order"),
-                self._round_k(experiment_id, r, "pending"),
-                self._round_k(experiment_id, r, "record"),
-                self._k(experiment_id, "events"),
+                self._key(experiment_id, "labels"),
+                self._key(experiment_id, "label_order"),
+                self._round_key(experiment_id, r, "pending"),
+                self._round_key(experiment_id, r, "record"),
+                self._key(experiment_id, "events"),
             ]
             res = [
-                _s(x)
+                _text(x)
                 for x in self._submit(keys=keys, args=[experiment_id, r, int(overwrite), *flat])
             ]
             if res[0] != "stale":
@@ -706,15 +711,15 @@ class ExperimentStore:
         (0 = forever; keep it below the client's socket timeout) and returns ``[]`` on timeout.
         """
         self._require(experiment_id)
-        key = self._k(experiment_id, "events")
+        key = self._key(experiment_id, "events")
         reply: Any = self.redis.xread({key: after}, count=count, block=block_ms)
         out: builtins.list[Event] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
-                f = {_s(k): _s(v) for k, v in fields.items()}
+                f = {_text(k): _text(v) for k, v in fields.items()}
                 out.append(
                     Event(
-                        event_id=_s(entry_id),
+                        event_id=_text(entry_id),
                         experiment_id=f["experiment_id"],
                         round=int(f["round"]),
                         state=RoundState[f["state"]],
@@ -734,8 +739,8 @@ class ExperimentStore:
         Returns the number of keys removed; ``NotFound`` when the experiment did not exist
         (stray keys under its prefix are removed anyway).
         """
-        self._check_id(experiment_id)
-        existed = int(self.redis.delete(self._k(experiment_id, "meta")))
+        check_experiment_id(experiment_id)
+        existed = int(self.redis.delete(self._key(experiment_id, "meta")))
         removed = existed
         pattern = _glob_escape(self.key_prefix(experiment_id)) + ":*"
         batch: builtins.list[bytes] = []
@@ -773,7 +778,7 @@ class ExperimentStore:
                 break
             offset += len(batch)
             for member, score in batch:
-                exp_id = _s(member)
+                exp_id = _text(member)
                 if after and (score, exp_id) <= after:
                     continue
                 try:
@@ -806,6 +811,19 @@ def _decode_token(token: str) -> tuple[float, str]:
         ) from exc
 
 
+def labels_by_item(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """``(item_id, label)`` pairs as a dict; an id given twice with different labels is an
+    InvalidArgument (twice with the same label is fine)."""
+    labels: dict[str, int] = {}
+    for item_id, label in pairs:
+        if item_id in labels and labels[item_id] != label:
+            raise InvalidArgument(
+                f"item {item_id!r} appears twice with different labels", field="labels"
+            )
+        labels[item_id] = int(label)
+    return labels
+
+
 __all__ = [
     "UPDATE_FIELDS",
     "Event",
@@ -816,4 +834,6 @@ __all__ = [
     "SubmitResult",
     "TransitionAborted",
     "allowed_next",
+    "check_experiment_id",
+    "labels_by_item",
 ]

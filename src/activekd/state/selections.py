@@ -9,19 +9,28 @@ Requests without an experiment keep only the idempotency key ``akd:req:{<request
 
 ``record`` is one Lua script: it refuses to store a selection that overlaps earlier selections of
 the experiment, and returns the stored answer when the request id is already known.
+``select_once`` is the whole idempotent SelectBatch: one read (stored answer + earlier selections,
+pipelined), the compute step the caller passes in, one ``record``; a conflict with a concurrent
+selection reads and computes again, up to ``RETRIES_ON_CONFLICT`` times.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
+import numpy as np
 import redis
 
-from activekd.errors import InvalidArgument
+from activekd.errors import Aborted, InvalidArgument
 
 REQUEST_TTL_SECONDS = 7 * 24 * 3600
+
+#: Times ``select_once`` recomputes after a concurrent selection took one of its picks.
+RETRIES_ON_CONFLICT = 3
 
 _RECORD = """
 -- KEYS: 1 req key, 2 selected set, 3 records list, 4 round labeled set
@@ -47,6 +56,21 @@ return {'ok', ARGV[1]}
 """
 
 
+class Picks(Protocol):
+    """What a compute step returns (``activekd.selection.SelectionResult`` is one)."""
+
+    indices: Any  # pool row ids in pick order
+    scores: Any  # one float per pick
+    strategy: str
+    stats: dict[str, float]
+    elapsed_seconds: float
+
+
+#: ``compute(earlier_ids) -> (result, pool item ids by row)``: ``earlier_ids`` are the items
+#: selected earlier in the experiment (labeled ones left out), to exclude from the picks.
+ComputeFn = Callable[[set[str]], tuple[Picks, Sequence[str] | np.ndarray]]
+
+
 @dataclass
 class SelectionRecord:
     """One stored selection."""
@@ -61,6 +85,36 @@ class SelectionRecord:
     created_unix: float = field(default_factory=time.time)
     stats: dict[str, float] = field(default_factory=dict)
     params_hash: str = ""
+
+    @classmethod
+    def from_result(
+        cls,
+        result: Picks,
+        pool_item_ids: Sequence[str] | np.ndarray,
+        *,
+        request_id: str = "",
+        experiment_id: str = "",
+        round_: int = 0,
+        params_hash: str = "",
+    ) -> SelectionRecord:
+        """The stored form of a selection result; ``pool_item_ids`` names the pool's rows.
+
+        ``stats`` gets ``compute_seconds`` = the result's ``elapsed_seconds``.
+        """
+        rows = [int(i) for i in result.indices]
+        stats = {k: float(v) for k, v in (result.stats or {}).items()}
+        stats["compute_seconds"] = float(result.elapsed_seconds)
+        return cls(
+            request_id=request_id,
+            strategy=result.strategy,
+            item_ids=[str(pool_item_ids[i]) for i in rows],
+            scores=[float(s) for s in result.scores],
+            rows=rows,
+            round=round_,
+            experiment_id=experiment_id,
+            stats=stats,
+            params_hash=params_hash,
+        )
 
 
 class Conflict(Exception):
@@ -139,6 +193,67 @@ class SelectionLog:
             raise Conflict(payload.decode() if isinstance(payload, bytes) else payload)
         stored = SelectionRecord(**json.loads(payload))
         return stored, status == "replay"
+
+    def select_once(
+        self,
+        compute: ComputeFn,
+        *,
+        experiment_id: str = "",
+        request_id: str = "",
+        labeled_ids: Sequence[str] = (),
+        round_: int = 0,
+        params_hash: str = "",
+        retries: int = RETRIES_ON_CONFLICT,
+    ) -> tuple[SelectionRecord, bool]:
+        """The selection of ``request_id``, computed and recorded at most once. Returns
+        (stored record, replayed).
+
+        A known request id returns its stored answer without computing (InvalidArgument when
+        it was stored with another ``params_hash``). Otherwise ``compute`` runs on the ids
+        selected earlier in the experiment and the result is recorded; when a concurrent
+        selection took one of its picks meanwhile, it reads and computes again (Aborted after
+        ``retries`` retries). Redis round trips: one read, plus one write when not replayed.
+        """
+        labeled = list(labeled_ids)
+        for _attempt in range(retries + 1):
+            stored, earlier = self._read(experiment_id, request_id)
+            replayed = stored is not None
+            if stored is None:
+                result, pool_item_ids = compute(earlier - set(labeled))
+                rec = SelectionRecord.from_result(
+                    result,
+                    pool_item_ids,
+                    request_id=request_id,
+                    experiment_id=experiment_id,
+                    round_=round_,
+                    params_hash=params_hash,
+                )
+                try:
+                    stored, replayed = self.record(rec, labeled)
+                except Conflict:
+                    continue
+            if replayed and stored.params_hash and stored.params_hash != params_hash:
+                raise InvalidArgument(
+                    f"request_id {request_id!r} was already used for a different request",
+                    field="request_id",
+                )
+            return stored, replayed
+        raise Aborted("concurrent selections in this experiment kept taking the same items; retry")
+
+    def _read(self, experiment_id: str, request_id: str) -> tuple[SelectionRecord | None, set[str]]:
+        """(stored answer of ``request_id``, ids selected in the experiment) in one round trip."""
+        if not request_id and not experiment_id:
+            return None, set()
+        pipe = self.redis.pipeline(transaction=False)
+        if request_id:
+            pipe.get(self._req_key(experiment_id, request_id))
+        if experiment_id:
+            pipe.smembers(f"{self._exp(experiment_id)}:selected")
+        replies = pipe.execute()
+        raw = replies[0] if request_id else None
+        members = replies[-1] if experiment_id else ()
+        stored = SelectionRecord(**json.loads(raw)) if raw else None
+        return stored, {_text(m) for m in members}
 
     def round_labeled(self, experiment_id: str, round_: int) -> set[str]:
         """The labeled ids a round's selection was made with."""

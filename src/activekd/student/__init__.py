@@ -10,6 +10,7 @@ No gRPC here. Typical round::
 
 from __future__ import annotations
 
+from activekd.arrays import PROB_SUM_ATOL
 from activekd.student.backbones import (
     BACKBONES,
     BackboneSpec,
@@ -27,7 +28,6 @@ from activekd.student.checkpoint import (
     save_checkpoint,
 )
 from activekd.student.config import StudentConfig
-from activekd.student.data import PROB_SUM_ATOL
 from activekd.student.errors import CheckpointCorruptError, NonFiniteLossError
 from activekd.student.model import (
     DualHeadStudent,

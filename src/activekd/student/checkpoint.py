@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
+from activekd.devices import torch_device
 from activekd.errors import InvalidArgument, NotFound
 from activekd.student.config import StudentConfig
 from activekd.student.errors import CheckpointCorruptError
 from activekd.student.model import DualHeadStudent, build_student
-from activekd.student.runtime import resolve_device
 
 MAGIC = b"ACTIVEKD-STUDENT\x00v1\n"
 FORMAT_VERSION = 1
@@ -181,6 +181,6 @@ def load_student(
         model.load_state_dict(ckpt.state_dict)
     except RuntimeError as exc:
         raise CheckpointCorruptError(f"checkpoint weights do not fit its config: {exc}") from exc
-    model.to(resolve_device(device))
+    model.to(torch_device(device))
     model.eval()
     return model, ckpt

@@ -7,27 +7,20 @@ Accepted inputs (numpy arrays or memory-maps, indexed batch by batch):
   (the layout is read from where the size-1/3 axis is; ambiguous shapes are rejected).
 * vectors: float ``(N, D)``.
 * labels: integer ``(N,)`` in ``[0, num_classes)``.
-* teacher probabilities: ``(N, num_classes)``, finite, >= 0, rows summing to 1 within
-  ``PROB_SUM_ATOL``.
+* teacher probabilities: ``(N, num_classes)``, checked by
+  :func:`activekd.arrays.check_probabilities` (finite, >= 0, rows summing to 1 within
+  ``PROB_SUM_ATOL``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
+from activekd.arrays import iter_row_chunks
 from activekd.errors import InvalidArgument
-
-PROB_SUM_ATOL = 1e-3
-_CHUNK_ROWS = 8192
-
-
-def _chunks(n: int, size: int = _CHUNK_ROWS) -> Iterator[slice]:
-    for lo in range(0, n, size):
-        yield slice(lo, min(n, lo + size))
 
 
 def image_layout(shape: tuple[int, ...], name: str = "x") -> str:
@@ -75,7 +68,8 @@ def validate_x(x: Any, input_kind: str, name: str, input_dim: int | None = None)
                 field=name,
             )
     if x.dtype.kind == "f":
-        for sl in _chunks(x.shape[0]):
+        row_bytes = int(np.prod(x.shape[1:], dtype=np.int64)) * x.itemsize
+        for sl in iter_row_chunks(x.shape[0], row_bytes):
             finite = np.isfinite(x[sl]).reshape(sl.stop - sl.start, -1).all(axis=1)
             if not finite.all():
                 bad = sl.start + int(np.flatnonzero(~finite)[0])
@@ -106,39 +100,6 @@ def validate_labels(y: Any, n: int, num_classes: int, name: str = "y_labeled") -
             f"{name}[{int(bad[0])}] = {int(out[bad[0]])} is outside [0, {num_classes})", field=name
         )
     return out
-
-
-def validate_probs(p: Any, n: int, num_classes: int, name: str) -> np.ndarray:
-    """Checks a teacher probability matrix ``(n, num_classes)``; returns it unchanged."""
-    if not isinstance(p, np.ndarray):
-        raise InvalidArgument(f"{name} must be a numpy array, got {type(p).__name__}", field=name)
-    if p.dtype.kind != "f":
-        raise InvalidArgument(f"{name} must be float probabilities, got {p.dtype}", field=name)
-    if p.ndim != 2:
-        raise InvalidArgument(
-            f"{name} must be 2-D (rows, classes), got shape {p.shape}", field=name
-        )
-    if p.shape[1] != num_classes:
-        raise InvalidArgument(
-            f"{name} has {p.shape[1]} classes; the student has num_classes = {num_classes}",
-            field=name,
-        )
-    if p.shape[0] != n:
-        raise InvalidArgument(f"{name} has {p.shape[0]} rows for {n} inputs", field=name)
-    for sl in _chunks(n):
-        block = np.asarray(p[sl], dtype=np.float64)
-        finite = np.isfinite(block).all(axis=1)
-        sums = block.sum(axis=1)
-        ok = finite & (block.min(axis=1) >= -1e-6) & (np.abs(sums - 1.0) <= PROB_SUM_ATOL)
-        if not ok.all():
-            i = int(np.flatnonzero(~ok)[0])
-            raise InvalidArgument(
-                f"{name} row {sl.start + i} is not a probability vector "
-                f"(sum {sums[i]:.6g}, min {block[i].min():.6g}; need finite values >= 0 "
-                f"summing to 1 within {PROB_SUM_ATOL})",
-                field=name,
-            )
-    return p
 
 
 def to_tensor(x: np.ndarray, input_kind: str, device: torch.device) -> torch.Tensor:

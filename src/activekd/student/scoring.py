@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from activekd.arrays import check_probabilities
+from activekd.devices import autocast, resolve_precision, torch_threads
 from activekd.errors import InvalidArgument
-from activekd.student.data import to_tensor, validate_labels, validate_probs, validate_x
+from activekd.student.data import to_tensor, validate_labels, validate_x
 from activekd.student.model import DualHeadStudent
-from activekd.student.runtime import autocast, resolve_precision, torch_threads
 
 ScoreProgressFn = Callable[[int, int], None]
 
@@ -122,7 +123,13 @@ def evaluate(
         else float((scores.kd_logits.argmax(1) == y).mean()),
     }
     if teacher_probs_test is not None:
-        validate_probs(teacher_probs_test, y.size, model.num_classes, "teacher_probs_test")
+        check_probabilities(
+            teacher_probs_test,
+            "teacher_probs_test",
+            rows=y.size,
+            classes=model.num_classes,
+            classes_owner="the student",
+        )
         t_pred = np.asarray(teacher_probs_test).argmax(1)
         out["teacher_accuracy"] = float((t_pred == y).mean())
         out["teacher_agreement"] = float((scores.probs.argmax(1) == t_pred).mean())

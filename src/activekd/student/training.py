@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from activekd.arrays import check_probabilities
+from activekd.devices import autocast, resolve_precision, torch_device, torch_threads
 from activekd.errors import InvalidArgument
 from activekd.student.backbones import BACKBONES
 from activekd.student.config import StudentConfig
@@ -26,12 +28,10 @@ from activekd.student.data import (
     random_crop_flip,
     to_tensor,
     validate_labels,
-    validate_probs,
     validate_x,
 )
 from activekd.student.errors import NonFiniteLossError
 from activekd.student.model import DualHeadStudent, StudentOutput, build_student, dho_loss
-from activekd.student.runtime import autocast, resolve_device, resolve_precision, torch_threads
 
 
 class TrainStep(NamedTuple):
@@ -174,7 +174,7 @@ def train_round(
         NonFiniteLossError: NaN/inf loss at some step (``.step``).
     """
     t0 = time.perf_counter()
-    dev = resolve_device(device)
+    dev = torch_device(device)
     for name, arr in (("x_labeled", x_labeled), ("x_all", x_all)):
         if arr is not None and not isinstance(arr, np.ndarray):
             raise InvalidArgument(
@@ -219,7 +219,13 @@ def train_round(
                 f"x_labeled rows have shape {x_labeled.shape[1:]}, x_all rows {x_all.shape[1:]}",
                 field="x_labeled",
             )
-        validate_probs(teacher_probs_all, x_all.shape[0], cfg.num_classes, "teacher_probs_all")
+        check_probabilities(
+            teacher_probs_all,
+            "teacher_probs_all",
+            rows=x_all.shape[0],
+            classes=cfg.num_classes,
+            classes_owner="the student",
+        )
     if use_kd_labeled:
         if teacher_probs_labeled is None:
             raise InvalidArgument(
@@ -227,8 +233,12 @@ def train_round(
                 "KL term on labeled rows (or set kd_labeled_weight=0)",
                 field="teacher_probs_labeled",
             )
-        validate_probs(
-            teacher_probs_labeled, x_labeled.shape[0], cfg.num_classes, "teacher_probs_labeled"
+        check_probabilities(
+            teacher_probs_labeled,
+            "teacher_probs_labeled",
+            rows=x_labeled.shape[0],
+            classes=cfg.num_classes,
+            classes_owner="the student",
         )
     amp_dtype = resolve_precision(cfg.precision, dev)
 

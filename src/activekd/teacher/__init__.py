@@ -5,56 +5,43 @@
 - ``open_clip``: zero-shot CLIP on any open_clip architecture, optional few-shot CLAP-style head.
 - ``precomputed``: caller-supplied probabilities/features.
 
-Build one with :func:`create_teacher` (:class:`TeacherConfig`). Importing this package registers
-the model configs under ``model_configs/`` (e.g. ``tiny-clip-32``) with open_clip.
+Build one with :func:`create_teacher` (:class:`TeacherConfig`). open_clip is imported only when
+the open_clip backend is built: it then registers the model configs under ``model_configs/``
+(e.g. ``tiny-clip-32``); call :func:`register_model_configs` to name them to open_clip directly.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-_registered = False
-
-
-def register_model_configs() -> None:
-    """Add ``model_configs/*.json`` to open_clip's architecture registry (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    import open_clip
-    from open_clip import factory
-
-    if MODEL_CONFIG_DIR not in factory._MODEL_CONFIG_PATHS:
-        open_clip.add_model_config(MODEL_CONFIG_DIR)
-    _registered = True
-
-
-register_model_configs()
-
-from activekd.teacher.base import (  # noqa: E402
+from activekd.arrays import check_probabilities as check_probs
+from activekd.teacher.base import (
     BaseTeacher,
     ItemPrediction,
     Teacher,
     TeacherDescription,
     TeacherIdentity,
     TeacherOutput,
-    check_probs,
 )
-from activekd.teacher.batching import BatchStats, DynamicBatcher  # noqa: E402
-from activekd.teacher.cache import TeacherOutputCache, default_cache_dir  # noqa: E402
-from activekd.teacher.config import BACKENDS, TeacherConfig, create_teacher  # noqa: E402
-from activekd.teacher.evaluate import EvalReport, evaluate_probs, evaluate_teacher  # noqa: E402
-from activekd.teacher.images import (  # noqa: E402
+from activekd.teacher.batching import BatchStats, DynamicBatcher, PredictItem, run_batch
+from activekd.teacher.cache import (
+    TeacherCacheIndex,
+    TeacherOutputCache,
+    default_cache_dir,
+    load_teacher_cache_file,
+)
+from activekd.teacher.clip_configs import MODEL_CONFIG_DIR, register_model_configs
+from activekd.teacher.config import BACKENDS, TeacherConfig, create_teacher
+from activekd.teacher.evaluate import EvalReport, evaluate_probs, evaluate_teacher
+from activekd.teacher.images import (
     decode_image,
     validate_image_array,
     validate_image_batch,
 )
-from activekd.teacher.scoring import (  # noqa: E402
+from activekd.teacher.scoring import (
     ChunkSink,
     DirectoryChunkSink,
     MemoryChunkSink,
     ScoreProgress,
+    iter_score_chunks,
     iter_score_pool,
     score_pool,
 )
@@ -70,8 +57,10 @@ __all__ = [
     "EvalReport",
     "ItemPrediction",
     "MemoryChunkSink",
+    "PredictItem",
     "ScoreProgress",
     "Teacher",
+    "TeacherCacheIndex",
     "TeacherConfig",
     "TeacherDescription",
     "TeacherIdentity",
@@ -83,8 +72,11 @@ __all__ = [
     "default_cache_dir",
     "evaluate_probs",
     "evaluate_teacher",
+    "iter_score_chunks",
     "iter_score_pool",
+    "load_teacher_cache_file",
     "register_model_configs",
+    "run_batch",
     "score_pool",
     "validate_image_array",
     "validate_image_batch",

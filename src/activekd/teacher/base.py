@@ -284,15 +284,6 @@ class BaseTeacher(ABC):
         )
 
 
-def sha256_file(path: str | Any, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def sha256_state_dict(state_dict: dict[str, Any]) -> str:
     """Hex sha256 of a torch state dict: names, dtypes, shapes and raw bytes in name order.
 
@@ -309,27 +300,3 @@ def sha256_state_dict(state_dict: dict[str, Any]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def check_probs(probs: np.ndarray, *, name: str = "probs", atol: float = 1e-3) -> np.ndarray:
-    """Validate a (N, C) probability matrix: finite, non-negative, rows sum to 1 within ``atol``."""
-    p = np.asarray(probs)
-    if p.ndim != 2 or p.shape[1] < 1:
-        raise InvalidArgument(f"{name} must be (N, C) with C >= 1, got shape {p.shape}", field=name)
-    if not np.issubdtype(p.dtype, np.floating):
-        raise InvalidArgument(f"{name} must be floating point, got {p.dtype}", field=name)
-    p32 = p.astype(np.float32, copy=False)
-    if not np.isfinite(p32).all():
-        bad = int(np.flatnonzero(~np.isfinite(p32).all(axis=1))[0])
-        raise InvalidArgument(f"{name} row {bad} has NaN or inf", field=name)
-    if (p32 < 0).any():
-        bad = int(np.flatnonzero((p32 < 0).any(axis=1))[0])
-        raise InvalidArgument(f"{name} row {bad} has negative values", field=name)
-    sums = p32.sum(axis=1, dtype=np.float64)
-    off = np.abs(sums - 1.0) > atol
-    if off.any():
-        bad = int(np.flatnonzero(off)[0])
-        raise InvalidArgument(
-            f"{name} row {bad} sums to {sums[bad]:.6f}, not 1 (tolerance {atol})", field=name
-        )
-    return p32

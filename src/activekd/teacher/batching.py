@@ -4,6 +4,10 @@ Items wait at most ``max_queue_delay_ms`` after the first item of a batch arrive
 ``max_batch_size`` items are queued); the batch function then runs in a worker thread, so the
 event loop (health checks, other RPCs) never blocks on inference. Each batch's queue and compute
 times are recorded in :class:`BatchStats`, passed to ``on_batch`` and returned to its callers.
+
+:func:`run_batch` is the teacher service's batch function (:class:`PredictItem` in, one
+:class:`~activekd.teacher.base.ItemPrediction` per item out); :func:`map_in_order` runs a stream
+of requests through it with a bound on the items in flight, answering in request order.
 """
 
 from __future__ import annotations
@@ -11,13 +15,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from activekd.errors import FailedPrecondition, InvalidArgument
+import numpy as np
+
+from activekd.errors import ActiveKDError, FailedPrecondition, InvalidArgument, ResourceExhausted
+from activekd.teacher.base import ItemPrediction, Teacher
+from activekd.teacher.images import ImageInput, to_image_array
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -100,10 +111,6 @@ class DynamicBatcher(Generic[T, R]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    @property
-    def queue_depth(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
 
     # -- requests ---------------------------------------------------------------------------
     async def submit_with_stats(self, items: Sequence[T]) -> tuple[list[R], list[BatchStats]]:
@@ -203,3 +210,103 @@ class DynamicBatcher(Generic[T, R]):
                     p.future.set_exception(error)
                 else:
                     p.future.set_result((results[i], stats))
+
+
+def check_predict_count(n: int, limit: int) -> int:
+    """One Predict call carries 1..``limit`` images."""
+    if n == 0:
+        raise InvalidArgument("images is empty; send at least one image", field="images")
+    if n > limit:
+        raise ResourceExhausted(
+            f"{n} images in one Predict; send at most {limit} "
+            "(use PredictStream or ScorePool for more)",
+            field="images",
+        )
+    return n
+
+
+@dataclass
+class PredictItem:
+    """One image for :func:`run_batch`: the teacher (view) to run and the image, as encoded
+    bytes, a uint8 array, or a function returning one (called in the batch's worker thread, so
+    decoding stays off the event loop; what it raises becomes the item's error)."""
+
+    teacher: Teacher
+    image: ImageInput | Callable[[], ImageInput]
+
+    def load(self) -> np.ndarray:
+        """The validated uint8 (H, W) or (H, W, 3) image."""
+        return to_image_array(self.image() if callable(self.image) else self.image)
+
+
+def run_batch(items: Sequence[PredictItem]) -> list[ItemPrediction]:
+    """The batcher's function: decode each item, group by (teacher view, shape), predict.
+    Never raises: decode and inference failures become the affected items' errors."""
+    results = [ItemPrediction(index=i) for i in range(len(items))]
+    groups: dict[tuple[int, tuple[int, ...]], list[tuple[int, np.ndarray]]] = {}
+    teachers: dict[int, Teacher] = {}
+    for i, item in enumerate(items):
+        try:
+            arr = item.load()
+        except ActiveKDError as exc:
+            results[i].error = exc
+            continue
+        teachers[id(item.teacher)] = item.teacher
+        groups.setdefault((id(item.teacher), arr.shape), []).append((i, arr))
+    for (tid, _), members in groups.items():
+        try:
+            out = teachers[tid].predict(np.stack([a for _, a in members]))
+        except ActiveKDError as exc:
+            for i, _ in members:
+                results[i].error = exc
+            continue
+        except Exception as exc:
+            log.exception("teacher inference failed")
+            err = ActiveKDError(f"inference failed: {type(exc).__name__}: {exc}")
+            for i, _ in members:
+                results[i].error = err
+            continue
+        for row, (i, _) in enumerate(members):
+            results[i].probs, results[i].features = out.probs[row], out.features[row]
+    return results
+
+
+async def map_in_order(
+    requests: AsyncIterator[T], fn: Callable[[T, int], Awaitable[R]], *, max_in_flight: int
+) -> AsyncIterator[R]:
+    """``fn(request, index)`` for each request of a stream, up to ``max_in_flight`` at once (so a
+    batcher can merge them); results come in request order. An error reading ``requests`` is
+    raised after the results before it; closing the iterator cancels what is still running."""
+    pending: asyncio.Queue[asyncio.Future[R] | BaseException | None] = asyncio.Queue()
+    slots = asyncio.Semaphore(max_in_flight)
+
+    async def reader() -> None:
+        counter = 0
+        try:
+            async for req in requests:
+                await slots.acquire()
+                pending.put_nowait(asyncio.ensure_future(fn(req, counter)))
+                counter += 1
+            pending.put_nowait(None)
+        except BaseException as exc:
+            pending.put_nowait(exc)
+
+    read_task = asyncio.create_task(reader())
+    try:
+        while True:
+            got = await pending.get()
+            if got is None:
+                break
+            if isinstance(got, BaseException):
+                raise got
+            try:
+                result = await got
+            finally:
+                slots.release()
+            yield result
+    finally:
+        read_task.cancel()
+        while not pending.empty():
+            left = pending.get_nowait()
+            if isinstance(left, asyncio.Future):
+                left.cancel()

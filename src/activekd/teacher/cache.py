@@ -1,24 +1,39 @@
-"""On-disk cache of teacher outputs keyed by (teacher fingerprint, dataset, split, row indices).
+"""Teacher outputs kept on disk, under two names that say what they hold.
 
-Layout: ``<root>/<fingerprint>/<dataset>/<split>/<sha256(indices)[:20]>.npz`` holding ``probs``,
-``features`` (optional), ``indices`` and the teacher identity JSON. Writes are atomic
-(temp file + rename), so concurrent writers at worst compute twice.
+- **Output cache** (:class:`TeacherOutputCache`, under ``$ACTIVEKD_CACHE_DIR``): teacher outputs
+  keyed by (teacher fingerprint, dataset, split, row indices). Layout:
+  ``<root>/<fingerprint>/<dataset>/<split>/<sha256(indices)[:20]>.npz`` holding ``probs``,
+  ``features`` (optional), ``indices`` and the teacher identity JSON. Writes are atomic
+  (temp file + rename), so concurrent writers at worst compute twice.
+- **Teacher cache file** (``<dataset>-*.npz``, written by ``scripts/build_teacher_cache.py``,
+  shipped in ``activekd/data/teacher_cache/``): one teacher's probabilities for whole dataset
+  splits (``<split>_probs``) plus its ``identity``. :func:`load_teacher_cache_file` reads one;
+  :class:`TeacherCacheIndex` finds the file that fits a teacher (ScorePool then fills ``probs``
+  from it without running the model: pool metadata ``probs_source=precomputed:<file>``).
+
+(Caller-supplied outputs served as a teacher are the ``precomputed`` backend,
+:class:`~activekd.teacher.precomputed.PrecomputedTeacher`; a ScorePool result is a
+``teacher-outputs`` pool in the pool store.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from activekd.errors import InvalidArgument, NotFound
 from activekd.teacher.base import Teacher, TeacherIdentity, TeacherOutput
+
+log = logging.getLogger(__name__)
 
 CACHE_ENV = "ACTIVEKD_CACHE_DIR"
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -160,8 +175,17 @@ class TeacherOutputCache:
         return out, False
 
 
-def load_split_probs(path: str | Path) -> tuple[TeacherIdentity, dict[str, np.ndarray]]:
-    """Read a file written by ``scripts/build_teacher_cache.py``: the teacher identity and
+def packaged_teacher_cache_dir() -> Path:
+    """``activekd/data/teacher_cache`` of the installed package (the shipped teacher cache files)."""
+    import activekd.data
+
+    return Path(activekd.data.__file__).resolve().parent / "teacher_cache"
+
+
+def load_teacher_cache_file(
+    path: str | Path,
+) -> tuple[TeacherIdentity, dict[str, np.ndarray]]:
+    """Read a teacher cache file (``scripts/build_teacher_cache.py``): the teacher identity and
     ``{split: float32 probs}`` (float16 rows renormalised to sum to 1)."""
     p = Path(path)
     if not p.is_file():
@@ -177,3 +201,69 @@ def load_split_probs(path: str | Path) -> tuple[TeacherIdentity, dict[str, np.nd
                 probs /= probs.sum(axis=1, keepdims=True)
                 out[key[: -len("_probs")]] = probs
     return identity, out
+
+
+class TeacherCacheIndex:
+    """Finds the teacher cache file (``scripts/build_teacher_cache.py``) that fits a teacher.
+
+    Files are ``<dataset>-*.npz`` in the given folders holding ``identity`` JSON and
+    ``<split>_probs``; a file is used when its identity fingerprint equals the teacher's. Folders
+    are rescanned on each lookup (cheap: only the identity entry is read, and remembered per
+    file size and mtime), so a cache built while the service runs is picked up.
+    """
+
+    def __init__(self, folders: Sequence[Path]) -> None:
+        self.folders = [Path(f) for f in folders]
+        self._ids: dict[Path, tuple[tuple[int, int], str, tuple[str, ...]]] = {}
+        self._probs: OrderedDict[tuple[Path, int], dict[str, np.ndarray]] = OrderedDict()
+
+    def _scan(self, dataset: str) -> list[tuple[Path, str, tuple[str, ...]]]:
+        found = []
+        for folder in self.folders:
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.glob(f"{dataset}-*.npz")):
+                st = path.stat()
+                key = (st.st_size, st.st_mtime_ns)
+                cached = self._ids.get(path)
+                if cached is None or cached[0] != key:
+                    try:
+                        with np.load(path, allow_pickle=False) as z:
+                            fp = json.loads(str(z["identity"]))["fingerprint"]
+                            splits = tuple(
+                                k[: -len("_probs")] for k in z.files if k.endswith("_probs")
+                            )
+                    except (OSError, KeyError, ValueError) as exc:
+                        log.warning(
+                            "unreadable teacher cache", extra={"path": str(path), "error": str(exc)}
+                        )
+                        continue
+                    cached = (key, str(fp), splits)
+                    self._ids[path] = cached
+                found.append((path, cached[1], cached[2]))
+        return found
+
+    def lookup(
+        self, fingerprint: str, dataset: str, split: str, rows: int
+    ) -> tuple[Path, np.ndarray] | None:
+        """``(file, probs[:rows])`` when a file for this teacher holds at least ``rows`` rows."""
+        for path, fp, splits in self._scan(dataset):
+            if fp != fingerprint or split not in splits:
+                continue
+            key = (path, path.stat().st_mtime_ns)
+            probs = self._probs.get(key)
+            if probs is None:
+                identity, probs = load_teacher_cache_file(path)
+                if identity.fingerprint != fingerprint:
+                    continue
+                self._probs[key] = probs
+                while len(self._probs) > 2:
+                    self._probs.popitem(last=False)
+            arr = probs[split]
+            if arr.shape[0] >= rows:
+                return path, arr[:rows]
+        return None
+
+
+#: Former names, kept for one release.
+load_split_probs = load_teacher_cache_file

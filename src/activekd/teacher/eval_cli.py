@@ -87,7 +87,8 @@ def _run(args: argparse.Namespace, err: object) -> int:
     from rich.table import Table
 
     from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
-    from activekd.teacher import TeacherConfig, TeacherOutputCache, create_teacher
+    from activekd.teacher.cache import TeacherOutputCache
+    from activekd.teacher.config import TeacherConfig, create_teacher
     from activekd.teacher.evaluate import evaluate_teacher
 
     assert isinstance(err, Console)

@@ -24,10 +24,10 @@ import torch
 
 from activekd.data.label_maps import LabelMap, load_label_map
 from activekd.data.templates import validate_class_names
+from activekd.devices import autocast, dtype_name, resolve_precision, torch_device
 from activekd.errors import InvalidArgument, NotFound
 from activekd.teacher.base import BaseTeacher, TeacherIdentity, TeacherOutput, sha256_state_dict
 from activekd.teacher.preprocess import Preprocess
-from activekd.teacher.runtime import autocast, dtype_name, resolve_device, resolve_precision
 
 DEFAULT_MODEL = "efficientnet-lite0"
 TORCHVISION_PREFIX = "torchvision:"
@@ -144,7 +144,7 @@ def load_imagenet_backbone(
         )
     net.eval()
     weights_hash = sha256_state_dict(net.state_dict())
-    dev = resolve_device(device)
+    dev = torch_device(device)
     dtype = resolve_precision("fp32" if precision == "auto" else precision, dev)
     net.to(dev)
     if channels_last:

@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from activekd.data.templates import SIMPLE_TEMPLATES, validate_class_names, validate_templates
+from activekd.devices import autocast, dtype_name, resolve_precision, torch_device
 from activekd.errors import FailedPrecondition, InvalidArgument, NotFound
 from activekd.teacher.adapt import AdaptedHead, fit_clap_head
 from activekd.teacher.base import BaseTeacher, TeacherIdentity, TeacherOutput, sha256_state_dict
+from activekd.teacher.clip_configs import register_model_configs
 from activekd.teacher.clip_train import model_preprocess
 from activekd.teacher.preprocess import Preprocess
-from activekd.teacher.runtime import autocast, dtype_name, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,6 @@ def load_clip_backbone(
     """
     import open_clip
 
-    from activekd.teacher import register_model_configs
-
     register_model_configs()
     if not model_name:
         raise InvalidArgument("open_clip model name is empty", field="model")
@@ -154,7 +153,7 @@ def load_clip_backbone(
         else:
             kwargs["pretrained"] = pretrained
             label = f"{model_name}:{pretrained}"
-    dev = resolve_device(device)
+    dev = torch_device(device)
     compute_dtype = resolve_precision(precision, dev)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -311,11 +310,6 @@ class OpenClipTeacher(BaseTeacher):
     def zero_shot_weights(self) -> np.ndarray:
         """The prompt-ensemble text weights (C, D)."""
         return self._zero_shot.detach().cpu().numpy().copy()
-
-    @property
-    def head_weights(self) -> np.ndarray:
-        """The weights in use (zero-shot or adapted), (C, D)."""
-        return self._weights.detach().cpu().numpy().copy()
 
     @property
     def adapted_head(self) -> AdaptedHead | None:

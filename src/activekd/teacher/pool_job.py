@@ -1,12 +1,14 @@
-"""ScorePool without gRPC: image sources, the precomputed-probabilities index and the chunked,
-resumable scoring job that writes teacher outputs into the pool store.
+"""ScorePool without gRPC: image sources and the job that scores them into the pool store.
 
 A job writes pool ``teacher/<fingerprint>/<dataset>`` (or the caller's id) with ``probs`` (N, C)
-float32 and ``features`` (N, D) float32. Chunks land through a :class:`~activekd.store.PoolWriter`
-opened with ``resume=True``: the pool store records every written row range in Redis, so a job
-killed halfway resumes with the chunks it had finished (same teacher, source and chunk size: the
-writer's metadata must match). A complete pool with the same teacher fingerprint and source
-signature is a cache hit and costs no compute.
+float32 and ``features`` (N, D) float32. It runs the one chunked scorer,
+:func:`~activekd.teacher.scoring.iter_score_chunks`, with a :class:`PoolWriterSink`: chunks land
+through a :class:`~activekd.store.PoolWriter` opened with ``resume=True``, and the pool store
+records every written row range in Redis, so a job killed halfway resumes with the chunks it had
+finished (same teacher, source and chunk size: the writer's metadata must match). A complete pool
+with the same teacher fingerprint and source signature is a cache hit and costs no compute; for a
+builtin dataset, a teacher cache file that fits the teacher (:class:`TeacherCacheIndex`) fills
+``probs`` without running the model.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ import json
 import logging
 import re
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +32,10 @@ from activekd.errors import (
     NotFound,
 )
 from activekd.store import PoolMeta, PoolStore, PoolWriter
-from activekd.teacher import TeacherOutput, decode_image, validate_image_batch
-from activekd.teacher.base import BaseTeacher
-from activekd.teacher.cache import load_split_probs
+from activekd.teacher.base import BaseTeacher, TeacherOutput
+from activekd.teacher.cache import TeacherCacheIndex, packaged_teacher_cache_dir
+from activekd.teacher.images import decode_image, validate_image_batch
+from activekd.teacher.scoring import RowImages, iter_score_chunks, predict_rows
 
 log = logging.getLogger("activekd.teacher.pool_job")
 
@@ -46,15 +48,11 @@ DATASET_POOL = "datasets/{dataset}/{split}"
 DEFAULT_CHUNK_SIZE = 256
 MAX_CHUNK_SIZE = 65536
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,99}$")
+SOURCE_KINDS = ("folder", "file_list", "array_uri", "pool_id", "builtin")
 
-RowImages = np.ndarray | list[np.ndarray]
-
-
-def packaged_cache_dir() -> Path:
-    """``activekd/data/teacher_cache`` of the installed package (precomputed teacher outputs)."""
-    import activekd.data
-
-    return Path(activekd.data.__file__).resolve().parent / "teacher_cache"
+#: Former names, kept for one release.
+PrecomputedIndex = TeacherCacheIndex
+packaged_cache_dir = packaged_teacher_cache_dir
 
 
 def _digest(*parts: object) -> str:
@@ -313,83 +311,6 @@ def ensure_dataset_pool(store: PoolStore, dataset: str, split: str) -> str:
     return pool_id
 
 
-def compute_rows(teacher: BaseTeacher, images: RowImages) -> TeacherOutput:
-    """Teacher outputs for a chunk: one batch for an array, shape groups for decoded files."""
-    if isinstance(images, np.ndarray):
-        return teacher.predict(images)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, img in enumerate(images):
-        groups.setdefault(img.shape, []).append(i)
-    probs = np.zeros((len(images), teacher.num_classes), np.float32)
-    feats = np.zeros((len(images), teacher.feature_dim), np.float32)
-    for rows in groups.values():
-        out = teacher.predict(np.stack([images[i] for i in rows]))
-        probs[rows], feats[rows] = out.probs, out.features
-    return TeacherOutput(probs, feats)
-
-
-class PrecomputedIndex:
-    """Finds precomputed probabilities (``scripts/build_teacher_cache.py`` files) for a teacher.
-
-    Files are ``<dataset>-*.npz`` in the given folders holding ``identity`` JSON and
-    ``<split>_probs``; a file is used when its identity fingerprint equals the teacher's. Folders
-    are rescanned on each lookup (cheap: only the identity entry is read, and remembered per
-    file size and mtime), so a cache built while the service runs is picked up.
-    """
-
-    def __init__(self, folders: Sequence[Path]) -> None:
-        self.folders = [Path(f) for f in folders]
-        self._ids: dict[Path, tuple[tuple[int, int], str, tuple[str, ...]]] = {}
-        self._probs: OrderedDict[tuple[Path, int], dict[str, np.ndarray]] = OrderedDict()
-
-    def _scan(self, dataset: str) -> list[tuple[Path, str, tuple[str, ...]]]:
-        found = []
-        for folder in self.folders:
-            if not folder.is_dir():
-                continue
-            for path in sorted(folder.glob(f"{dataset}-*.npz")):
-                st = path.stat()
-                key = (st.st_size, st.st_mtime_ns)
-                cached = self._ids.get(path)
-                if cached is None or cached[0] != key:
-                    try:
-                        with np.load(path, allow_pickle=False) as z:
-                            fp = json.loads(str(z["identity"]))["fingerprint"]
-                            splits = tuple(
-                                k[: -len("_probs")] for k in z.files if k.endswith("_probs")
-                            )
-                    except (OSError, KeyError, ValueError) as exc:
-                        log.warning(
-                            "unreadable teacher cache", extra={"path": str(path), "error": str(exc)}
-                        )
-                        continue
-                    cached = (key, str(fp), splits)
-                    self._ids[path] = cached
-                found.append((path, cached[1], cached[2]))
-        return found
-
-    def lookup(
-        self, fingerprint: str, dataset: str, split: str, rows: int
-    ) -> tuple[Path, np.ndarray] | None:
-        """``(file, probs[:rows])`` when a file for this teacher holds at least ``rows`` rows."""
-        for path, fp, splits in self._scan(dataset):
-            if fp != fingerprint or split not in splits:
-                continue
-            key = (path, path.stat().st_mtime_ns)
-            probs = self._probs.get(key)
-            if probs is None:
-                identity, probs = load_split_probs(path)
-                if identity.fingerprint != fingerprint:
-                    continue
-                self._probs[key] = probs
-                while len(self._probs) > 2:
-                    self._probs.popitem(last=False)
-            arr = probs[split]
-            if arr.shape[0] >= rows:
-                return path, arr[:rows]
-        return None
-
-
 @dataclass(frozen=True)
 class ScoreUpdate:
     """One progress step of a scoring job; ``meta`` is set on the last one."""
@@ -407,18 +328,77 @@ def default_output_pool(fingerprint: str, dataset: str) -> str:
     return f"teacher/{fingerprint}/{dataset}"
 
 
+def check_score_request(kind: str | None, chunk_size: int) -> str:
+    """A ScorePool request names a source kind and a chunk size >= 0 (0 = the default)."""
+    if kind is None:
+        raise InvalidArgument(
+            f"source is required: {', '.join(SOURCE_KINDS[:-1])} or {SOURCE_KINDS[-1]}",
+            field="source",
+        )
+    if chunk_size < 0:
+        raise InvalidArgument(f"chunk_size {chunk_size} must be >= 0", field="chunk_size")
+    return kind
+
+
+class PoolWriterSink:
+    """A :class:`~activekd.teacher.scoring.ChunkSink` writing into the pool store: a chunk is held
+    when the store recorded its row range for every array it writes (``probs``, ``features`` when
+    stored, ``item_ids`` when the source names its rows)."""
+
+    def __init__(
+        self,
+        writer: PoolWriter,
+        *,
+        total: int,
+        chunk_size: int,
+        store_features: bool,
+        item_ids: Callable[[int, int], list[str]] | None = None,
+    ) -> None:
+        self.writer, self.total, self.chunk_size = writer, total, chunk_size
+        self.store_features, self.item_ids = store_features, item_ids
+        names = ["probs", *(["features"] if store_features else [])]
+        if item_ids is not None:
+            names.append("item_ids")
+        self._done = set.intersection(*(set(writer.done_ranges(n)) for n in names))
+
+    def _range(self, index: int) -> tuple[int, int]:
+        start = index * self.chunk_size
+        return start, min(self.total, start + self.chunk_size)
+
+    def has_chunk(self, index: int) -> bool:
+        return self._range(index) in self._done
+
+    def load_chunk(self, index: int) -> TeacherOutput:
+        start, stop = self._range(index)
+        probs = np.array(np.load(self.writer.dir / "probs.npy", mmap_mode="r")[start:stop])
+        if self.store_features:
+            feats = np.array(np.load(self.writer.dir / "features.npy", mmap_mode="r")[start:stop])
+        else:
+            feats = np.zeros((stop - start, 0), np.float32)
+        return TeacherOutput(probs, feats)
+
+    def save_chunk(self, index: int, start: int, output: TeacherOutput) -> None:
+        arrays = {"probs": output.probs}
+        if self.store_features:
+            arrays["features"] = output.features
+        stop = start + len(output)
+        ids = self.item_ids(start, stop) if self.item_ids is not None else None
+        self.writer.write(start, item_ids=ids, arrays=arrays)
+        self._done.add((start, stop))
+
+
 class PoolScorer:
     """Runs ScorePool jobs: cache check, resume, chunked compute off the event loop, commit."""
 
     def __init__(
         self,
         store: PoolStore,
-        precomputed: PrecomputedIndex,
+        cache_files: TeacherCacheIndex,
         *,
         pause_s: float = 0.0,
         on_chunk: Callable[[str, str, int, float], None] | None = None,
     ) -> None:
-        self.store, self.precomputed, self.pause_s = store, precomputed, pause_s
+        self.store, self.cache_files, self.pause_s = store, cache_files, pause_s
         self.on_chunk = on_chunk
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -445,6 +425,33 @@ class PoolScorer:
             writer = self.store.begin(pool_id, total, metadata=metadata, overwrite=True)
         return writer
 
+    async def score(
+        self,
+        teacher: BaseTeacher,
+        kind: str,
+        ref: str,
+        *,
+        limit: int = 0,
+        dataset: str = "",
+        pool_id: str = "",
+        chunk_size: int = 0,
+        force: bool = False,
+    ) -> AsyncGenerator[ScoreUpdate, None]:
+        """ScorePool in one call: resolve the source ``kind``/``ref`` (first ``limit`` rows,
+        0 = all), then :meth:`run`. ``dataset`` defaults to the source's name, ``pool_id`` to
+        ``teacher/<fingerprint>/<dataset>``, ``chunk_size`` 0 to :data:`DEFAULT_CHUNK_SIZE`."""
+        source = await asyncio.to_thread(resolve_source, kind, ref, limit, self.store)
+        name = check_dataset_name(dataset) if dataset else source.dataset
+        async for update in self.run(
+            teacher,
+            source,
+            pool_id=pool_id or default_output_pool(teacher.identity.fingerprint, name),
+            dataset=name,
+            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+            force=force,
+        ):
+            yield update
+
     async def run(
         self,
         teacher: BaseTeacher,
@@ -454,7 +461,7 @@ class PoolScorer:
         dataset: str,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         force: bool = False,
-    ) -> AsyncIterator[ScoreUpdate]:
+    ) -> AsyncGenerator[ScoreUpdate, None]:
         """Score ``source`` into ``pool_id``, yielding progress after every chunk and once more
         with the committed pool. Data errors abort the unfinished write (nothing is committed);
         a cancelled or crashed job leaves its finished chunks for the next run to resume."""
@@ -471,10 +478,29 @@ class PoolScorer:
             ):
                 yield update
 
+    async def _cache_file_probs(
+        self, fingerprint: str, source: ImageSource, pool_id: str
+    ) -> tuple[str, np.ndarray | None]:
+        """For a builtin source: register its dataset pool, and ``(file name, probs)`` from a
+        teacher cache file that fits the teacher (``("", None)`` when there is none)."""
+        if source.builtin is None:
+            return "", None
+        await asyncio.to_thread(ensure_dataset_pool, self.store, *source.builtin)
+        found = await asyncio.to_thread(
+            self.cache_files.lookup, fingerprint, *source.builtin, source.total
+        )
+        if found is None:
+            return "", None
+        log.info(
+            "probabilities from a teacher cache file",
+            extra={"file": str(found[0]), "pool_id": pool_id},
+        )
+        return found[0].name, found[1]
+
     async def _run_locked(
         self, teacher: BaseTeacher, source: ImageSource, pool_id: str, dataset: str,
         chunk_size: int, force: bool,
-    ) -> AsyncIterator[ScoreUpdate]:  # fmt: skip
+    ) -> AsyncGenerator[ScoreUpdate, None]:  # fmt: skip
         ident = teacher.identity
         fp = ident.fingerprint
         total = source.total
@@ -482,20 +508,8 @@ class PoolScorer:
         if hit is not None:
             yield ScoreUpdate(total, total, 0, cached=True, meta=hit)
             return
-        pre: np.ndarray | None = None
-        pre_file = ""
-        if source.builtin is not None:
-            await asyncio.to_thread(ensure_dataset_pool, self.store, *source.builtin)
-            found = await asyncio.to_thread(
-                self.precomputed.lookup, fp, source.builtin[0], source.builtin[1], total
-            )
-            if found is not None:
-                pre_file, pre = found[0].name, found[1]
-                log.info(
-                    "using precomputed probabilities",
-                    extra={"file": str(found[0]), "pool_id": pool_id},
-                )
-        store_features = pre is None and teacher.feature_dim > 0
+        cache_file, cached_probs = await self._cache_file_probs(fp, source, pool_id)
+        store_features = cached_probs is None and teacher.feature_dim > 0
         metadata = {
             "kind": "teacher-outputs",
             "teacher_fingerprint": fp,
@@ -507,30 +521,34 @@ class PoolScorer:
             "source_signature": source.signature,
             "chunk_size": str(chunk_size),
             "features": "true" if store_features else "false",
-            "probs_source": "model" if pre is None else f"precomputed:{pre_file}",
+            "probs_source": "model" if cached_probs is None else f"precomputed:{cache_file}",
         }
         writer = await asyncio.to_thread(self._begin, pool_id, total, metadata, force)
-        names = ["probs", *(["features"] if store_features else [])]
-        if source.item_ids is not None:
-            names.append("item_ids")
-        ranges = [set(await asyncio.to_thread(writer.done_ranges, n)) for n in names]
-        done = set.intersection(*ranges)
-        num_chunks = (total + chunk_size - 1) // chunk_size
-        resumed = computed = 0
+
+        def score(start: int, stop: int) -> TeacherOutput:
+            if cached_probs is not None:
+                probs = np.ascontiguousarray(cached_probs[start:stop], dtype=np.float32)
+                return TeacherOutput(probs, np.zeros((stop - start, 0), np.float32))
+            return predict_rows(teacher, source.load(start, stop))
+
         t0 = time.perf_counter()
+        resumed = computed = 0
         try:
-            for ci in range(num_chunks):
-                start, stop = ci * chunk_size, min(total, (ci + 1) * chunk_size)
-                if (start, stop) in done:
-                    resumed += 1
-                else:
-                    computed += await asyncio.to_thread(
-                        self._score_chunk, teacher, source, writer, start, stop,
-                        store_features, pre, dataset,
-                    )  # fmt: skip
+            sink = await asyncio.to_thread(
+                PoolWriterSink, writer, total=total, chunk_size=chunk_size,
+                store_features=store_features, item_ids=source.item_ids,
+            )  # fmt: skip
+            chunks = iter_score_chunks(total, chunk_size, score, sink=sink)
+            while (p := await asyncio.to_thread(next, chunks, None)) is not None:
+                resumed = p.chunks_resumed
+                if not p.resumed:
+                    if cached_probs is None:
+                        computed += p.rows
+                        if self.on_chunk is not None:
+                            self.on_chunk(ident.backend, dataset, p.rows, p.chunk_seconds)
                     if self.pause_s > 0:
                         await asyncio.sleep(self.pause_s)
-                yield ScoreUpdate(stop, total, resumed, computed=computed)
+                yield ScoreUpdate(p.done, total, resumed, computed=computed)
             meta = await asyncio.to_thread(writer.commit)
         except ActiveKDError:
             await asyncio.to_thread(writer.abort)  # bad data: nothing half-written survives
@@ -546,25 +564,3 @@ class PoolScorer:
             },
         )
         yield ScoreUpdate(total, total, resumed, computed=computed, meta=meta)
-
-    def _score_chunk(
-        self, teacher: BaseTeacher, source: ImageSource, writer: PoolWriter, start: int, stop: int,
-        store_features: bool, pre: np.ndarray | None, dataset: str,
-    ) -> int:  # fmt: skip
-        """Load, score and write rows ``start..stop-1``; returns the rows run through the model."""
-        t0 = time.perf_counter()
-        if pre is not None:
-            arrays = {"probs": np.ascontiguousarray(pre[start:stop], dtype=np.float32)}
-            n = 0
-        else:
-            out = compute_rows(teacher, source.load(start, stop))
-            arrays = {"probs": out.probs}
-            if store_features:
-                arrays["features"] = out.features
-            n = stop - start
-        elapsed = time.perf_counter() - t0
-        ids = source.item_ids(start, stop) if source.item_ids is not None else None
-        writer.write(start, item_ids=ids, arrays=arrays)
-        if n and self.on_chunk is not None:
-            self.on_chunk(teacher.identity.backend, dataset, n, elapsed)
-        return n

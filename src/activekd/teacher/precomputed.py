@@ -13,15 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from activekd.arrays import check_probabilities
 from activekd.data.templates import validate_class_names
 from activekd.errors import ActiveKDError, FailedPrecondition, InvalidArgument, NotFound
-from activekd.teacher.base import (
-    BaseTeacher,
-    ItemPrediction,
-    TeacherIdentity,
-    TeacherOutput,
-    check_probs,
-)
+from activekd.teacher.base import BaseTeacher, ItemPrediction, TeacherIdentity, TeacherOutput
 from activekd.teacher.images import (
     ImageInput,
     to_image_array,
@@ -66,7 +61,8 @@ class PrecomputedTeacher(BaseTeacher):
         batch_size: int = 256,
     ) -> None:
         super().__init__(batch_size)
-        self._probs = check_probs(np.asarray(_load(probs, "probs")))
+        checked = check_probabilities(np.asarray(_load(probs, "probs")), "probs")
+        self._probs = checked.astype(np.float32, copy=False)
         n, c = self._probs.shape
         if features is None:
             self._features = np.zeros((n, 0), np.float32)

@@ -1,8 +1,14 @@
-"""Score a whole pool of images in chunks, resumably.
+"""Score a whole pool of images in chunks, resumably: the one chunked teacher scorer.
 
-:func:`iter_score_pool` yields one :class:`ScoreProgress` per chunk; finished chunks go to a
-:class:`ChunkSink` (a folder of ``.npz`` files, the pool store, memory...). On a rerun, chunks the
-sink already holds are skipped, so an interrupted job resumes where it stopped.
+:func:`iter_score_chunks` is the loop: rows ``0..total-1`` in chunks, each finished chunk handed
+to a :class:`ChunkSink`, one :class:`ScoreProgress` per chunk. On a rerun, chunks the sink already
+holds are skipped, so an interrupted job resumes where it stopped. Its users:
+
+- :func:`iter_score_pool` / :func:`score_pool`: an image array or row loader, chunks in memory
+  (:class:`MemoryChunkSink`) or in a folder of ``.npz`` files (:class:`DirectoryChunkSink`, what
+  ``scripts/build_teacher_cache.py`` resumes from);
+- :class:`~activekd.teacher.pool_job.PoolScorer` (ScorePool): chunks written into the pool store
+  through a resumable writer (:class:`~activekd.teacher.pool_job.PoolWriterSink`).
 """
 
 from __future__ import annotations
@@ -21,12 +27,17 @@ import numpy as np
 from activekd.errors import FailedPrecondition, InvalidArgument
 from activekd.teacher.base import Teacher, TeacherIdentity, TeacherOutput
 
-RowLoader = Callable[[int, int], np.ndarray]
+#: A chunk of images: one uint8 array (B, H, W[, 3]), or a list of images of any shapes.
+RowImages = np.ndarray | list[np.ndarray]
+#: ``(start, stop) -> images of rows start..stop-1``.
+RowLoader = Callable[[int, int], RowImages]
 
 
 @dataclass(frozen=True)
 class ScoreProgress:
-    """State after one chunk: rows done of ``total``; ``resumed`` if it came from the sink."""
+    """State after one chunk (rows ``start..done-1``): rows done of ``total``; ``resumed`` if it
+    came from the sink; ``seconds`` since the job started, ``chunk_seconds`` spent loading and
+    scoring this chunk (0 when resumed)."""
 
     done: int
     total: int
@@ -35,6 +46,13 @@ class ScoreProgress:
     resumed: bool
     chunks_resumed: int
     seconds: float
+    start: int = 0
+    chunk_seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        """Rows in this chunk."""
+        return self.done - self.start
 
 
 @runtime_checkable
@@ -135,11 +153,65 @@ class DirectoryChunkSink:
                 os.unlink(tmp)
 
 
-def _loader(images: np.ndarray | RowLoader) -> RowLoader:
-    if callable(images):
-        return images
-    arr = images
-    return lambda a, b: np.asarray(arr[a:b])
+def predict_rows(teacher: Teacher, images: RowImages) -> TeacherOutput:
+    """Teacher outputs for a chunk: one ``predict`` for an array; for a list of images (decoded
+    files of any sizes), one ``predict`` per image shape, rows back in list order."""
+    if isinstance(images, np.ndarray):
+        return teacher.predict(images)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(img.shape, []).append(i)
+    probs = np.zeros((len(images), teacher.num_classes), np.float32)
+    feats = np.zeros((len(images), teacher.feature_dim), np.float32)
+    for rows in groups.values():
+        out = teacher.predict(np.stack([images[i] for i in rows]))
+        probs[rows], feats[rows] = out.probs, out.features
+    return TeacherOutput(probs, feats)
+
+
+def iter_score_chunks(
+    total: int,
+    chunk_size: int,
+    score: Callable[[int, int], TeacherOutput],
+    *,
+    sink: ChunkSink | None = None,
+    on_chunk: Callable[[int, int, TeacherOutput], None] | None = None,
+) -> Iterator[ScoreProgress]:
+    """The chunk loop: ``score(start, stop)`` for each chunk of rows ``0..total-1`` the ``sink``
+    does not hold yet, saved to the sink and passed to ``on_chunk(index, start, output)``;
+    yields progress after every chunk (resumed ones included)."""
+    if chunk_size < 1:
+        raise InvalidArgument(f"chunk_size {chunk_size} must be >= 1", field="chunk_size")
+    if total < 0:
+        raise InvalidArgument(f"total {total} must be >= 0", field="total")
+    num_chunks = (total + chunk_size - 1) // chunk_size
+    resumed_count = 0
+    t0 = time.perf_counter()
+    for ci in range(num_chunks):
+        start, stop = ci * chunk_size, min(total, (ci + 1) * chunk_size)
+        resumed = sink is not None and sink.has_chunk(ci)
+        chunk_seconds = 0.0
+        if resumed:
+            resumed_count += 1
+        else:
+            t_chunk = time.perf_counter()
+            out = score(start, stop)
+            chunk_seconds = time.perf_counter() - t_chunk
+            if sink is not None:
+                sink.save_chunk(ci, start, out)
+            if on_chunk is not None:
+                on_chunk(ci, start, out)
+        yield ScoreProgress(
+            done=stop,
+            total=total,
+            chunk_index=ci,
+            num_chunks=num_chunks,
+            resumed=resumed,
+            chunks_resumed=resumed_count,
+            seconds=time.perf_counter() - t0,
+            start=start,
+            chunk_seconds=chunk_seconds,
+        )
 
 
 def iter_score_pool(
@@ -163,37 +235,16 @@ def iter_score_pool(
         if callable(images):
             raise InvalidArgument("total is required when images is a loader", field="total")
         total = int(images.shape[0])
-    if total < 0:
-        raise InvalidArgument(f"total {total} must be >= 0", field="total")
-    load = _loader(images)
-    num_chunks = (total + chunk_size - 1) // chunk_size
-    resumed_count = 0
-    t0 = time.perf_counter()
-    for ci in range(num_chunks):
-        start, stop = ci * chunk_size, min(total, (ci + 1) * chunk_size)
-        resumed = sink is not None and sink.has_chunk(ci)
-        if resumed:
-            resumed_count += 1
-        else:
-            batch = load(start, stop)
-            if batch.shape[0] != stop - start:
-                raise InvalidArgument(
-                    f"loader returned {batch.shape[0]} images for rows {start}..{stop - 1}"
-                )
-            out = teacher.predict(batch)
-            if sink is not None:
-                sink.save_chunk(ci, start, out)
-            if on_chunk is not None:
-                on_chunk(ci, start, out)
-        yield ScoreProgress(
-            done=stop,
-            total=total,
-            chunk_index=ci,
-            num_chunks=num_chunks,
-            resumed=resumed,
-            chunks_resumed=resumed_count,
-            seconds=time.perf_counter() - t0,
-        )
+
+    def score(start: int, stop: int) -> TeacherOutput:
+        batch = images(start, stop) if callable(images) else np.asarray(images[start:stop])
+        if len(batch) != stop - start:
+            raise InvalidArgument(
+                f"loader returned {len(batch)} images for rows {start}..{stop - 1}"
+            )
+        return predict_rows(teacher, batch)
+
+    yield from iter_score_chunks(total, chunk_size, score, sink=sink, on_chunk=on_chunk)
 
 
 def score_pool(
@@ -205,7 +256,8 @@ def score_pool(
     sink: ChunkSink | None = None,
     progress: Callable[[ScoreProgress], None] | None = None,
 ) -> TeacherOutput:
-    """Run :func:`iter_score_pool` to the end and return all rows' outputs in order."""
+    """Run :func:`iter_score_pool` to the end and return all rows' outputs in order (read back
+    from ``sink``, default in memory)."""
     sink = sink if sink is not None else MemoryChunkSink()
     progresses = []
     for p in iter_score_pool(teacher, images, total=total, chunk_size=chunk_size, sink=sink):

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrainRoundRequest(_message.Message):
-    __slots__ = ("experiment_id", "round", "student_config", "pool_id", "teacher_pool_id", "test_pool_id", "predict_pool", "teacher_test_pool_id")
+    __slots__ = ("experiment_id", "round", "student_config", "pool_id", "teacher_pool_id", "test_pool_id", "predict_pool", "teacher_test_pool_id", "seed")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STUDENT_CONFIG_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class TrainRoundRequest(_message.Message):
     TEST_POOL_ID_FIELD_NUMBER: _ClassVar[int]
     PREDICT_POOL_FIELD_NUMBER: _ClassVar[int]
     TEACHER_TEST_POOL_ID_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     round: int
     student_config: _struct_pb2.Struct
@@ -26,7 +27,8 @@ class TrainRoundRequest(_message.Message):
     test_pool_id: str
     predict_pool: bool
     teacher_test_pool_id: str
-    def __init__(self, experiment_id: _Optional[str] = ..., round: _Optional[int] = ..., student_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., pool_id: _Optional[str] = ..., teacher_pool_id: _Optional[str] = ..., test_pool_id: _Optional[str] = ..., predict_pool: _Optional[bool] = ..., teacher_test_pool_id: _Optional[str] = ...) -> None: ...
+    seed: int
+    def __init__(self, experiment_id: _Optional[str] = ..., round: _Optional[int] = ..., student_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., pool_id: _Optional[str] = ..., teacher_pool_id: _Optional[str] = ..., test_pool_id: _Optional[str] = ..., predict_pool: _Optional[bool] = ..., teacher_test_pool_id: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class TrainProgress(_message.Message):
     __slots__ = ("step", "total_steps", "loss", "ce_loss", "kd_loss", "elapsed_seconds")

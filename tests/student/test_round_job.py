@@ -1,4 +1,4 @@
-"""The trainer's library part (``activekd.experiment.training_job``) on tiny synthetic pools.
+"""The trainer's library part (``activekd.student.round_job``) on tiny synthetic pools.
 
 Real Redis (experiment state, pool metadata) and a real pool store on disk; the student is a
 4-/8-channel CNN trained for a handful of steps on 28x28 synthetic images, one thread.
@@ -18,16 +18,17 @@ import redis
 import torch
 
 from activekd.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
-from activekd.experiment.spec import ExperimentSpec
-from activekd.experiment.training_job import (
+from activekd.seeds import round_seed
+from activekd.state.experiment_spec import ExperimentSpec
+from activekd.state.experiments import ExperimentStore, RoundState
+from activekd.store import PoolStore
+from activekd.student import NonFiniteLossError, evaluate, load_checkpoint, load_student, score_pool
+from activekd.student.round_job import (
     RoundRequest,
     RoundTrainer,
     resolve_student_config,
     student_pool_id,
 )
-from activekd.state.experiments import ExperimentStore, RoundState
-from activekd.store import PoolStore
-from activekd.student import NonFiniteLossError, evaluate, load_checkpoint, load_student, score_pool
 
 CLASSES = ["north-west", "north-east", "south-west", "south-east"]
 C = len(CLASSES)
@@ -216,6 +217,27 @@ def test_config_precedence_and_struct_numbers(world: World) -> None:
     bad_spec = world.experiment("e-badspec", student={"epochs": 2})
     with pytest.raises(FailedPrecondition, match=r"'e-badspec' student_config has unknown keys"):
         world.trainer.prepare(RoundRequest(bad_spec, 0))
+
+
+def test_round_seed_rule_and_the_exact_integer_seed_field(world: World) -> None:
+    exp = world.experiments.get(world.experiment("e-seed", student={**TINY, "seed": 4}, seed=7))
+    assert resolve_student_config(exp, 2, {})[0].seed == 4  # the spec's student_config wins
+    plain = world.experiments.get(world.experiment("e-seed-default", seed=2**62))
+    assert resolve_student_config(plain, 3, {})[0].seed == round_seed(2**62, 3)
+    assert round_seed(2**62, 3) == (2**62 * 1000 + 3) % 2**63
+    # the request's seed field: exact above 2**53 (no double on the way), beats the spec's seed
+    big = 2**53 + 1
+    assert resolve_student_config(exp, 2, {}, seed=big)[0].seed == big
+    assert resolve_student_config(exp, 2, {"seed": 12.0}, seed=12)[0].seed == 12  # agree: fine
+    with pytest.raises(InvalidArgument, match="contradicts"):  # the double rounded 2**53 + 1
+        resolve_student_config(exp, 2, {"seed": float(big)}, seed=big)
+    with pytest.raises(InvalidArgument, match="contradicts student_config seed") as e:
+        resolve_student_config(exp, 2, {"seed": 3}, seed=5)
+    assert e.value.field == "seed"
+    with pytest.raises(InvalidArgument, match=r"\[0, 2\*\*63\)"):
+        resolve_student_config(exp, 2, {}, seed=2**63)
+    prepared = world.trainer.prepare(RoundRequest(exp.experiment_id, 0, seed=big))
+    assert prepared.config.seed == big
 
 
 def test_labels_of_a_round_exclude_later_selections(world: World) -> None:

@@ -1,0 +1,8 @@
+"""Orchestration: code that runs the activekd services and calls them over gRPC.
+
+:mod:`~activekd.orchestration.driver` (the ExperimentService's round coordinator: one step = one
+round-state transition, its work done by the teacher, trainer and selection services),
+:mod:`~activekd.orchestration.demo` (``activekd demo``) and
+:mod:`~activekd.orchestration.local_services` (Redis and the four services as local processes).
+Nothing in the core packages imports this package.
+"""

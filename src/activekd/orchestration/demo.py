@@ -1,0 +1,304 @@
+"""``activekd demo``: the embedded default experiment end to end over the real services.
+
+Starts Redis and the four services as local processes, registers a Fashion-MNIST pool and test
+split (through UploadPool), uses the shipped teacher cache (EfficientNet-Lite0 ImageNet classifier
+with a label map: not a vision-language model) after checking a random sample of cached rows
+against live teacher inference, then drives three experiments (PCoreSet with KD, random with KD,
+random with the CE-only student) round by round through ExperimentService and prints the
+label-efficiency table and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from activekd.client import ExperimentClient, ExperimentStatus, SelectionClient, TeacherClient
+from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from activekd.errors import FailedPrecondition
+from activekd.orchestration.local_services import LocalServices
+from activekd.state.experiment_spec import ExperimentSpec
+from activekd.state.experiments import RoundState
+
+CACHE = Path(__file__).resolve().parents[1] / "data" / "teacher_cache"
+DRIFT_ATOL = 5e-3  # float16 cache vs live float32 inference
+
+
+@dataclass
+class DemoConfig:
+    pool_size: int = 5_000
+    test_size: int = 2_000
+    rounds: int = 5
+    budget: int = 10
+    steps: int = 150
+    batch_labeled: int = 32
+    batch_unlabeled: int = 64
+    seed: int = 0
+    drift_sample: int = 16
+    out: Path = Path("demo-output")
+
+
+def find_cache() -> Path:
+    """The teacher cache shipped in the repo (any ``fashion-mnist-label-map-224*.npz``)."""
+    found = sorted(CACHE.glob("fashion-mnist-label-map-224*.npz"))
+    if not found:
+        raise FailedPrecondition(
+            f"no teacher cache in {CACHE}: run `.venv/bin/python scripts/build_teacher_cache.py`"
+        )
+    return found[-1]
+
+
+def _curves(experiments: dict[str, ExperimentStatus]) -> dict[str, list[tuple[int, float]]]:
+    return {
+        name: [(summary.labeled_count, summary.accuracy) for summary in experiment.rounds]
+        for name, experiment in experiments.items()
+    }
+
+
+def _plot(curves: dict[str, list[tuple[int, float]]], teacher_acc: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, pts in curves.items():
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] * 100 for p in pts],
+            "--" if "ce_only" in name else "-",
+            marker="o",
+            label=name,
+            lw=2.5 if name.startswith("pcoreset") else 1.5,
+        )
+    ax.axhline(teacher_acc * 100, color="k", ls=":", label="teacher zero-shot (label map)")
+    ax.set_xlabel("labeled examples")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("activekd demo: Fashion-MNIST, small CNN student")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[tuple[int, float]]]:
+    """Run the demo; returns {experiment: [(labels, accuracy), ...]}."""
+    from activekd.teacher.cache import load_split_probs
+
+    console = console or Console()
+    t_start = time.time()
+    cache = find_cache()
+    identity, probs = load_split_probs(cache)
+    xtr, ytr = load_fashion_mnist("train")
+    xte, yte = load_fashion_mnist("test")
+    rng = np.random.default_rng(cfg.seed)
+    pool_rows = np.sort(rng.choice(len(probs["train"]), cfg.pool_size, replace=False))
+    test_rows = np.sort(rng.choice(len(probs["test"]), cfg.test_size, replace=False))
+    console.print(
+        f"[bold]activekd demo[/bold]: pool {cfg.pool_size} Fashion-MNIST train images, "
+        f"test {cfg.test_size}, {cfg.rounds} rounds of {cfg.budget} labels, teacher cache "
+        f"{cache.name} ({identity.description})"
+    )
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="activekd-demo-") as tmp,
+        LocalServices(
+            Path(tmp),
+            env={
+                "ACTIVEKD_LOG_LEVEL": "WARNING",
+                "ACTIVEKD_THREADS": "1",
+                "ACTIVEKD_TEACHER_BACKEND": "label-map",
+            },
+        ) as stack,
+    ):
+        with console.status("starting redis-server and the four services...") as status:
+            stack.start(on_start=lambda name: status.update(f"starting the {name} service..."))
+        console.print(
+            f"services up in {time.time() - t_start:.0f} s: "
+            + ", ".join(f"{name}={svc.target}" for name, svc in stack.services.items())
+        )
+        sel = SelectionClient(stack.target("selection"), timeout=600)
+        teacher = TeacherClient(stack.target("teacher"), timeout=600)
+        exps = ExperimentClient(stack.target("experiment"), timeout=3600)
+
+        # the cache must agree with the live teacher on a random sample of rows
+        live_id = teacher.describe().fingerprint
+        if live_id != identity.fingerprint:
+            raise FailedPrecondition(
+                f"teacher cache {cache.name} was made by teacher {identity.fingerprint}, "
+                f"the service runs {live_id}: rebuild the cache"
+            )
+        check = rng.choice(pool_rows, cfg.drift_sample, replace=False)
+        live = teacher.predict([xtr[i] for i in check])
+        got = np.stack([np.asarray(p.probs) for p in live])
+        worst = float(np.abs(got - probs["train"][check]).max())
+        if worst > DRIFT_ATOL:
+            raise FailedPrecondition(
+                f"teacher cache drifted: max |live - cached| = {worst:.4f} > {DRIFT_ATOL}"
+            )
+        console.print(
+            f"cache check: {cfg.drift_sample} random rows match live teacher inference "
+            f"(max abs diff {worst:.1e})"
+        )
+
+        ids = [f"train-{i}" for i in pool_rows]
+        test_ids = [f"test-{i}" for i in test_rows]
+        sel.upload_pool(
+            "demo/pool",
+            item_ids=ids,
+            overwrite=True,
+            arrays={"images": xtr[pool_rows], "labels": ytr[pool_rows]},
+        )
+        sel.upload_pool(
+            "demo/test",
+            item_ids=test_ids,
+            overwrite=True,
+            arrays={"images": xte[test_rows], "labels": yte[test_rows]},
+        )
+        sel.upload_pool(
+            "demo/teacher-pool",
+            item_ids=ids,
+            overwrite=True,
+            arrays={"probs": probs["train"][pool_rows]},
+        )
+        sel.upload_pool(
+            "demo/teacher-test",
+            item_ids=test_ids,
+            overwrite=True,
+            arrays={"probs": probs["test"][test_rows]},
+        )
+        teacher_acc = float((probs["test"][test_rows].argmax(1) == yte[test_rows]).mean())
+
+        runs = {
+            "pcoreset": ("pcoreset", True),
+            "random": ("random", True),
+            "ce_only-random": ("random", False),
+        }
+        created: dict[str, str] = {}
+        for name, (strategy, kd) in runs.items():
+            spec = ExperimentSpec(
+                pool_id="demo/pool",
+                test_pool_id="demo/test",
+                dataset="fashion-mnist",
+                class_names=list(FASHION_MNIST_CLASSES),
+                teacher_config={
+                    "pool_id": "demo/teacher-pool",
+                    "test_pool_id": "demo/teacher-test",
+                },
+                student_config={
+                    "steps": cfg.steps,
+                    "kd": kd,
+                    "batch_size_labeled": cfg.batch_labeled,
+                    "batch_size_unlabeled": cfg.batch_unlabeled,
+                },
+                strategy=strategy,
+                initial_per_class=1,
+                budget_per_round=cfg.budget,
+                num_rounds=cfg.rounds,
+                seed=cfg.seed,
+                simulated_oracle=True,
+            )
+            created[name] = exps.create(
+                spec, experiment_id=f"demo-{name}-{int(time.time())}"
+            ).experiment_id
+
+        steps_per_exp = 7 * cfg.rounds + 3
+        final: dict[str, ExperimentStatus] = {}
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            tasks = {n: bar.add_task(n, total=steps_per_exp) for n in created}
+            active = dict(created)
+            while active:  # interleave the experiments round by round
+                for name, exp_id in list(active.items()):
+                    experiment = exps.advance(exp_id).experiment
+                    bar.update(
+                        tasks[name],
+                        advance=1,
+                        description=f"{name}: round {experiment.current_round} "
+                        f"{experiment.state.name}",
+                    )
+                    if experiment.state is RoundState.FINISHED:
+                        final[name] = experiment
+                        del active[name]
+        curves = _curves(final)
+        table = Table(title="Label efficiency (test accuracy %, Fashion-MNIST)")
+        table.add_column("labels")
+        for name in curves:
+            table.add_column(name)
+        table.add_column("teacher zero-shot")
+        for i, (labels, _) in enumerate(curves["pcoreset"]):
+            table.add_row(
+                str(labels),
+                *[f"{curves[n][i][1] * 100:.1f}" for n in curves],
+                f"{teacher_acc * 100:.1f}",
+            )
+        console.print(table)
+        _plot(curves, teacher_acc, cfg.out / "label_efficiency.png")
+        (cfg.out / "label_efficiency.json").write_text(
+            json.dumps(
+                {
+                    "curves": curves,
+                    "teacher_accuracy": teacher_acc,
+                    "config": {k: str(v) for k, v in cfg.__dict__.items()},
+                    "seconds": time.time() - t_start,
+                },
+                indent=1,
+            )
+        )
+        for client in (sel, teacher, exps):
+            client.close()
+    console.print(
+        f"wrote {cfg.out}/label_efficiency.png and .json; total {time.time() - t_start:.0f} s; "
+        "stopped every process the demo started"
+    )
+    return curves
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    """``activekd demo [--rounds N] [--pool-size N] ...``"""
+    ap = argparse.ArgumentParser(
+        prog="activekd demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    defaults = DemoConfig()
+    for name in (
+        "pool_size",
+        "test_size",
+        "rounds",
+        "budget",
+        "steps",
+        "batch_labeled",
+        "batch_unlabeled",
+        "seed",
+    ):
+        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    ap.add_argument("--out", type=Path, default=defaults.out)
+    args = ap.parse_args(argv)
+    run_demo(
+        DemoConfig(
+            **{
+                k: getattr(args, k)
+                for k in ("pool_size", "test_size", "rounds", "budget", "steps", "seed", "out")
+            }
+        )
+    )
+    return 0
+
+
+__all__ = ["DemoConfig", "demo_main", "find_cache", "run_demo"]

@@ -1,0 +1,310 @@
+"""Drives experiments through the services: one ``step`` = one round-state transition.
+
+Each step does its work through the teacher, trainer and selection services, then records the
+result with ``ExperimentStore.advance`` (a versioned compare-and-set). Work is idempotent, so a
+driver that crashed after the work but before the transition simply redoes it: the teacher's
+output is cached, the trainer overwrites the round's checkpoint atomically, and the selection
+request id ``<experiment>/round-<r>`` makes SelectBatch return the recorded answer.
+If two drivers race, the loser gets ``TransitionAborted`` and reads the winner's state.
+
+Round ``r`` trains the student and selects with seed ``activekd.seeds.round_seed(spec.seed, r)``,
+sent in the integer ``seed`` fields of TrainRoundRequest and SelectBatchRequest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from activekd.client import SelectionClient, make_channel
+from activekd.errors import FailedPrecondition
+from activekd.experiment.oracle import SimulatedOracle, initial_labels
+from activekd.seeds import round_seed
+from activekd.state.experiment_spec import ExperimentSpec
+from activekd.state.experiments import Experiment, ExperimentStore, RoundState, TransitionAborted
+from activekd.store import PoolStore
+from activekd.v1 import teacher_pb2, teacher_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+
+log = logging.getLogger("activekd.driver")
+
+#: The work of one state: returns the state to move to and the round record's updates.
+StepWork = Callable[[Experiment], tuple[RoundState, dict[str, Any]]]
+
+
+@dataclass
+class ServiceTargets:
+    """Where the other services listen (host:port)."""
+
+    selection: str
+    teacher: str
+    trainer: str
+
+
+class Driver:
+    """Runs transitions of experiments stored in Redis, calling the other services."""
+
+    def __init__(
+        self,
+        experiments: ExperimentStore,
+        pools: PoolStore,
+        targets: ServiceTargets,
+        *,
+        timeout: float = 3600.0,
+    ) -> None:
+        self.experiments, self.pools, self.timeout = experiments, pools, timeout
+        self.selection = SelectionClient(targets.selection, timeout=timeout)
+        self.teacher = teacher_pb2_grpc.TeacherServiceStub(make_channel(targets.teacher))
+        self.trainer = trainer_pb2_grpc.TrainerServiceStub(make_channel(targets.trainer))
+
+    # ---- creation ---------------------------------------------------------------------------
+    def create(
+        self,
+        spec: ExperimentSpec,
+        experiment_id: str | None = None,
+        valid_strategies: set[str] | None = None,
+    ) -> Experiment:
+        """Validate the spec against the pool and store the experiment with its initial labels."""
+        spec.validate(valid_strategies)
+        meta = self.pools.describe(spec.pool_id)
+        if "images" not in meta.arrays:
+            raise FailedPrecondition(f"pool {spec.pool_id!r} has no 'images' array for the student")
+        if spec.test_pool_id:
+            self.pools.describe(spec.test_pool_id)
+        ids, labels = list(spec.initial_item_ids), list(spec.initial_labels)
+        if spec.initial_per_class:
+            if "labels" not in meta.arrays:
+                raise FailedPrecondition(
+                    f"initial_per_class needs ground-truth 'labels' in pool {spec.pool_id!r}; "
+                    "or give initial_item_ids and initial_labels"
+                )
+            ids, labels = initial_labels(
+                [str(i) for i in self.pools.item_ids(spec.pool_id)],
+                np.asarray(self.pools.open_array(spec.pool_id, "labels")),
+                spec.initial_per_class,
+                spec.seed,
+                spec.num_classes,
+            )
+        else:
+            self.pools.rows_for(spec.pool_id, ids)  # every given id must be in the pool
+        if spec.simulated_oracle and "labels" not in meta.arrays:
+            raise FailedPrecondition(
+                f"simulated_oracle needs a 'labels' array in pool {spec.pool_id!r}"
+            )
+        return self.experiments.create(spec, experiment_id, ids, labels, pool_size=meta.num_items)
+
+    # ---- one transition ---------------------------------------------------------------------
+    def step(
+        self, experiment_id: str, expected_version: int | None = None
+    ) -> tuple[RoundState, Experiment]:
+        """Perform the current state's work and advance once; returns (from_state, experiment)."""
+        exp = self.experiments.get(experiment_id)
+        if expected_version and exp.version != expected_version:
+            raise TransitionAborted(
+                f"experiment is at version {exp.version}, not {expected_version}",
+                state=exp.state,
+                round_=exp.current_round,
+                version=exp.version,
+            )
+        work: dict[RoundState, StepWork] = {
+            RoundState.CREATED: self._teacher,
+            RoundState.TEACHER_SCORED: self._train,
+            RoundState.STUDENT_TRAINED: self._score,
+            RoundState.POOL_SCORED: self._select,
+            RoundState.SELECTED: self._request_labels,
+            RoundState.AWAITING_LABELS: self._oracle,
+            RoundState.LABELS_COMPLETE: self._next_round,
+        }
+        if exp.state is RoundState.FINISHED:
+            raise FailedPrecondition(f"experiment {experiment_id!r} is FINISHED")
+        if exp.state is RoundState.STUDENT_TRAINED and exp.current_round >= exp.spec.num_rounds:
+            to, updates = RoundState.FINISHED, dict[str, Any]()
+        else:
+            to, updates = work[exp.state](exp)
+        if to is RoundState.LABELS_COMPLETE and exp.state is RoundState.AWAITING_LABELS:
+            # the oracle's labels completed the round (the label submission moved the state)
+            return exp.state, self.experiments.get(experiment_id)
+        try:
+            new = self.experiments.advance(
+                experiment_id, exp.state, to, expected_version=exp.version, updates=updates
+            )
+        except TransitionAborted as exc:
+            log.info(
+                "another driver advanced first",
+                extra={"experiment": experiment_id, "state": exc.state.name},
+            )
+            new = self.experiments.get(experiment_id)
+        log.info(
+            "advanced",
+            extra={
+                "experiment": experiment_id,
+                "round": exp.current_round,
+                "from": exp.state.name,
+                "to": new.state.name,
+            },
+        )
+        return exp.state, new
+
+    def run(
+        self, experiment_id: str, on_step: Callable[[RoundState, Experiment], None] | None = None
+    ) -> Experiment:
+        """Step until FINISHED (needs the simulated oracle or labels arriving meanwhile)."""
+        exp = self.experiments.get(experiment_id)
+        while exp.state is not RoundState.FINISHED:
+            before, exp = self.step(experiment_id)
+            if on_step is not None:
+                on_step(before, exp)
+        return exp
+
+    # ---- the work of each state -------------------------------------------------------------
+    def _first_round(self, exp: Experiment) -> dict[str, Any]:
+        return {
+            "teacher_pool_id": exp.rounds[0].teacher_pool_id,
+            "teacher_test_pool_id": exp.rounds[0].extra.get("teacher_test_pool_id", ""),
+        }
+
+    def _score_with_teacher(self, exp: Experiment, pool_id: str, dataset: str) -> str:
+        req = teacher_pb2.ScorePoolRequest(
+            source=teacher_pb2.ImageSource(pool_id=pool_id),
+            dataset=dataset,
+            experiment_id=exp.experiment_id,
+        )
+        last = None
+        for msg in self.teacher.ScorePool(req, timeout=self.timeout):
+            last = msg
+        if last is None or not last.pool.pool_id:
+            raise FailedPrecondition(f"teacher ScorePool of {pool_id!r} returned no pool")
+        return str(last.pool.pool_id)
+
+    def _teacher(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+        spec, t0 = exp.spec, time.perf_counter()
+        if exp.current_round > 0:
+            first = self._first_round(exp)
+            return RoundState.TEACHER_SCORED, {
+                "teacher_pool_id": first["teacher_pool_id"],
+                "extra": {"teacher_test_pool_id": first["teacher_test_pool_id"]},
+            }
+        tcfg = spec.teacher_config
+        pool = tcfg.get("pool_id") or self._score_with_teacher(
+            exp, spec.pool_id, spec.dataset or spec.pool_id
+        )
+        test = ""
+        if spec.test_pool_id:
+            test = tcfg.get("test_pool_id") or self._score_with_teacher(
+                exp, spec.test_pool_id, (spec.dataset or spec.pool_id) + "-test"
+            )
+        for pid in filter(None, (pool, test)):
+            self.pools.describe(pid)
+        return RoundState.TEACHER_SCORED, {
+            "teacher_pool_id": pool,
+            "extra": {"teacher_test_pool_id": test},
+            "timings": {"teacher_seconds": time.perf_counter() - t0},
+        }
+
+    def _train(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+        rec, spec = exp.rounds[exp.current_round], exp.spec
+        first = self._first_round(exp)
+        req = trainer_pb2.TrainRoundRequest(
+            experiment_id=exp.experiment_id,
+            round=exp.current_round,
+            seed=round_seed(spec.seed, exp.current_round),
+            pool_id=spec.pool_id,
+            teacher_pool_id=rec.teacher_pool_id or first["teacher_pool_id"],
+            test_pool_id=spec.test_pool_id,
+            teacher_test_pool_id=first["teacher_test_pool_id"],
+        )
+        result = None
+        for msg in self.trainer.TrainRound(req, timeout=self.timeout):
+            if msg.WhichOneof("event") == "result":
+                result = msg.result
+        if result is None:
+            raise FailedPrecondition("trainer ended the round without a result")
+        updates: dict[str, Any] = {
+            "checkpoint_id": result.checkpoint.checkpoint_id,
+            "timings": {"train_seconds": result.train_seconds},
+        }
+        ev = result.evaluation
+        if spec.test_pool_id:
+            updates["accuracy"] = ev.accuracy
+            extra = {"accuracy_ce": ev.ce_accuracy}
+            for name in ("kd_accuracy", "teacher_accuracy"):
+                if ev.HasField(name):
+                    extra[name] = getattr(ev, name)
+            if ev.HasField("teacher_agreement"):
+                updates["teacher_agreement"] = ev.teacher_agreement
+            updates["extra"] = extra
+        return RoundState.STUDENT_TRAINED, updates
+
+    def _score(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+        t0 = time.perf_counter()
+        resp = self.trainer.PredictPool(
+            trainer_pb2.PredictPoolRequest(
+                experiment_id=exp.experiment_id, round=exp.current_round, pool_id=exp.spec.pool_id
+            ),
+            timeout=self.timeout,
+        )
+        return RoundState.POOL_SCORED, {
+            "student_pool_id": resp.pool.pool_id,
+            "timings": {"predict_seconds": time.perf_counter() - t0},
+        }
+
+    def _select(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+        rec, spec = exp.rounds[exp.current_round], exp.spec
+        labels = self.experiments.labels(exp.experiment_id)
+        labeled = self.experiments.labeled_ids(exp.experiment_id)
+        pool_size = exp.pool_size or self.pools.describe(spec.pool_id).num_items
+        budget = min(spec.budget_per_round, pool_size - len(labeled))
+        request_id = f"{exp.experiment_id}/round-{exp.current_round}"
+        if budget <= 0:
+            return RoundState.SELECTED, {
+                "selected_item_ids": [],
+                "selection_request_id": request_id,
+            }
+        res = self.selection.select_batch(
+            spec.strategy,
+            budget,
+            pool_id=rec.student_pool_id,
+            labeled=labeled,
+            labels=[labels[i] for i in labeled],
+            seed=round_seed(spec.seed, exp.current_round),
+            request_id=request_id,
+            experiment_id=exp.experiment_id,
+            round=exp.current_round,
+        )
+        return RoundState.SELECTED, {
+            "selected_item_ids": res.item_ids,
+            "selection_request_id": request_id,
+            "timings": {"select_seconds": res.total_seconds},
+        }
+
+    def _request_labels(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+        return RoundState.AWAITING_LABELS, {}
+
+    def _oracle(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+        pending = self.experiments.pending_ids(exp.experiment_id)
+        if not pending:
+            return RoundState.LABELS_COMPLETE, {}
+        if not exp.spec.simulated_oracle:
+            raise FailedPrecondition(
+                f"round {exp.current_round} waits for {len(pending)} label(s): call SubmitLabels"
+            )
+        pool = exp.spec.pool_id
+        oracle = SimulatedOracle(
+            [str(i) for i in self.pools.item_ids(pool)],
+            np.asarray(self.pools.open_array(pool, "labels")),
+        )
+        self.experiments.submit_labels(exp.experiment_id, oracle.label(pending))
+        return RoundState.LABELS_COMPLETE, {}
+
+    def _next_round(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+        return RoundState.CREATED, {}
+
+    def close(self) -> None:
+        self.selection.close()
+
+
+__all__ = ["Driver", "ServiceTargets"]

@@ -1,0 +1,52 @@
+"""The package dependency rules of docs/architecture.md, as data (the tests read them here)."""
+
+from __future__ import annotations
+
+#: Top-level modules holding the one copy of each shared rule.
+SHARED = frozenset({"errors", "devices", "arrays", "seeds"})
+
+#: Core packages: import no gRPC, no protobuf, no generated code, no wire/server side.
+CORE = ("selection", "student", "teacher", "state", "store", "data", "experiment")
+
+#: What each part of ``activekd`` may import (other parts of ``activekd``). ``cli`` and the
+#: package root may import anything; ``v1`` is generated code and not checked.
+ALLOWED: dict[str, frozenset[str]] = {
+    "errors": frozenset(),
+    "seeds": frozenset(),
+    "devices": frozenset({"errors"}),
+    "arrays": frozenset({"errors"}),
+    "data": SHARED,
+    "selection": SHARED,
+    "store": SHARED,
+    "state": SHARED | {"store"},
+    "teacher": SHARED | {"data", "store", "state"},
+    "student": SHARED | {"data", "store", "state"},
+    "experiment": SHARED | {"data", "selection", "store", "state", "teacher", "student"},
+    # the wire side: conversions and clients; reuses the library's records (CheckpointInfo,
+    # ExperimentSpec, RoundState, PoolMeta) instead of defining second copies
+    "wire": SHARED | {"v1", "store", "state", "student"},
+    "client": frozenset({"wire"}),
+    "server": SHARED | {"v1", "wire", "store", "state"},
+    # deprecated re-export (one release): activekd.localstack -> activekd.orchestration
+    "localstack": frozenset({"orchestration"}),
+    "orchestration": SHARED
+    | {"v1", "wire", "client", "server", "data", "selection", "store", "state", "teacher"}
+    | {"experiment"},
+}
+
+#: Third-party modules that only the wire/server side may import.
+WIRE_ONLY_MODULES = ("grpc", "grpc_health", "grpc_reflection", "grpc_status", "google.protobuf")
+
+#: Old import paths kept for one release (CHANGELOG.md): each only re-exports its new home, so
+#: the layer rules check the new home, not these.
+DEPRECATED_SHIMS = frozenset(
+    {
+        "activekd.localstack",
+        "activekd.server.pools",
+        "activekd.server.tensors",
+        "activekd.experiment.demo",
+        "activekd.experiment.driver",
+        "activekd.experiment.spec",
+        "activekd.experiment.training_job",
+    }
+)
