@@ -26,7 +26,7 @@ from activekd.wire.tensors import from_proto
 
 pb = selection_pb2
 Ctx: TypeAlias = grpc.aio.ServicerContext
-Request = pb.SelectBatchRequest
+Request: TypeAlias = pb.SelectBatchRequest
 #: SelectionRecord fields that SelectBatchResponse / GetSelections' records carry
 _RESPONSE_FIELDS = ("item_ids", "rows", "scores", "strategy", "request_id", "stats")
 _RECORD_FIELDS = ("round", "request_id", "strategy", "item_ids", "scores", "created_unix")

@@ -15,14 +15,14 @@ import grpc
 import numpy as np
 
 from activekd.errors import ActiveKDError, InvalidArgument
-from activekd.server.pools import pool_info
-from activekd.server.tensors import from_proto, to_proto
 from activekd.teacher import BatchStats, DynamicBatcher, ItemPrediction, TeacherIdentity
 from activekd.teacher.batching import PredictItem, check_predict_count, map_in_order
 from activekd.teacher.class_views import ClassViews
 from activekd.teacher.images import ImageInput
 from activekd.teacher.pool_job import PoolScorer, check_score_request
 from activekd.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
+from activekd.wire.pool_info import pool_info
+from activekd.wire.tensors import from_proto, to_proto
 
 log = logging.getLogger("activekd.teacher.service")
 

@@ -7,8 +7,8 @@ import pytest
 
 from activekd.errors import InvalidArgument
 from activekd.server.config import ServerConfig
-from activekd.server.tensors import from_proto, to_proto
 from activekd.v1 import common_pb2
+from activekd.wire.tensors import from_proto, to_proto
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int32", "int64", "uint8"])

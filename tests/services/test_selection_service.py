@@ -16,8 +16,8 @@ from grpc_status import rpc_status
 
 from activekd.client import SelectionClient
 from activekd.selection import select_batch
-from activekd.server.tensors import to_proto
 from activekd.v1 import selection_pb2
+from activekd.wire.tensors import to_proto
 from tests.procs import RedisProcess, ServiceProcess
 
 

@@ -24,11 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from activekd.client import TeacherClient
 from activekd.data.fashion_mnist import load_fashion_mnist
 from activekd.data.templates import FASHION_MNIST_TEMPLATES
-from activekd.server.tensors import to_proto
 from activekd.store import PoolStore
 from activekd.teacher import TeacherConfig, create_teacher
 from activekd.teacher.base import BaseTeacher
 from activekd.v1 import teacher_pb2, teacher_pb2_grpc
+from activekd.wire.tensors import to_proto
 from tests.procs import RedisProcess, ServiceProcess
 from tests.services.conftest import tiny_teacher_env
 
