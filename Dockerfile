@@ -5,7 +5,8 @@
 #   docker build --target cpu  -t activekd:cpu  .     # CPU torch + faiss-cpu (default target)
 #   docker build --target cuda -t activekd:cuda .     # CUDA torch + faiss-gpu
 #
-# Versions below must match pyproject.toml (tests/deploy/test_dockerfile.py checks).
+# Every package is installed at its constraints.txt version (pip install -c constraints.txt); the
+# torch, torchvision and faiss-gpu versions below must equal its pins (tests/deploy/test_dockerfile.py).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------
@@ -17,7 +18,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
 COPY services ./services
 
@@ -25,10 +26,11 @@ FROM build-base AS build-cpu
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-# torch first from the CPU-only index (~10x smaller than the CUDA wheels), then the project.
+# torch first from the CPU-only index (~10x smaller than the CUDA wheels), then the project with
+# the extras of the four services, every dependency at its pinned version.
 RUN pip install --index-url "${TORCH_CPU_INDEX}" \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
- && pip install . \
+ && pip install -c constraints.txt ".[selection,teacher,trainer,experiment]" \
  && python -c "import torch, faiss, activekd_services; assert torch.version.cuda is None"
 
 FROM build-base AS build-cuda
@@ -40,9 +42,9 @@ ARG FAISS_GPU_VERSION=1.15.1
 # the host driver (NVIDIA container toolkit). faiss-gpu replaces faiss-cpu (same `faiss` module).
 RUN pip install --index-url "${TORCH_CUDA_INDEX}" --extra-index-url https://pypi.org/simple \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
- && pip install . \
+ && pip install -c constraints.txt ".[selection,teacher,trainer,experiment]" \
  && pip uninstall -y faiss-cpu \
- && pip install "faiss-gpu==${FAISS_GPU_VERSION}" \
+ && pip install -c constraints.txt "faiss-gpu==${FAISS_GPU_VERSION}" \
  && python -c "import torch, faiss, activekd_services; assert torch.version.cuda"
 
 # ---------------------------------------------------------------------------------------------

@@ -5,29 +5,27 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := redis-server dataset-fashion-mnist prometheus
 
-.PHONY: setup system-deps test test-fast lint protos protos-check demo bench bench-gpu clean
+.PHONY: setup system-deps lock test test-fast lint protos protos-check demo bench bench-gpu clean
 
+# A few lines on the terminal; the full apt and pip output goes to $(VENV)/setup.log, whose last
+# lines are printed if a step fails (scripts/setup.sh).
 setup: system-deps $(STAMP)
 
 # Debian packages the tests and the demo use (a real redis-server, Fashion-MNIST, Prometheus).
 system-deps:
-	@missing=""; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	[ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || missing="$$missing dataset-fashion-mnist"; \
-	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@VENV=$(VENV) bash scripts/setup.sh system-deps
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,bench]'
+# activekd[all] editable + dev and bench tools, at the versions pinned in constraints.txt.
+$(STAMP): pyproject.toml constraints.txt scripts/setup.sh
+	@VENV=$(VENV) bash scripts/setup.sh venv
 	@touch $(STAMP)
+
+# Rewrite constraints.txt from what $(VENV) has installed. After changing a range in pyproject.toml,
+# resolve the ranges afresh in a new venv first (CONSTRAINTS= installs without the old pins):
+#   rm -rf .venv && make setup CONSTRAINTS= && make lock
+lock:
+	@VENV=$(VENV) bash scripts/setup.sh lock
 
 $(BUF):
 	npm install --silent --prefix .tools @bufbuild/buf@$(BUF_VERSION)

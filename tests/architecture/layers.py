@@ -15,6 +15,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "seeds": frozenset(),
     "devices": frozenset({"errors"}),
     "arrays": frozenset({"errors"}),
+    "extras": frozenset(),
     "data": SHARED,
     "selection": SHARED,
     "store": SHARED,

@@ -89,13 +89,18 @@ def _env(stages: dict[str, Stage], name: str) -> dict[str, str]:
     return env
 
 
-def _pyproject_pins() -> dict[str, str]:
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    return {
-        m.group(1).lower(): m.group(2)
-        for d in deps
-        if (m := re.match(r"([A-Za-z0-9_.-]+)==([^;\s]+)", d))
-    }
+def _constraint_pins() -> dict[str, str]:
+    """constraints.txt's ``name==version`` lines, by normalized name."""
+    pins: dict[str, str] = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return pins
+
+
+# The extras an image needs to run all four services (and the HEALTHCHECK, which is in the base).
+IMAGE_EXTRAS = {"selection", "teacher", "trainer", "experiment"}
 
 
 RUNTIME_TARGETS = ("cpu", "cuda")
@@ -114,9 +119,24 @@ def test_stages_and_default_target(dockerfile) -> None:  # type: ignore[no-untyp
         assert not any(s.name.startswith("build") for s in chain)
         copies = [c for s in chain for c in s.all("COPY") if c.startswith("--from=")]
         assert copies == [f"--from=build-{target} /opt/venv /opt/venv"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
     for build in ("build-cpu", "build-cuda"):
-        runs = " ".join(r for s in _chain(stages, build) for r in s.all("RUN"))
-        assert "pip install ." in runs
+        chain = _chain(stages, build)
+        copied = " ".join(c for s in chain for c in s.all("COPY"))
+        assert "constraints.txt" in copied.split(), "the build stages need constraints.txt"
+        runs = " ".join(r for s in chain for r in s.all("RUN"))
+        # the project at the pinned versions, with the extras of the four services
+        installs = re.findall(r'pip install -c constraints\.txt "\.\[([a-z,]+)\]"', runs)
+        assert len(installs) == 1, f'{build}: pip install -c constraints.txt ".[extras]" once'
+        named = set(installs[0].split(","))
+        assert named <= set(extras), f"{build}: unknown extras {named - set(extras)}"
+        assert named >= IMAGE_EXTRAS, f"{build}: the image lacks extras {IMAGE_EXTRAS - named}"
+        # every other pip install either pins its packages (the torch index step) or uses the file
+        for cmd in re.findall(r"pip install ([^&]+)", runs):
+            packages = [a for a in shlex.split(cmd) if not a.startswith("-") and "://" not in a]
+            packages = [a for a in packages if not a.startswith("${")]
+            assert "-c constraints.txt" in cmd or all("==" in a for a in packages), cmd
 
 
 @pytest.mark.parametrize("target", RUNTIME_TARGETS)
@@ -138,9 +158,9 @@ def test_runtime_is_non_root_with_grpc_healthcheck(dockerfile, target: str) -> N
     assert (REPO / "services" / command[2].split(".")[1] / "__main__.py").is_file()
 
 
-def test_versions_match_pyproject(dockerfile) -> None:  # type: ignore[no-untyped-def]
+def test_versions_match_constraints(dockerfile) -> None:  # type: ignore[no-untyped-def]
     _, stages, _ = dockerfile
-    pins = _pyproject_pins()
+    pins = _constraint_pins()
     for build in ("build-cpu", "build-cuda"):
         args = dict(a.partition("=")[::2] for a in stages[build].all("ARG"))
         assert args["TORCH_VERSION"] == pins["torch"]
@@ -148,7 +168,8 @@ def test_versions_match_pyproject(dockerfile) -> None:  # type: ignore[no-untype
     cuda_args = dict(a.partition("=")[::2] for a in stages["build-cuda"].all("ARG"))
     assert cuda_args["FAISS_GPU_VERSION"] == pins["faiss-cpu"]
     cuda_run = " ".join(stages["build-cuda"].all("RUN"))
-    assert "pip uninstall -y faiss-cpu" in cuda_run and "faiss-gpu==" in cuda_run
+    assert "pip uninstall -y faiss-cpu" in cuda_run
+    assert 'pip install -c constraints.txt "faiss-gpu==${FAISS_GPU_VERSION}"' in cuda_run
     cpu_run = " ".join(stages["build-cpu"].all("RUN"))
     assert "download.pytorch.org/whl/cpu" in " ".join(stages["build-cpu"].all("ARG")) + cpu_run
 

@@ -1,4 +1,5 @@
-"""``activekd bench label-efficiency`` and ``bench/label_efficiency.py``."""
+"""activekd bench label-efficiency (also bench/label_efficiency.py): the paper's label-efficiency
+grid over strategies and seeds, resumable."""
 
 from __future__ import annotations
 

@@ -2,7 +2,10 @@
 
 :mod:`~activekd.orchestration.driver` (the ExperimentService's round coordinator: one step = one
 round-state transition, its work done by the teacher, trainer and selection services),
-:mod:`~activekd.orchestration.demo` (``activekd demo``) and
-:mod:`~activekd.orchestration.local_services` (Redis and the four services as local processes).
+:mod:`~activekd.orchestration.demo` (``activekd demo``),
+:mod:`~activekd.orchestration.run_config` and :mod:`~activekd.orchestration.run_experiment`
+(``activekd run CONFIG``), :mod:`~activekd.orchestration.fashion_pools` (the built-in
+Fashion-MNIST pools both use) and :mod:`~activekd.orchestration.local_services` (Redis and the
+four services as local processes).
 Nothing in the core packages imports this package.
 """

@@ -1,11 +1,11 @@
 """``activekd demo``: the embedded default experiment end to end over the real services.
 
 Starts Redis and the four services as local processes, registers a Fashion-MNIST pool and test
-split (through UploadPool), uses the shipped teacher cache (EfficientNet-Lite0 ImageNet classifier
-with a label map: not a vision-language model) after checking a random sample of cached rows
-against live teacher inference, then drives three experiments (PCoreSet with KD, random with KD,
-random with the CE-only student) round by round through ExperimentService and prints the
-label-efficiency table and a PNG plot.
+split (through UploadPool, see :mod:`activekd.orchestration.fashion_pools`), uses the shipped
+teacher cache (EfficientNet-Lite0 ImageNet classifier with a label map: not a vision-language
+model) after checking a random sample of cached rows against live teacher inference, then drives
+three experiments (PCoreSet with KD, random with KD, random with the CE-only student) round by
+round through ExperimentService and prints the label-efficiency table and a PNG plot.
 """
 
 from __future__ import annotations
@@ -17,20 +17,32 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from activekd.client import ExperimentClient, ExperimentStatus, SelectionClient, TeacherClient
-from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
-from activekd.errors import FailedPrecondition
+from activekd.orchestration.fashion_pools import (
+    CACHE,
+    DRIFT_ATOL,
+    FashionMnistPools,
+    PoolIds,
+    find_cache,
+)
 from activekd.orchestration.local_services import LocalServices
 from activekd.state.experiment_spec import ExperimentSpec
-from activekd.state.experiments import RoundState
+from activekd.state.round_records import RoundState
 
-CACHE = Path(__file__).resolve().parents[1] / "data" / "teacher_cache"
-DRIFT_ATOL = 5e-3  # float16 cache vs live float32 inference
+DESCRIPTION = """\
+End-to-end demo over the real services, on this machine.
+
+Starts Redis and the selection, teacher, trainer and experiment services as local processes,
+uploads a Fashion-MNIST pool and test split with the shipped teacher cache (EfficientNet-Lite0
+label-map teacher, checked against live inference on a random sample), then runs three
+experiments round by round: PCoreSet with KD, random with KD, and random with the CE-only
+student. Prints the label-efficiency table and writes a PNG plot and a JSON file to --out.
+Needs the 'all' extra, redis-server and the Debian dataset-fashion-mnist package (make setup).
+"""
 
 
 @dataclass
@@ -45,16 +57,6 @@ class DemoConfig:
     seed: int = 0
     drift_sample: int = 16
     out: Path = Path("demo-output")
-
-
-def find_cache() -> Path:
-    """The teacher cache shipped in the repo (any ``fashion-mnist-label-map-224*.npz``)."""
-    found = sorted(CACHE.glob("fashion-mnist-label-map-224*.npz"))
-    if not found:
-        raise FailedPrecondition(
-            f"no teacher cache in {CACHE}: run `.venv/bin/python scripts/build_teacher_cache.py`"
-        )
-    return found[-1]
 
 
 def _curves(experiments: dict[str, ExperimentStatus]) -> dict[str, list[tuple[int, float]]]:
@@ -93,21 +95,13 @@ def _plot(curves: dict[str, list[tuple[int, float]]], teacher_acc: float, path: 
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[tuple[int, float]]]:
     """Run the demo; returns {experiment: [(labels, accuracy), ...]}."""
-    from activekd.teacher.cache import load_split_probs
-
     console = console or Console()
     t_start = time.time()
-    cache = find_cache()
-    identity, probs = load_split_probs(cache)
-    xtr, ytr = load_fashion_mnist("train")
-    xte, yte = load_fashion_mnist("test")
-    rng = np.random.default_rng(cfg.seed)
-    pool_rows = np.sort(rng.choice(len(probs["train"]), cfg.pool_size, replace=False))
-    test_rows = np.sort(rng.choice(len(probs["test"]), cfg.test_size, replace=False))
+    data = FashionMnistPools(cfg.pool_size, cfg.test_size, cfg.seed)
     console.print(
         f"[bold]activekd demo[/bold]: pool {cfg.pool_size} Fashion-MNIST train images, "
         f"test {cfg.test_size}, {cfg.rounds} rounds of {cfg.budget} labels, teacher cache "
-        f"{cache.name} ({identity.description})"
+        f"{data.cache.name} ({data.identity.description})"
     )
     cfg.out.mkdir(parents=True, exist_ok=True)
     with (
@@ -131,53 +125,13 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[
         teacher = TeacherClient(stack.target("teacher"), timeout=600)
         exps = ExperimentClient(stack.target("experiment"), timeout=3600)
 
-        # the cache must agree with the live teacher on a random sample of rows
-        live_id = teacher.describe().fingerprint
-        if live_id != identity.fingerprint:
-            raise FailedPrecondition(
-                f"teacher cache {cache.name} was made by teacher {identity.fingerprint}, "
-                f"the service runs {live_id}: rebuild the cache"
-            )
-        check = rng.choice(pool_rows, cfg.drift_sample, replace=False)
-        live = teacher.predict([xtr[i] for i in check])
-        got = np.stack([np.asarray(p.probs) for p in live])
-        worst = float(np.abs(got - probs["train"][check]).max())
-        if worst > DRIFT_ATOL:
-            raise FailedPrecondition(
-                f"teacher cache drifted: max |live - cached| = {worst:.4f} > {DRIFT_ATOL}"
-            )
+        worst = data.check_teacher(teacher, cfg.drift_sample)
         console.print(
             f"cache check: {cfg.drift_sample} random rows match live teacher inference "
             f"(max abs diff {worst:.1e})"
         )
-
-        ids = [f"train-{i}" for i in pool_rows]
-        test_ids = [f"test-{i}" for i in test_rows]
-        sel.upload_pool(
-            "demo/pool",
-            item_ids=ids,
-            overwrite=True,
-            arrays={"images": xtr[pool_rows], "labels": ytr[pool_rows]},
-        )
-        sel.upload_pool(
-            "demo/test",
-            item_ids=test_ids,
-            overwrite=True,
-            arrays={"images": xte[test_rows], "labels": yte[test_rows]},
-        )
-        sel.upload_pool(
-            "demo/teacher-pool",
-            item_ids=ids,
-            overwrite=True,
-            arrays={"probs": probs["train"][pool_rows]},
-        )
-        sel.upload_pool(
-            "demo/teacher-test",
-            item_ids=test_ids,
-            overwrite=True,
-            arrays={"probs": probs["test"][test_rows]},
-        )
-        teacher_acc = float((probs["test"][test_rows].argmax(1) == yte[test_rows]).mean())
+        ids = data.upload(sel, PoolIds.with_prefix("demo"))
+        teacher_acc = data.teacher_accuracy
 
         runs = {
             "pcoreset": ("pcoreset", True),
@@ -187,14 +141,11 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[
         created: dict[str, str] = {}
         for name, (strategy, kd) in runs.items():
             spec = ExperimentSpec(
-                pool_id="demo/pool",
-                test_pool_id="demo/test",
-                dataset="fashion-mnist",
-                class_names=list(FASHION_MNIST_CLASSES),
-                teacher_config={
-                    "pool_id": "demo/teacher-pool",
-                    "test_pool_id": "demo/teacher-test",
-                },
+                pool_id=ids.pool,
+                test_pool_id=ids.test,
+                dataset=data.dataset,
+                class_names=list(data.class_names),
+                teacher_config={"pool_id": ids.teacher_pool, "test_pool_id": ids.teacher_test},
                 student_config={
                     "steps": cfg.steps,
                     "kd": kd,
@@ -269,36 +220,58 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[
     return curves
 
 
-def demo_main(argv: list[str] | None = None) -> int:
-    """``activekd demo [--rounds N] [--pool-size N] ...``"""
+_FLAGS: dict[str, str] = {
+    "pool_size": "unlabeled pool: Fashion-MNIST train images drawn with --seed",
+    "test_size": "test images the student is evaluated on after every round",
+    "rounds": "selection rounds per experiment",
+    "budget": "labels bought per round",
+    "steps": "student training steps per round",
+    "batch_labeled": "labeled rows per training step",
+    "batch_unlabeled": "unlabeled (KD) rows per training step",
+    "seed": "seed of the pool sample, the initial labels and the student",
+    "drift_sample": "cached teacher rows checked against live inference",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of ``activekd demo``: one per :class:`DemoConfig` field."""
     ap = argparse.ArgumentParser(
         prog="activekd demo",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     defaults = DemoConfig()
-    for name in (
-        "pool_size",
-        "test_size",
-        "rounds",
-        "budget",
-        "steps",
-        "batch_labeled",
-        "batch_unlabeled",
-        "seed",
-    ):
-        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    ap.add_argument("--out", type=Path, default=defaults.out)
-    args = ap.parse_args(argv)
-    run_demo(
-        DemoConfig(
-            **{
-                k: getattr(args, k)
-                for k in ("pool_size", "test_size", "rounds", "budget", "steps", "seed", "out")
-            }
+    for name, text in _FLAGS.items():
+        ap.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            default=getattr(defaults, name),
+            metavar="N",
+            help=f"{text} (default {getattr(defaults, name)})",
         )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=defaults.out,
+        metavar="DIR",
+        help=f"folder for label_efficiency.png and .json (default {defaults.out})",
     )
+    return ap
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    """``activekd demo [--rounds N] [--pool-size N] ...``"""
+    args = build_parser().parse_args(argv)
+    run_demo(DemoConfig(**{name: getattr(args, name) for name in (*_FLAGS, "out")}))
     return 0
 
 
-__all__ = ["DemoConfig", "demo_main", "find_cache", "run_demo"]
+__all__ = [
+    "CACHE",
+    "DRIFT_ATOL",
+    "DemoConfig",
+    "build_parser",
+    "demo_main",
+    "find_cache",
+    "run_demo",
+]

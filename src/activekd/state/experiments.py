@@ -47,8 +47,6 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
 import redis
@@ -62,129 +60,21 @@ from activekd.errors import (
 )
 from activekd.state import experiment_scripts as scripts
 from activekd.state.experiment_spec import ExperimentSpec, validate_labeled_items
+from activekd.state.round_records import (
+    Event,
+    Experiment,
+    RoundRecord,
+    RoundState,
+    SubmitResult,
+    TransitionAborted,
+    _state,
+    allowed_next,
+    check_experiment_id,
+)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-class RoundState(IntEnum):
-    """Mirrors ``activekd.v1.RoundState`` (same numbers; names without the prefix)."""
-
-    UNSPECIFIED = 0
-    CREATED = 1
-    TEACHER_SCORED = 2
-    STUDENT_TRAINED = 3
-    POOL_SCORED = 4
-    SELECTED = 5
-    AWAITING_LABELS = 6
-    LABELS_COMPLETE = 7
-    FINISHED = 8
-
-
-_NEXT: dict[RoundState, tuple[RoundState, ...]] = {
-    RoundState.CREATED: (RoundState.TEACHER_SCORED,),
-    RoundState.TEACHER_SCORED: (RoundState.STUDENT_TRAINED,),
-    RoundState.POOL_SCORED: (RoundState.SELECTED,),
-    RoundState.SELECTED: (RoundState.AWAITING_LABELS,),
-    RoundState.AWAITING_LABELS: (RoundState.LABELS_COMPLETE,),
-    RoundState.LABELS_COMPLETE: (RoundState.CREATED,),
-    RoundState.FINISHED: (),
-    RoundState.UNSPECIFIED: (),
-}
-
-
-def allowed_next(state: RoundState, round_: int, num_rounds: int) -> tuple[RoundState, ...]:
-    """The states ``state`` may move to in round ``round_`` of an experiment with ``num_rounds``."""
-    if state is RoundState.STUDENT_TRAINED:
-        return (RoundState.FINISHED,) if round_ >= num_rounds else (RoundState.POOL_SCORED,)
-    return _NEXT[state]
-
-
-def _state(value: RoundState | int | str, name: str) -> RoundState:
-    try:
-        if isinstance(value, str):
-            return RoundState[value.removeprefix("ROUND_STATE_")]
-        return RoundState(value)
-    except (KeyError, ValueError):
-        raise InvalidArgument(f"{name} {value!r} is not a round state", field=name) from None
-
-
-class TransitionAborted(Aborted):
-    """A concurrent writer changed the experiment first; carries what was found."""
-
-    def __init__(self, message: str, *, state: RoundState, round_: int, version: int) -> None:
-        super().__init__(message)
-        self.state = state
-        self.round = round_
-        self.version = version
-
-
-@dataclass
-class RoundRecord:
-    """What one round recorded (maps onto ``RoundSummary``; the rest is for the driver)."""
-
-    round: int
-    state: RoundState
-    labeled_count: int = 0
-    accuracy: float | None = None
-    teacher_agreement: float | None = None
-    selected_item_ids: list[str] = field(default_factory=list)
-    teacher_pool_id: str = ""
-    student_pool_id: str = ""
-    checkpoint_id: str = ""
-    selection_request_id: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-    state_times: dict[str, float] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Experiment:
-    """A snapshot of one experiment (maps onto ``activekd.v1.Experiment``)."""
-
-    experiment_id: str
-    spec: ExperimentSpec
-    state: RoundState
-    current_round: int
-    version: int
-    labeled_count: int
-    pending_labels: int
-    pool_size: int | None
-    created_unix: float
-    updated_unix: float
-    rounds: list[RoundRecord] = field(default_factory=list)
-
-    @property
-    def allowed_next(self) -> tuple[RoundState, ...]:
-        return allowed_next(self.state, self.current_round, self.spec.num_rounds)
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    """Outcome of ``submit_labels``: counts, and the state/version after the call."""
-
-    accepted: int
-    unchanged: int
-    remaining: int
-    state: RoundState
-    version: int
-
-
-@dataclass(frozen=True)
-class Event:
-    """One entry of the experiment's event stream (maps onto ``RoundEvent``)."""
-
-    event_id: str
-    experiment_id: str
-    round: int
-    state: RoundState
-    version: int
-    unix_time: float
-    message: str
-    kind: str  # "created", "transition" or "labels"
-    from_state: RoundState | None
 
 
 # ---- round-record encoding: one hash field per value --------------------------------------------
@@ -282,18 +172,6 @@ def _decode_record(raw: Mapping[Any, Any]) -> RoundRecord:
 def _text(value: Any) -> str:
     """A Redis reply (bytes or str) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def check_experiment_id(experiment_id: str) -> str:
-    """``experiment_id`` if it is a valid id (1-128 of letters, digits, ``._-``), else
-    InvalidArgument."""
-    if not isinstance(experiment_id, str) or not _ID.match(experiment_id):
-        raise InvalidArgument(
-            f"experiment id {experiment_id!r} is invalid: use 1-128 letters, digits, '._-', "
-            "starting with a letter or digit",
-            field="experiment_id",
-        )
-    return experiment_id
 
 
 def _glob_escape(text: str) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from activekd.errors import InvalidArgument, NotFound
-from activekd.state.experiments import check_experiment_id
+from activekd.state.round_records import check_experiment_id
 
 _CKPT_NAME = re.compile(r"^round-(\d+)\.ckpt$")
 

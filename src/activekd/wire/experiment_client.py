@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from activekd.state.experiment_spec import ExperimentSpec
-from activekd.state.experiments import RoundState
+from activekd.state.round_records import RoundState
 from activekd.v1 import experiment_pb2, experiment_pb2_grpc
 from activekd.wire.channel import BaseClient
 from activekd.wire.experiment_convert import ExperimentStatus, RoundEvent, spec_to_proto

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from activekd.state.experiment_spec import ExperimentSpec
-from activekd.state.experiments import Event, Experiment, RoundState
+from activekd.state.round_records import Event, Experiment, RoundState
 from activekd.v1 import experiment_pb2
 from activekd.wire.structs import dict_to_struct, struct_to_dict
 
