@@ -264,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="akd-bench-teacher-"))
     redis_proc = RedisProcess(tmp).start()
+    # ScorePool reads tmp/bench-images.npy: the temp folder is the teacher's data root
     env_lm = {"ACTIVEKD_TEACHER_BACKEND": "label-map", "ACTIVEKD_DEVICE": "cpu",
-              "ACTIVEKD_MAX_BATCH_SIZE": "32", "ACTIVEKD_MAX_QUEUE_DELAY_MS": "5"}  # fmt: skip
+              "ACTIVEKD_MAX_BATCH_SIZE": "32", "ACTIVEKD_MAX_QUEUE_DELAY_MS": "5",
+              "ACTIVEKD_DATA_ROOTS": str(tmp)}  # fmt: skip
     store = str(tmp / "store")
     batching = ServiceProcess("teacher", redis_proc.url, store, env=env_lm)
     configs = [("batching (max 32, 5 ms)", batching)]

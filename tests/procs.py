@@ -2,11 +2,21 @@
 processes)."""
 
 from activekd.orchestration.local_services import (
+    LocalAuth,
     LocalServices,
     RedisProcess,
     ServiceProcess,
     free_port,
+    local_auth,
     redis_server_binary,
 )
 
-__all__ = ["LocalServices", "RedisProcess", "ServiceProcess", "free_port", "redis_server_binary"]
+__all__ = [
+    "LocalAuth",
+    "LocalServices",
+    "RedisProcess",
+    "ServiceProcess",
+    "free_port",
+    "local_auth",
+    "redis_server_binary",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from activekd_services.experiment.servicer import ExperimentServicer
@@ -13,8 +14,30 @@ from activekd.state.experiments import ExperimentStore
 from activekd.state.redis_conn import connect
 from activekd.store import PoolStore
 from activekd.v1 import experiment_pb2, experiment_pb2_grpc
+from activekd.wire.channel import ClientCredentials
 
 TARGET_KEYS = ("selection_target", "teacher_target", "trainer_target")
+log = logging.getLogger("activekd.experiment")
+
+
+def client_credentials() -> ClientCredentials:
+    """This service's own credentials for its calls to the others (``ACTIVEKD_CLIENT_*``: a
+    writer token, in production from ``ACTIVEKD_CLIENT_TOKEN_FILE``), never a caller's."""
+    creds = ClientCredentials.from_env()
+    if not (creds.token or creds.token_file):
+        log.warning(
+            "no client token (ACTIVEKD_CLIENT_TOKEN_FILE): calls to services that require "
+            "auth will be refused"
+        )
+    else:
+        log.info(
+            "calling the other services with a bearer token",
+            extra={
+                "token_from": "file" if creds.token_file and not creds.token else "env",
+                "tls": creds.tls,
+            },
+        )
+    return creds
 
 
 async def build(config: ServerConfig) -> Service:
@@ -26,7 +49,9 @@ async def build(config: ServerConfig) -> Service:
         trainer=config.extra.get("trainer_target", "localhost:50053"),
     )
     store = ExperimentStore(client)
-    driver = Driver(store, PoolStore(config.store_uri, client), targets)
+    driver = Driver(
+        store, PoolStore(config.store_uri, client), targets, credentials=client_credentials()
+    )
     servicer = ExperimentServicer(store, driver)
 
     async def close() -> None:

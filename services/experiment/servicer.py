@@ -6,6 +6,7 @@ Messages are converted by :mod:`activekd.wire.experiment_convert` (shared with t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -71,10 +72,15 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
     async def AdvanceRound(
         self, request: experiment_pb2.AdvanceRoundRequest, context: grpc.aio.ServicerContext
     ) -> experiment_pb2.AdvanceRoundResponse:
+        remaining = context.time_remaining()  # the caller's deadline bounds the calls it makes
+        deadline = None if remaining is None else time.monotonic() + remaining
         lock = self._locks.setdefault(request.experiment_id, asyncio.Lock())
         async with lock:  # one transition per experiment at a time in this process
             before, exp = await asyncio.to_thread(
-                self.driver.step, request.experiment_id, request.expected_version or None
+                self.driver.step,
+                request.experiment_id,
+                request.expected_version or None,
+                deadline=deadline,
             )
         trained = exp.rounds[exp.current_round] if before is RoundState.TEACHER_SCORED else None
         if trained is not None and trained.accuracy is not None:

@@ -27,6 +27,7 @@ from activekd.teacher import BatchStats, DynamicBatcher, TeacherConfig, create_t
 from activekd.teacher.cache import TeacherCacheIndex, packaged_teacher_cache_dir
 from activekd.teacher.class_views import ClassViews
 from activekd.teacher.pool_job import PoolScorer
+from activekd.teacher.sources import SourcePolicy
 from activekd.v1 import teacher_pb2, teacher_pb2_grpc
 
 log = logging.getLogger("activekd.teacher.service")
@@ -60,6 +61,21 @@ class DynamicBatcherHook:
             self.backend, "online", stats.batch_size, stats.queue_ms_mean / 1000.0,
             stats.compute_ms / 1000.0,
         )  # fmt: skip
+
+
+def source_policy(config: ServerConfig, store_root: Path) -> SourcePolicy:
+    """Where ScorePool may read images: ``ACTIVEKD_DATA_ROOTS`` (default: the pool store and the
+    shipped datasets), ``ACTIVEKD_SOURCE_SCHEMES`` (default: local files only) and at most
+    ``ACTIVEKD_MAX_POOL_ROWS`` rows per source."""
+    policy = SourcePolicy.from_settings(
+        store_root, config.data_roots, config.source_schemes, config.max_pool_rows
+    )
+    log.info(
+        "score sources",
+        extra={"data_roots": [str(r) for r in policy.roots], "schemes": sorted(policy.schemes),
+               "max_rows": policy.max_rows},
+    )  # fmt: skip
+    return policy
 
 
 def teacher_config(config: ServerConfig) -> TeacherConfig:
@@ -104,13 +120,15 @@ async def build(config: ServerConfig) -> Service:
     cache_dirs = [packaged_teacher_cache_dir()]
     if config.extra.get("cache_dir"):
         cache_dirs.insert(0, Path(config.extra["cache_dir"]).expanduser())
+    store = PoolStore(config.store_uri, client)
     scorer = PoolScorer(
-        PoolStore(config.store_uri, client),
+        store,
         TeacherCacheIndex(cache_dirs),
         pause_s=_number(config, "score_pause_ms", 0.0) / 1000.0,
         on_chunk=lambda backend, dataset, n, s: metrics.observe_teacher_batch(
             backend, dataset, n, 0.0, s
         ),
+        policy=source_policy(config, store.root),
     )
     servicer = TeacherServicer(ClassViews(teacher, TeacherClassStore(client)), batcher, scorer)
 

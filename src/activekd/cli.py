@@ -24,6 +24,7 @@ from activekd.extras import MissingExtraError
 
 if TYPE_CHECKING:
     from activekd.orchestration.run_config import RunConfig
+    from activekd.wire.channel import ClientCredentials
 
 DESCRIPTION = """\
 Active learning with knowledge distillation, served as gRPC services: run experiments
@@ -38,6 +39,10 @@ examples:
   activekd select --probs probs.npy --budget 10 --labeled 1,2,3
 
 Run 'activekd COMMAND --help' for the arguments of a command.
+
+The services require a bearer token: commands that call running services read it from
+--token-file, else from ACTIVEKD_CLIENT_TOKEN or ACTIVEKD_CLIENT_TOKEN_FILE (and use TLS
+when ACTIVEKD_CLIENT_CA_FILE names the CA of the servers' certificates).
 """
 RUN_DESCRIPTION = """\
 Run one active-learning experiment described by a YAML (or JSON) config: start the
@@ -145,12 +150,22 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
     Console().print(table)
 
 
+def client_credentials(token_file: str | None) -> ClientCredentials | None:
+    """``--token-file`` over the ``ACTIVEKD_CLIENT_*`` settings (None: the settings alone)."""
+    if not token_file:
+        return None
+    from activekd.wire.channel import ClientCredentials
+
+    return ClientCredentials.from_env().with_token_file(token_file)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from activekd.client import ExperimentClient
 
     columns = ("experiment", "strategy", "round", "state", "labeled", "last accuracy", "version")
     rows = []
-    with ExperimentClient(args.target, timeout=30) as client:
+    creds = client_credentials(args.token_file)
+    with ExperimentClient(args.target, timeout=30, credentials=creds) as client:
         for e in client.list():
             accs = [r.accuracy for r in e.rounds if r.accuracy]
             rows.append(
@@ -237,7 +252,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             from rich.console import Console
 
             report = stack.enter_context(Console(stderr=True).status("activekd run")).update
-        exp = run_experiment(cfg, report)
+        exp = run_experiment(cfg, report, credentials=client_credentials(args.token_file))
     spec = exp.spec
     print(
         f"experiment {exp.experiment_id}: {spec.strategy} on {spec.dataset or spec.pool_id}, "
@@ -253,6 +268,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _forwarded(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:  # type: ignore[type-arg]
     """A command whose arguments, ``--help`` included, go to its own parser."""
     sub.add_parser(name, help=help_text, add_help=False)
+
+
+def _token_file_argument(parser: argparse.ArgumentParser, whom: str) -> None:
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"a file holding the bearer token for {whom} (default: ACTIVEKD_CLIENT_TOKEN or "
+        "ACTIVEKD_CLIENT_TOKEN_FILE)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="drive the ExperimentService at this address instead of the config's services",
     )
+    _token_file_argument(
+        r, "running services (--target or services.target; local ones make their own)"
+    )
     r.add_argument("--check", action="store_true", help="validate the config and exit")
 
     st = sub.add_parser(
@@ -306,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"ExperimentService address (default {DEFAULT_TARGET})",
     )
+    _token_file_argument(st, "the ExperimentService")
 
     s = sub.add_parser(
         "select",
@@ -399,7 +427,13 @@ def main(argv: list[str] | None = None) -> int:
         code = err.code() if isinstance(err, grpc.Call) else None
         details = err.details() if isinstance(err, grpc.Call) else str(err)
         name = code.name if code is not None else "RPC error"
-        print(f"activekd {args.cmd}: {name}: {' '.join(str(details).split())}", file=sys.stderr)
+        hint = ""
+        if code is grpc.StatusCode.UNAUTHENTICATED:
+            hint = " (give --token-file FILE, or set ACTIVEKD_CLIENT_TOKEN_FILE)"
+        print(
+            f"activekd {args.cmd}: {name}: {' '.join(str(details).split())}{hint}",
+            file=sys.stderr,
+        )
         return 1
 
 

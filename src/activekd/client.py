@@ -9,13 +9,28 @@ reads, and calls made idempotent by a request id (``select_batch`` always sends 
     sel.upload_pool("pool", item_ids=ids, arrays={"probs": P, "features": F})
     res = sel.select_batch("pcoreset", 10, pool_id="pool", labeled=["id3", "id7"])
 
+Services require a bearer token. A client reads ``ACTIVEKD_CLIENT_TOKEN`` (or
+``ACTIVEKD_CLIENT_TOKEN_FILE``, and ``ACTIVEKD_CLIENT_CA_FILE`` for TLS) unless given credentials:
+
+    from activekd.client import ClientCredentials, SelectionClient
+    creds = ClientCredentials(token_file="reader.token", ca_file="ca.crt")
+    sel = SelectionClient("selection.example:50051", credentials=creds)
+
 The clients live in :mod:`activekd.wire`, one module per service; this module is their stable
 import path.
 """
 
 from __future__ import annotations
 
-from activekd.wire.channel import DEFAULT_TIMEOUT, MAX_MESSAGE_BYTES, BaseClient, make_channel
+from activekd.wire.channel import (
+    DEFAULT_TIMEOUT,
+    MAX_MESSAGE_BYTES,
+    BaseClient,
+    ClientCredentials,
+    CredentialsError,
+    bearer_metadata,
+    make_channel,
+)
 from activekd.wire.experiment_client import AdvanceResult, ExperimentClient, SubmitLabelsResult
 from activekd.wire.experiment_convert import ExperimentStatus, RoundEvent, RoundSummary
 from activekd.wire.pool_records import ArrayInfo, PoolInfo
@@ -60,6 +75,8 @@ __all__ = [
     "ArrayInfo",
     "BaseClient",
     "CheckpointInfo",
+    "ClientCredentials",
+    "CredentialsError",
     "ExperimentClient",
     "ExperimentStatus",
     "PastSelection",
@@ -82,6 +99,7 @@ __all__ = [
     "TrainProgress",
     "TrainRoundResult",
     "TrainerClient",
+    "bearer_metadata",
     "image_proto",
     "make_channel",
     "to_struct",

@@ -59,12 +59,55 @@ class ResourceExhausted(ActiveKDError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class PermissionDenied(ActiveKDError):
+    """The caller may not do this: its role is too low, or it named a path or URI outside what
+    this service is configured to read (``ACTIVEKD_DATA_ROOTS``, ``ACTIVEKD_SOURCE_SCHEMES``)."""
+
+    code = "PERMISSION_DENIED"
+
+
+class Unauthenticated(ActiveKDError):
+    """No credentials, or credentials this service does not know."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Unavailable(ActiveKDError):
+    """A dependency (the state store) is down for now; the call may be retried."""
+
+    code = "UNAVAILABLE"
+
+
+#: Characters of a caller's string that :func:`shown` puts into a message by default.
+SHOWN_CHARS = 64
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """A caller's value as it may appear in an error message: ``repr(value)`` when that is short,
+    else the ``repr`` of its first ``limit`` characters plus its length, so a message never
+    carries more than a short prefix of what a caller sent (a 5,000-char id would overflow the
+    response metadata). ``shown(s) == repr(s)`` for any string of at most ``limit`` chars."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}… ({len(value)} chars)"
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} chars)"
+
+
 __all__ = [
+    "SHOWN_CHARS",
     "Aborted",
     "ActiveKDError",
     "AlreadyExists",
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "PermissionDenied",
     "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "shown",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 #: Top-level modules holding the one copy of each shared rule.
-SHARED = frozenset({"errors", "devices", "arrays", "seeds"})
+SHARED = frozenset({"errors", "devices", "arrays", "seeds", "ids"})
 
 #: Core packages: import no gRPC, no protobuf, no generated code, no wire/server side.
 CORE = ("selection", "student", "teacher", "state", "store", "data", "experiment")
@@ -15,6 +15,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "seeds": frozenset(),
     "devices": frozenset({"errors"}),
     "arrays": frozenset({"errors"}),
+    "ids": frozenset({"errors"}),
     "extras": frozenset(),
     "data": SHARED,
     "selection": SHARED,

@@ -22,6 +22,12 @@ ONE_DEFINITION = {
     "dict_to_struct": ("def", "src/activekd/wire/structs.py"),
     "struct_to_dict": ("def", "src/activekd/wire/structs.py"),
     "CheckpointInfo": ("class", "src/activekd/student/checkpoint_registry.py"),
+    "check_pool_id": ("def", "src/activekd/ids.py"),
+    "check_experiment_id": ("def", "src/activekd/ids.py"),
+    "check_request_id": ("def", "src/activekd/ids.py"),
+    "check_array_name": ("def", "src/activekd/ids.py"),
+    "shown": ("def", "src/activekd/errors.py"),
+    "SourcePolicy": ("class", "src/activekd/teacher/sources.py"),
 }
 
 #: Expressions that re-implement a rule; allowed only in the rule's own module. Checked in the

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import fields
@@ -14,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.procs import RedisProcess, ServiceProcess
+from tests.procs import RedisProcess, ServiceProcess, redis_server_binary
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -60,6 +64,50 @@ def scrape(metrics_port: int) -> Scrape:
         return out
 
     return _scrape
+
+
+#: The liveness health service every service serves (SERVING until shutdown, Redis or not).
+LIVENESS_SERVICE = "activekd.liveness"
+
+
+@contextlib.contextmanager
+def run_redis_script(
+    script: str, secret_files: dict[str, str], password: str, tmp: Path
+) -> Iterator[redis.Redis]:
+    """Run a deploy file's Redis start script (``sh -c <script>``) with the local redis-server:
+    the secret paths it reads are mapped to files holding ``password``, ``/data`` to ``tmp``, and
+    a unix socket is added (no TCP port). ``docker-entrypoint.sh`` (the image's) just execs.
+    Yields a client without a password; stops the server afterwards."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    for path in secret_files:
+        script = script.replace(path, str(tmp / Path(path).name))
+        (tmp / Path(path).name).write_text(password)
+    sock = tmp / "redis.sock"
+    script = script.replace("--dir /data", f"--dir {tmp}")
+    script = script.replace(
+        "redis-server ",
+        f"{redis_server_binary()} --port 0 --unixsocket {sock} --unixsocketperm 700 ",
+        1,
+    )
+    bindir = tmp / "bin"
+    bindir.mkdir(exist_ok=True)
+    entry = bindir / "docker-entrypoint.sh"
+    entry.write_text('#!/bin/sh\nexec "$@"\n')
+    entry.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read().decode() if proc.stdout else ""
+                pytest.fail(f"the Redis script did not start:\n{script}\n{out}")
+            time.sleep(0.05)
+        yield redis.Redis(unix_socket_path=str(sock))
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def tool(name: str) -> str:
@@ -119,11 +167,13 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def architecture_services() -> dict[str, dict[str, str]]:
-    """docs/architecture.md's service table: name -> grpc_service, ports, entry point."""
+    """docs/architecture.md's service table: name -> grpc_service, ports, entry point, and the
+    plaintext health-only port (the optional last column; "" when a row has none)."""
     text = (REPO / "docs" / "architecture.md").read_text()
     rows: dict[str, dict[str, str]] = {}
     pattern = re.compile(
-        r"^\|\s*(\w+)\s*\|\s*(activekd\.v1\.\w+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*`([^`]+)`\s*\|",
+        r"^\|\s*(\w+)\s*\|\s*(activekd\.v1\.\w+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*`([^`]+)`\s*\|"
+        r"(?:\s*(\d+)\s*\|)?",
         re.M,
     )
     for m in pattern.finditer(text):
@@ -132,6 +182,7 @@ def architecture_services() -> dict[str, dict[str, str]]:
             "grpc_port": m.group(3),
             "metrics_port": m.group(4),
             "entry": m.group(5),
+            "health_port": m.group(6) or "",
         }
     assert len(rows) >= 4, f"could not parse the service table of docs/architecture.md: {rows}"
     return rows

@@ -1,16 +1,20 @@
-"""docker-compose.yml (+ the GPU override): schema, entry points, env names, ports, Prometheus."""
+"""docker-compose.yml (+ the GPU override): schema, entry points, env names, ports, Prometheus,
+and the security settings (auth, TLS, Redis password from secrets; health-only probe port)."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
-from tests.deploy.conftest import DEPLOY, REPO, THIRD_PARTY_ENV, tool
+from tests.deploy.conftest import DEPLOY, REPO, THIRD_PARTY_ENV, run_redis_script, tool
 
 SERVICES = ("selection", "teacher", "trainer", "experiment")
 
@@ -66,12 +70,15 @@ def test_service_entry_point_ports_and_health(
     env = _env(svc)
     assert env["ACTIVEKD_GRPC_PORT"] == spec["grpc_port"]
     assert env["ACTIVEKD_METRICS_PORT"] == spec["metrics_port"]
+    assert env["ACTIVEKD_HEALTH_PORT"] == spec["health_port"]
     assert env["ACTIVEKD_REDIS_URL"].startswith("redis://redis:")
     assert any(p.endswith(f":{spec['grpc_port']}") for p in svc["ports"])
     assert all(p.startswith("127.0.0.1:") for p in svc["ports"]), "publish on loopback only"
+    # the healthcheck asks the plaintext health-only port (the gRPC port speaks TLS) for the
+    # service's readiness: depends_on waits until its Redis is reachable
     test = svc["healthcheck"]["test"]
     assert test[:4] == ["CMD", "python", "-m", "activekd.server.healthcheck"]
-    assert test[test.index("--port") + 1] == spec["grpc_port"]
+    assert test[test.index("--port") + 1] == spec["health_port"]
     assert test[test.index("--service") + 1] == spec["grpc_service"]
     assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
     assert svc["user"] != "0" and not str(svc["user"]).startswith("root")
@@ -120,13 +127,131 @@ def test_gpu_override_reserves_gpus_for_teacher_and_trainer() -> None:
         assert _env(svc)["ACTIVEKD_DEVICE"] == "cuda"
 
 
+def _unescape(text: str) -> str:
+    """What compose hands the container: ``$$`` is a literal ``$``."""
+    return text.replace("$$", "$")
+
+
+def _redis_script(compose: dict[str, Any]) -> str:
+    cmd = compose["services"]["redis"]["command"]
+    assert cmd[:2] == ["sh", "-c"], "the start script reads the password from the secret"
+    return _unescape(cmd[2])
+
+
 def test_redis_persists_with_aof(compose: dict[str, Any]) -> None:
-    redis = compose["services"]["redis"]
-    cmd = redis["command"]
-    assert cmd[cmd.index("--appendonly") + 1] == "yes"
-    assert cmd[cmd.index("--dir") + 1] == "/data"
-    assert any(v.startswith("redis-data:/data") for v in redis["volumes"])
+    service = compose["services"]["redis"]
+    script = _redis_script(compose)
+    assert "--appendonly yes" in script and "--appendfsync everysec" in script
+    assert "--dir /data" in script
+    assert any(v.startswith("redis-data:/data") for v in service["volumes"])
     assert "redis-data" in compose["volumes"]
+
+
+def test_redis_requires_the_password(compose: dict[str, Any], tmp_path: Path) -> None:
+    """Run compose's Redis start script (and its healthcheck) with the local redis-server."""
+    service = compose["services"]["redis"]
+    assert _secret_names(service) == {"redis.password"}
+    script = _redis_script(compose)
+    assert "exec docker-entrypoint.sh redis-server" in script, "the image's entrypoint drops root"
+    assert "--requirepass" not in script, "the password must not be in the process list"
+    path = "/run/secrets/redis.password"
+    assert f"requirepass $(cat {path})" in script
+    password = "a-test-password-0123456789"
+    with run_redis_script(script, {path: password}, password, tmp_path) as client:
+        with pytest.raises(redis.AuthenticationError):
+            client.ping()
+        sock = client.connection_pool.connection_kwargs["path"]
+        assert redis.Redis(unix_socket_path=sock, password=password).ping()
+        kind, check = service["healthcheck"]["test"]
+        assert kind == "CMD-SHELL" and "PONG" in check
+        check = _unescape(check).replace(path, str(tmp_path / "redis.password"))
+        check = check.replace("redis-cli ", f"redis-cli -s {sock} ")
+        assert subprocess.run(["sh", "-c", check], timeout=10).returncode == 0
+        (tmp_path / "redis.password").write_text("wrong-password-0123456789")
+        assert subprocess.run(["sh", "-c", check], timeout=10).returncode != 0
+
+
+def _secret_names(service: dict[str, Any]) -> set[str]:
+    """The secrets a service mounts (short or long syntax), all at the default /run/secrets/."""
+    names = set()
+    for item in service.get("secrets", []):
+        if isinstance(item, dict):
+            assert item.get("target", item["source"]) == item["source"], "keep the default path"
+            item = item["source"]
+        names.add(item)
+    return names
+
+
+#: env var -> the secret whose file it names (every service / the experiment service only)
+SECRET_ENV = {
+    "ACTIVEKD_AUTH_TOKENS_FILE": "tokens",
+    "ACTIVEKD_TLS_CERT_FILE": "server.crt",
+    "ACTIVEKD_TLS_KEY_FILE": "server.key",
+    "ACTIVEKD_REDIS_PASSWORD_FILE": "redis.password",
+}
+EXPERIMENT_SECRET_ENV = {
+    "ACTIVEKD_CLIENT_TOKEN_FILE": "experiment.token",
+    "ACTIVEKD_CLIENT_CA_FILE": "ca.crt",
+}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_auth_tls_and_redis_password_come_from_secrets(name: str, compose: dict[str, Any]) -> None:
+    service = compose["services"][name]
+    env = _env(service)
+    assert env["ACTIVEKD_AUTH"] == "required", "auth is on by default"
+    assert "ACTIVEKD_AUTH_TOKENS" not in env, "tokens come from the secret file, not env"
+    wanted = SECRET_ENV | (EXPERIMENT_SECRET_ENV if name == "experiment" else {})
+    mounted = _secret_names(service)
+    for var, secret in wanted.items():
+        assert env[var] == f"/run/secrets/{secret}", var
+        assert secret in mounted, f"{name} reads {secret} but does not mount it"
+    for var, value in env.items():  # no file named that the service cannot read
+        if value.startswith("/run/secrets/"):
+            assert value.removeprefix("/run/secrets/") in mounted, var
+    assert set(mounted) <= set(compose["secrets"])
+
+
+def test_secrets_are_generated_files_never_committed(compose: dict[str, Any]) -> None:
+    """Every secret is a file under deploy/secrets/ (git-ignored, never committed); none is
+    inline, external or an environment variable."""
+    files = {}
+    for name, secret in compose["secrets"].items():
+        assert set(secret) == {"file"}, f"secret {name}: only file secrets ({secret})"
+        assert secret["file"] == f"./deploy/secrets/{name}", name
+        files[name] = secret["file"]
+    ignored = {line.strip() for line in (REPO / ".gitignore").read_text().splitlines()}
+    assert ignored & {"deploy/secrets/", "/deploy/secrets/", "deploy/secrets"}, ".gitignore"
+    proc = subprocess.run(
+        ["git", "ls-files", "deploy/secrets"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode != 0 or not proc.stdout.strip(), "committed secrets"
+
+
+def test_dev_secrets_fit_the_compose_file(compose: dict[str, Any], tmp_path: Path) -> None:
+    """scripts/dev_secrets.py's files are the compose secrets, and they fit together."""
+    pytest.importorskip("cryptography")
+    spec = importlib.util.spec_from_file_location("dev_secrets", REPO / "scripts/dev_secrets.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write_dev_secrets(tmp_path)
+    assert set(compose["secrets"]) <= {p.name for p in tmp_path.iterdir()}
+    token = (tmp_path / "experiment.token").read_text().strip()
+    roles = {
+        line.split(":")[1]: line.split(":")[0]
+        for line in (tmp_path / "tokens").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert roles[token] == "writer", "the experiment service's token has the least role it needs"
+
+
+def test_dollars_are_escaped_for_compose(compose: dict[str, Any]) -> None:
+    """A shell ``$`` in compose must be written ``$$`` (compose interpolates ``$NAME`` and
+    ``${NAME}`` and rejects other ``$`` forms); ``${...}`` is compose's own."""
+    text = (REPO / "docker-compose.yml").read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert not re.findall(r"(?<!\$)\$(?![${])", code.replace("$$", "")), "unescaped $"
 
 
 def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:

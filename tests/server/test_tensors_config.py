@@ -50,3 +50,24 @@ def test_config_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACTIVEKD_THREADS", "many")
     with pytest.raises(SystemExit, match="not a number"):
         ServerConfig.load("teacher", [])
+
+
+def test_security_and_limit_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secure by default: auth required, no TLS files, no health port; every setting is read
+    from ACTIVEKD_<NAME> (the names docs/security.md and the deploy files use)."""
+    cfg = ServerConfig.load("selection", [])
+    assert (cfg.auth, cfg.auth_tokens_file, cfg.auth_tokens) == ("required", "", "")
+    assert (cfg.reflection, cfg.tls_cert_file, cfg.tls_key_file) == ("open", "", "")
+    assert (cfg.tls_client_ca_file, cfg.health_port, cfg.ready_interval_seconds) == ("", -1, 2.0)
+    assert (cfg.max_concurrent_rpcs, cfg.max_concurrent_per_method) == (256, "")
+    assert (cfg.max_pool_rows, cfg.max_pool_bytes, cfg.max_budget) == (50_000_000, 64 << 30, 10**6)
+    assert (cfg.data_roots, cfg.source_schemes) == ("", "file")
+    monkeypatch.setenv("ACTIVEKD_AUTH", "off")
+    monkeypatch.setenv("ACTIVEKD_AUTH_TOKENS_FILE", "/run/secrets/tokens")
+    monkeypatch.setenv("ACTIVEKD_HEALTH_PORT", "50061")
+    monkeypatch.setenv("ACTIVEKD_READY_INTERVAL_SECONDS", "0.5")
+    monkeypatch.setenv("ACTIVEKD_TLS_CLIENT_CA_FILE", "/run/secrets/ca.crt")
+    cfg = ServerConfig.load("selection", ["--reflection", "off", "--max-budget", "10"])
+    assert (cfg.auth, cfg.auth_tokens_file, cfg.reflection) == ("off", "/run/secrets/tokens", "off")
+    assert (cfg.health_port, cfg.ready_interval_seconds, cfg.max_budget) == (50061, 0.5, 10)
+    assert cfg.tls_client_ca_file == "/run/secrets/ca.crt"

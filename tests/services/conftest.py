@@ -78,12 +78,15 @@ def teacher_service(
     redis_server: RedisProcess, tiny_clip_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
     """The teacher service with the tiny CLIP; ``ACTIVEKD_CACHE_DIR`` is an empty temp folder
-    (tests drop precomputed cache files there) and the batcher waits up to 30 ms per batch."""
+    (tests drop precomputed cache files there) and the batcher waits up to 30 ms per batch.
+    ScorePool may read sources anywhere under the session's temp folder (``ACTIVEKD_DATA_ROOTS``),
+    where the tests write them."""
     env = tiny_teacher_env(
         tiny_clip_checkpoint,
         ACTIVEKD_CACHE_DIR=str(tmp_path_factory.mktemp("teacher-cache")),
         ACTIVEKD_MAX_QUEUE_DELAY_MS="30",
         ACTIVEKD_MAX_BATCH_SIZE="32",
+        ACTIVEKD_DATA_ROOTS=str(tmp_path_factory.getbasetemp()),
     )
     svc = ServiceProcess(
         "teacher", redis_server.url, str(tmp_path_factory.mktemp("teacher-store")), env=env

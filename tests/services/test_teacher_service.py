@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -173,8 +174,10 @@ def test_predict_bad_calls_and_raw_bad_tensors(
         images=[teacher_pb2.Image(item_id="w", pixels=wrong), teacher_pb2.Image(item_id="none"),
                 teacher_pb2.Image(item_id="ok", pixels=to_proto(fmnist[0][0]))]
     )  # fmt: skip
+    token = os.environ.get("ACTIVEKD_CLIENT_TOKEN", "")  # the local stack's token, when auth is on
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
     with grpc.insecure_channel(teacher_service.target) as ch:
-        resp = teacher_pb2_grpc.TeacherServiceStub(ch).Predict(req, timeout=30)
+        resp = teacher_pb2_grpc.TeacherServiceStub(ch).Predict(req, timeout=30, metadata=metadata)
     codes = {p.item_id: p.error.code for p in resp.predictions}
     assert codes == {"w": "INVALID_ARGUMENT", "none": "INVALID_ARGUMENT", "ok": ""}
     assert "bytes" in resp.predictions[0].error.message
@@ -389,12 +392,16 @@ def test_score_pool_uses_the_classes_of_the_experiment(
 @pytest.mark.parametrize(
     ("kwargs", "code", "needle"),
     [
-        ({"folder": "/nonexistent/folder"}, "NOT_FOUND", "does not exist"),
+        ({"folder": "/nonexistent/folder"}, "PERMISSION_DENIED", "data root"),
+        ({"folder": "@missing-folder"}, "NOT_FOUND", "does not exist"),
         ({"folder": "@empty"}, "INVALID_ARGUMENT", "no images"),
         ({"folder": "@corrupt", "chunk_size": 2}, "INVALID_ARGUMENT", "b.png"),
-        ({"file_list": "/nonexistent/list.txt"}, "NOT_FOUND", "does not exist"),
+        ({"file_list": "/nonexistent/list.txt"}, "PERMISSION_DENIED", "data root"),
+        ({"file_list": "/etc/hostname"}, "PERMISSION_DENIED", "data root"),
         ({"file_list": "@list-missing"}, "NOT_FOUND", "gone.png"),
-        ({"array_uri": "/nonexistent/a.npy"}, "NOT_FOUND", "does not exist"),
+        ({"array_uri": "/nonexistent/a.npy"}, "PERMISSION_DENIED", "data root"),
+        ({"array_uri": "http://127.0.0.1:1/a.npy"}, "PERMISSION_DENIED", "scheme"),
+        ({"array_uri": "@missing-array"}, "NOT_FOUND", "does not exist"),
         ({"array_uri": "@float-array"}, "INVALID_ARGUMENT", "uint8"),
         ({"array_uri": "@two-channel"}, "INVALID_ARGUMENT", "(B, H, W)"),
         ({"pool_id": "no/such/pool"}, "NOT_FOUND", "does not exist"),
@@ -426,14 +433,19 @@ def test_score_pool_bad_sources_leave_nothing(
     np.save(tmp_path / "two-channel.npy", np.zeros((4, 28, 28, 2), np.uint8))
     store.put("svc/no-images", ["a", "b"], {"labels": np.array([1, 2])}, overwrite=True)
     paths = {"@empty": "empty", "@corrupt": "corrupt", "@list-missing": "list-missing.txt",
-             "@float-array": "float-array.npy", "@two-channel": "two-channel.npy"}  # fmt: skip
+             "@float-array": "float-array.npy", "@two-channel": "two-channel.npy",
+             "@missing-folder": "no-such-folder", "@missing-array": "no-such.npy"}  # fmt: skip
     kw: dict[str, Any] = {
         k: str(tmp_path / paths[v]) if v in paths else v for k, v in kwargs.items()
     }
     with pytest.raises(grpc.RpcError) as exc:
         list(client.score_pool(**kw))
     assert _code(exc).name == code
-    assert needle in exc.value.details()  # type: ignore[attr-defined]
+    details = exc.value.details()  # type: ignore[attr-defined]
+    assert needle in details
+    if kwargs.get("file_list") == "/etc/hostname" and Path("/etc/hostname").is_file():
+        host = Path("/etc/hostname").read_text().strip()
+        assert not host or host not in details  # the outside file was never read
     if "@corrupt" in kwargs.values():
         # the first chunk (a.png, b.png) fails: no committed pool and no resumable leftovers
         pools, _ = store.list(1000)

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 import redis
 
-from activekd.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from activekd.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from activekd.state.teacher_classes import ClassSpec, TeacherClassStore
 from activekd.store import PoolStore
 from activekd.teacher import PredictItem, run_batch
@@ -27,6 +33,7 @@ from activekd.teacher.pool_job import (
     resolve_source,
 )
 from activekd.teacher.precomputed import PrecomputedTeacher
+from activekd.teacher.sources import SourcePolicy
 
 
 @pytest.fixture
@@ -49,6 +56,18 @@ def test_class_specs_keep_their_redis_key_and_json(redis_client: redis.Redis) ->
     # a spec stored before the move (same key, same JSON) reads back
     redis_client.set("akd:teacher:classes:{old}", '{"class_names": ["x"], "templates": []}')
     assert store.get("old") == ClassSpec(("x",), ())
+
+
+def test_class_store_checks_the_experiment_id(redis_client: redis.Redis) -> None:
+    """The id goes into a Redis key (and its hash tag): the one experiment id rule applies."""
+    store = TeacherClassStore(redis_client)
+    for bad in ("a}b", "a/b", "x" * 5000, "e\n"):
+        with pytest.raises(InvalidArgument, match="experiment id") as exc:
+            store.get(bad)
+        assert len(str(exc.value)) < 200
+        with pytest.raises(InvalidArgument):
+            store.set(bad, ["cat"])
+    assert not list(redis_client.scan_iter(match="akd:teacher:classes:*}b*"))
 
 
 def test_class_views_per_experiment(
@@ -151,8 +170,12 @@ def test_score_pool_job_resumes_through_the_pool_writer(
     np.save(tmp_path / "imgs.npy", images)
     teacher = PrecomputedTeacher(probs, images=images)
     computed: list[int] = []
+    policy = SourcePolicy((tmp_path,))  # the source lies outside the store: allow its folder
     scorer = PoolScorer(
-        pool_store, TeacherCacheIndex([]), on_chunk=lambda b, d, n, s: computed.append(n)
+        pool_store,
+        TeacherCacheIndex([]),
+        on_chunk=lambda b, d, n, s: computed.append(n),
+        policy=policy,
     )
     ref = str(tmp_path / "imgs.npy")
 
@@ -176,4 +199,6 @@ def test_score_pool_job_resumes_through_the_pool_writer(
     np.testing.assert_array_equal(pool_store.open_array(meta.pool_id, "probs"), probs)
     third = asyncio.run(run())
     assert len(third) == 1 and third[0].cached and computed == [8, 8, 8, 6]
-    assert resolve_source("array_uri", ref, 0, pool_store).total == 30
+    assert resolve_source("array_uri", ref, 0, pool_store, policy).total == 30
+    with pytest.raises(PermissionDenied, match="data root"):  # the default: the store only
+        resolve_source("array_uri", ref, 0, pool_store)

@@ -121,9 +121,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[
             f"services up in {time.time() - t_start:.0f} s: "
             + ", ".join(f"{name}={svc.target}" for name, svc in stack.services.items())
         )
-        sel = SelectionClient(stack.target("selection"), timeout=600)
-        teacher = TeacherClient(stack.target("teacher"), timeout=600)
-        exps = ExperimentClient(stack.target("experiment"), timeout=3600)
+        creds = stack.credentials("admin")  # the stack's own token, whatever the environment says
+        sel = SelectionClient(stack.target("selection"), timeout=600, credentials=creds)
+        teacher = TeacherClient(stack.target("teacher"), timeout=600, credentials=creds)
+        exps = ExperimentClient(stack.target("experiment"), timeout=3600, credentials=creds)
 
         worst = data.check_teacher(teacher, cfg.drift_sample)
         console.print(

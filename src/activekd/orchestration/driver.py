@@ -9,31 +9,49 @@ If two drivers race, the loser gets ``TransitionAborted`` and reads the winner's
 
 Round ``r`` trains the student and selects with seed ``activekd.seeds.round_seed(spec.seed, r)``,
 sent in the integer ``seed`` fields of TrainRoundRequest and SelectBatchRequest.
+
+The driver calls the other services with its own credentials (the experiment service's token, a
+writer: the least role its calls need), never the caller's. A step given the caller's deadline
+gives each downstream call at most the time that is left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import numpy as np
 
 from activekd.client import SelectionClient, make_channel
-from activekd.errors import FailedPrecondition
+from activekd.errors import ActiveKDError, FailedPrecondition
 from activekd.experiment.oracle import SimulatedOracle, initial_labels
 from activekd.seeds import round_seed
 from activekd.state.experiment_spec import ExperimentSpec
 from activekd.state.experiments import Experiment, ExperimentStore, RoundState, TransitionAborted
 from activekd.store import PoolStore
 from activekd.v1 import teacher_pb2, teacher_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from activekd.wire.channel import ClientCredentials
 
 log = logging.getLogger("activekd.driver")
 
-#: The work of one state: returns the state to move to and the round record's updates.
-StepWork = Callable[[Experiment], tuple[RoundState, dict[str, Any]]]
+#: The work of one state, given the caller's deadline (``time.monotonic()``, None: none):
+#: returns the state to move to and the round record's updates.
+StepWork = Callable[[Experiment, float | None], tuple[RoundState, dict[str, Any]]]
+
+
+class DeadlineExceeded(ActiveKDError):
+    """The caller's deadline passed before (or during) a call to another service."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+#: statuses of a downstream call that say something about this service, not about the request
+_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 @dataclass
@@ -55,11 +73,51 @@ class Driver:
         targets: ServiceTargets,
         *,
         timeout: float = 3600.0,
+        credentials: ClientCredentials | None = None,
     ) -> None:
+        """``credentials`` of the calls to the other services (None: ``ACTIVEKD_CLIENT_*``)."""
         self.experiments, self.pools, self.timeout = experiments, pools, timeout
-        self.selection = SelectionClient(targets.selection, timeout=timeout)
-        self.teacher = teacher_pb2_grpc.TeacherServiceStub(make_channel(targets.teacher))
-        self.trainer = trainer_pb2_grpc.TrainerServiceStub(make_channel(targets.trainer))
+        creds = ClientCredentials.from_env() if credentials is None else credentials
+        self.selection = SelectionClient(targets.selection, timeout=timeout, credentials=creds)
+        self._channels = {
+            "teacher": make_channel(targets.teacher, credentials=creds),
+            "trainer": make_channel(targets.trainer, credentials=creds),
+        }
+        self.teacher = teacher_pb2_grpc.TeacherServiceStub(self._channels["teacher"])
+        self.trainer = trainer_pb2_grpc.TrainerServiceStub(self._channels["trainer"])
+
+    def _timeout(self, deadline: float | None, service: str) -> float:
+        """The timeout of a downstream call: ``self.timeout``, or less when the caller's deadline
+        is nearer."""
+        if deadline is None:
+            return self.timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f"the caller's deadline passed before the call to the {service}")
+        return min(self.timeout, left)
+
+    @contextlib.contextmanager
+    def _calling(self, service: str) -> Iterator[None]:
+        """Downstream refusals of this service's own credentials, and deadlines, as clear errors
+        (other statuses propagate unchanged)."""
+        try:
+            yield
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            if code in _REFUSED:
+                log.error(
+                    "the %s service refused this service's credentials (%s)",
+                    service,
+                    code.name,
+                    extra={"service": service, "code": code.name},
+                )
+                raise FailedPrecondition(
+                    f"the {service} service refused the experiment service's credentials "
+                    f"({code.name}); give it a writer token (ACTIVEKD_CLIENT_TOKEN_FILE)"
+                ) from exc
+            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded(f"the call to the {service} ran out of time") from exc
+            raise
 
     # ---- creation ---------------------------------------------------------------------------
     def create(
@@ -99,9 +157,16 @@ class Driver:
 
     # ---- one transition ---------------------------------------------------------------------
     def step(
-        self, experiment_id: str, expected_version: int | None = None
+        self,
+        experiment_id: str,
+        expected_version: int | None = None,
+        *,
+        deadline: float | None = None,
     ) -> tuple[RoundState, Experiment]:
-        """Perform the current state's work and advance once; returns (from_state, experiment)."""
+        """Perform the current state's work and advance once; returns (from_state, experiment).
+
+        ``deadline`` (``time.monotonic()``) bounds every call to another service.
+        """
         exp = self.experiments.get(experiment_id)
         if expected_version and exp.version != expected_version:
             raise TransitionAborted(
@@ -124,7 +189,7 @@ class Driver:
         if exp.state is RoundState.STUDENT_TRAINED and exp.current_round >= exp.spec.num_rounds:
             to, updates = RoundState.FINISHED, dict[str, Any]()
         else:
-            to, updates = work[exp.state](exp)
+            to, updates = work[exp.state](exp, deadline)
         if to is RoundState.LABELS_COMPLETE and exp.state is RoundState.AWAITING_LABELS:
             # the oracle's labels completed the round (the label submission moved the state)
             return exp.state, self.experiments.get(experiment_id)
@@ -167,20 +232,25 @@ class Driver:
             "teacher_test_pool_id": exp.rounds[0].extra.get("teacher_test_pool_id", ""),
         }
 
-    def _score_with_teacher(self, exp: Experiment, pool_id: str, dataset: str) -> str:
+    def _score_with_teacher(
+        self, exp: Experiment, pool_id: str, dataset: str, deadline: float | None
+    ) -> str:
         req = teacher_pb2.ScorePoolRequest(
             source=teacher_pb2.ImageSource(pool_id=pool_id),
             dataset=dataset,
             experiment_id=exp.experiment_id,
         )
         last = None
-        for msg in self.teacher.ScorePool(req, timeout=self.timeout):
-            last = msg
+        with self._calling("teacher"):
+            for msg in self.teacher.ScorePool(req, timeout=self._timeout(deadline, "teacher")):
+                last = msg
         if last is None or not last.pool.pool_id:
             raise FailedPrecondition(f"teacher ScorePool of {pool_id!r} returned no pool")
         return str(last.pool.pool_id)
 
-    def _teacher(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+    def _teacher(
+        self, exp: Experiment, deadline: float | None
+    ) -> tuple[RoundState, dict[str, Any]]:
         spec, t0 = exp.spec, time.perf_counter()
         if exp.current_round > 0:
             first = self._first_round(exp)
@@ -190,12 +260,12 @@ class Driver:
             }
         tcfg = spec.teacher_config
         pool = tcfg.get("pool_id") or self._score_with_teacher(
-            exp, spec.pool_id, spec.dataset or spec.pool_id
+            exp, spec.pool_id, spec.dataset or spec.pool_id, deadline
         )
         test = ""
         if spec.test_pool_id:
             test = tcfg.get("test_pool_id") or self._score_with_teacher(
-                exp, spec.test_pool_id, (spec.dataset or spec.pool_id) + "-test"
+                exp, spec.test_pool_id, (spec.dataset or spec.pool_id) + "-test", deadline
             )
         for pid in filter(None, (pool, test)):
             self.pools.describe(pid)
@@ -205,7 +275,7 @@ class Driver:
             "timings": {"teacher_seconds": time.perf_counter() - t0},
         }
 
-    def _train(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+    def _train(self, exp: Experiment, deadline: float | None) -> tuple[RoundState, dict[str, Any]]:
         rec, spec = exp.rounds[exp.current_round], exp.spec
         first = self._first_round(exp)
         req = trainer_pb2.TrainRoundRequest(
@@ -218,9 +288,10 @@ class Driver:
             teacher_test_pool_id=first["teacher_test_pool_id"],
         )
         result = None
-        for msg in self.trainer.TrainRound(req, timeout=self.timeout):
-            if msg.WhichOneof("event") == "result":
-                result = msg.result
+        with self._calling("trainer"):
+            for msg in self.trainer.TrainRound(req, timeout=self._timeout(deadline, "trainer")):
+                if msg.WhichOneof("event") == "result":
+                    result = msg.result
         if result is None:
             raise FailedPrecondition("trainer ended the round without a result")
         updates: dict[str, Any] = {
@@ -239,20 +310,23 @@ class Driver:
             updates["extra"] = extra
         return RoundState.STUDENT_TRAINED, updates
 
-    def _score(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+    def _score(self, exp: Experiment, deadline: float | None) -> tuple[RoundState, dict[str, Any]]:
         t0 = time.perf_counter()
-        resp = self.trainer.PredictPool(
-            trainer_pb2.PredictPoolRequest(
-                experiment_id=exp.experiment_id, round=exp.current_round, pool_id=exp.spec.pool_id
-            ),
-            timeout=self.timeout,
-        )
+        with self._calling("trainer"):
+            resp = self.trainer.PredictPool(
+                trainer_pb2.PredictPoolRequest(
+                    experiment_id=exp.experiment_id,
+                    round=exp.current_round,
+                    pool_id=exp.spec.pool_id,
+                ),
+                timeout=self._timeout(deadline, "trainer"),
+            )
         return RoundState.POOL_SCORED, {
             "student_pool_id": resp.pool.pool_id,
             "timings": {"predict_seconds": time.perf_counter() - t0},
         }
 
-    def _select(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+    def _select(self, exp: Experiment, deadline: float | None) -> tuple[RoundState, dict[str, Any]]:
         rec, spec = exp.rounds[exp.current_round], exp.spec
         labels = self.experiments.labels(exp.experiment_id)
         labeled = self.experiments.labeled_ids(exp.experiment_id)
@@ -264,27 +338,31 @@ class Driver:
                 "selected_item_ids": [],
                 "selection_request_id": request_id,
             }
-        res = self.selection.select_batch(
-            spec.strategy,
-            budget,
-            pool_id=rec.student_pool_id,
-            labeled=labeled,
-            labels=[labels[i] for i in labeled],
-            seed=round_seed(spec.seed, exp.current_round),
-            request_id=request_id,
-            experiment_id=exp.experiment_id,
-            round=exp.current_round,
-        )
+        with self._calling("selection"):
+            res = self.selection.select_batch(
+                spec.strategy,
+                budget,
+                pool_id=rec.student_pool_id,
+                labeled=labeled,
+                labels=[labels[i] for i in labeled],
+                seed=round_seed(spec.seed, exp.current_round),
+                request_id=request_id,
+                experiment_id=exp.experiment_id,
+                round=exp.current_round,
+                timeout=self._timeout(deadline, "selection"),
+            )
         return RoundState.SELECTED, {
             "selected_item_ids": res.item_ids,
             "selection_request_id": request_id,
             "timings": {"select_seconds": res.total_seconds},
         }
 
-    def _request_labels(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+    def _request_labels(
+        self, exp: Experiment, deadline: float | None
+    ) -> tuple[RoundState, dict[str, Any]]:
         return RoundState.AWAITING_LABELS, {}
 
-    def _oracle(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+    def _oracle(self, exp: Experiment, deadline: float | None) -> tuple[RoundState, dict[str, Any]]:
         pending = self.experiments.pending_ids(exp.experiment_id)
         if not pending:
             return RoundState.LABELS_COMPLETE, {}
@@ -300,11 +378,16 @@ class Driver:
         self.experiments.submit_labels(exp.experiment_id, oracle.label(pending))
         return RoundState.LABELS_COMPLETE, {}
 
-    def _next_round(self, exp: Experiment) -> tuple[RoundState, dict[str, Any]]:
+    def _next_round(
+        self, exp: Experiment, deadline: float | None
+    ) -> tuple[RoundState, dict[str, Any]]:
         return RoundState.CREATED, {}
 
     def close(self) -> None:
+        """Close the channels to the selection, teacher and trainer services."""
         self.selection.close()
+        for channel in self._channels.values():
+            channel.close()
 
 
-__all__ = ["Driver", "ServiceTargets"]
+__all__ = ["DeadlineExceeded", "Driver", "ServiceTargets"]

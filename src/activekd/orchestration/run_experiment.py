@@ -3,6 +3,8 @@
 :func:`run_experiment` takes a validated :class:`~activekd.orchestration.run_config.RunConfig`.
 With ``services.local`` it starts Redis and the four services on this machine in a temporary
 folder (as ``activekd demo`` does) and stops them when the run ends, whether it succeeded or not.
+Local services get their own tokens; running ones are called with the given credentials (None:
+the ``ACTIVEKD_CLIENT_*`` settings).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from activekd.client import ExperimentClient, ExperimentStatus, SelectionClient,
 from activekd.orchestration.fashion_pools import FashionMnistPools
 from activekd.orchestration.run_config import RunConfig, ServicesConfig
 from activekd.state.round_records import RoundState
+from activekd.wire.channel import ClientCredentials
 
 Report = Callable[[str], None]
 
@@ -29,13 +32,17 @@ class Targets:
     experiment: str
     selection: str = ""
     teacher: str = ""
+    credentials: ClientCredentials | None = None
 
 
 @contextlib.contextmanager
-def reach_services(cfg: ServicesConfig, report: Report) -> Iterator[Targets]:
-    """The configured targets, or local services started for the duration of the block."""
+def reach_services(
+    cfg: ServicesConfig, report: Report, credentials: ClientCredentials | None = None
+) -> Iterator[Targets]:
+    """The configured targets (called with ``credentials``), or local services started for the
+    duration of the block (called with their own admin token)."""
     if not cfg.local:
-        yield Targets(cfg.target, cfg.selection_target, cfg.teacher_target)
+        yield Targets(cfg.target, cfg.selection_target, cfg.teacher_target, credentials)
         return
     from activekd.orchestration.local_services import LocalServices
 
@@ -54,13 +61,23 @@ def reach_services(cfg: ServicesConfig, report: Report) -> Iterator[Targets]:
         stack.start(on_start=lambda name: report(f"starting the {name} service..."))
         report(f"services up in {time.monotonic() - start:.0f} s")
         yield Targets(
-            stack.target("experiment"), stack.target("selection"), stack.target("teacher")
+            stack.target("experiment"),
+            stack.target("selection"),
+            stack.target("teacher"),
+            stack.credentials("admin"),
         )
         report("stopping the services...")
 
 
-def run_experiment(cfg: RunConfig, report: Report = lambda _: None) -> ExperimentStatus:
+def run_experiment(
+    cfg: RunConfig,
+    report: Report = lambda _: None,
+    *,
+    credentials: ClientCredentials | None = None,
+) -> ExperimentStatus:
     """Run the config to the end; returns the finished experiment.
+
+    ``credentials`` are for running services (None: ``ACTIVEKD_CLIENT_*``).
 
     The built-in dataset is read before any service starts (a missing dataset fails first).
     """
@@ -68,17 +85,18 @@ def run_experiment(cfg: RunConfig, report: Report = lambda _: None) -> Experimen
     if cfg.dataset is not None:
         report(f"loading {cfg.dataset.builtin} and the teacher cache...")
         data = FashionMnistPools(cfg.dataset.pool_size, cfg.dataset.test_size, cfg.dataset.seed)
-    with reach_services(cfg.services, report) as targets:
+    with reach_services(cfg.services, report, credentials) as targets:
+        creds = targets.credentials
         if data is not None and cfg.dataset is not None:
             if cfg.dataset.check_teacher_rows:
                 report(f"checking {cfg.dataset.check_teacher_rows} cached teacher rows...")
-                with TeacherClient(targets.teacher, timeout=600) as teacher:
+                with TeacherClient(targets.teacher, timeout=600, credentials=creds) as teacher:
                     worst = data.check_teacher(teacher, cfg.dataset.check_teacher_rows)
                 report(f"teacher cache matches live inference (max abs diff {worst:.1e})")
             report(f"uploading {cfg.dataset.pool_size} pool and {cfg.dataset.test_size} test rows")
-            with SelectionClient(targets.selection, timeout=600) as sel:
+            with SelectionClient(targets.selection, timeout=600, credentials=creds) as sel:
                 data.upload(sel, cfg.dataset.pool_ids)
-        with ExperimentClient(targets.experiment, timeout=3600) as client:
+        with ExperimentClient(targets.experiment, timeout=3600, credentials=creds) as client:
             exp = client.create(cfg.experiment, experiment_id=cfg.experiment_id)
             start = time.monotonic()
             report(f"{exp.experiment_id}: created, {exp.labeled_count} initial labels")

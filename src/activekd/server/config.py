@@ -30,6 +30,36 @@ class ServerConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     device: str = "auto"
     threads: int = 0
+    # --- security (docs/security.md) ---
+    #: "required" (default) or "off" (explicit; logs a WARNING at start)
+    auth: str = "required"
+    #: token files, comma-separated; one ``role:token[:name]`` per line, re-read on change
+    auth_tokens_file: str = ""
+    #: ``role:token[:name]`` entries, comma-separated
+    auth_tokens: str = ""
+    #: server reflection: "open" (no token needed), "auth" (token needed) or "off"
+    reflection: str = "open"
+    #: PEM server certificate chain and key: TLS on the gRPC port when both are set
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: PEM CA of client certificates: set => mTLS (a client certificate is required)
+    tls_client_ca_file: str = ""
+    #: plaintext port serving only grpc.health.v1 (probes); -1 = none, 0 = any free port
+    health_port: int = -1
+    #: seconds between readiness checks of Redis; <= 0 = no check (ready once started)
+    ready_interval_seconds: float = 2.0
+    # --- limits (server/limits.py) ---
+    max_concurrent_rpcs: int = 256
+    #: per-method caps, e.g. "ScorePool=4,TrainRound=2"
+    max_concurrent_per_method: str = ""
+    max_pool_rows: int = 50_000_000
+    max_pool_bytes: int = 64 << 30
+    max_budget: int = 1_000_000
+    # --- confined inputs (teacher/sources.py) ---
+    #: extra roots request-named host paths may resolve under, os.pathsep-separated
+    data_roots: str = ""
+    #: URI schemes sources may use, comma-separated ("file"; add "s3", "gs", "http", "https")
+    source_schemes: str = "file"
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod

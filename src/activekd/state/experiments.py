@@ -57,6 +57,7 @@ from activekd.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    shown,
 )
 from activekd.state import experiment_scripts as scripts
 from activekd.state.experiment_spec import ExperimentSpec, validate_labeled_items
@@ -118,7 +119,7 @@ def _encode_updates(updates: Mapping[str, Any]) -> tuple[list[str], list[str] | 
                 raise InvalidArgument("timings must map names to seconds", field=key)
             for name, seconds in value.items():
                 if not isinstance(name, str) or not _NAME.match(name):
-                    raise InvalidArgument(f"timing name {name!r} must match {_NAME.pattern}")
+                    raise InvalidArgument(f"timing name {shown(name)} must match {_NAME.pattern}")
                 num = _finite(seconds, f"timings[{name}]")
                 if num < 0:
                     raise InvalidArgument(f"timings[{name}] {num} must be >= 0", field=key)
@@ -128,7 +129,7 @@ def _encode_updates(updates: Mapping[str, Any]) -> tuple[list[str], list[str] | 
                 raise InvalidArgument("extra must be a mapping", field=key)
             for name, item in value.items():
                 if not isinstance(name, str) or not _NAME.match(name):
-                    raise InvalidArgument(f"extra key {name!r} must match {_NAME.pattern}")
+                    raise InvalidArgument(f"extra key {shown(name)} must match {_NAME.pattern}")
                 try:
                     flat += [f"extra.{name}", json.dumps(item, allow_nan=False)]
                 except (TypeError, ValueError) as exc:
@@ -138,7 +139,7 @@ def _encode_updates(updates: Mapping[str, Any]) -> tuple[list[str], list[str] | 
 
 def _finite(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidArgument(f"{name} must be a number, got {value!r}", field=name)
+        raise InvalidArgument(f"{name} must be a number, got {shown(value)}", field=name)
     num = float(value)
     if not math.isfinite(num):
         raise InvalidArgument(f"{name} must be finite, got {num}", field=name)
@@ -258,7 +259,7 @@ class ExperimentStore:
                 )
         if pool_size is not None:
             if isinstance(pool_size, bool) or not isinstance(pool_size, numbers.Integral):
-                raise InvalidArgument(f"pool_size {pool_size!r} must be a positive integer")
+                raise InvalidArgument(f"pool_size {shown(pool_size)} must be a positive integer")
             pool_size = int(pool_size)
             if pool_size < 1:
                 raise InvalidArgument(f"pool_size {pool_size} must be a positive integer")
@@ -286,7 +287,7 @@ class ExperimentStore:
         ]
         res = self._create(keys=keys, args=args)
         if _text(res[0]) == "exists":
-            raise AlreadyExists(f"experiment {exp_id!r} already exists", field="experiment_id")
+            raise AlreadyExists(f"experiment {shown(exp_id)} already exists", field="experiment_id")
         return self.get(exp_id)
 
     def get(self, experiment_id: str) -> Experiment:
@@ -296,7 +297,9 @@ class ExperimentStore:
         for _ in range(10):
             seen = self.redis.hget(meta_key, "round")
             if seen is None:
-                raise NotFound(f"experiment {experiment_id!r} not found", field="experiment_id")
+                raise NotFound(
+                    f"experiment {shown(experiment_id)} not found", field="experiment_id"
+                )
             n_rounds = int(seen) + 1
             pipe = self.redis.pipeline(transaction=True)
             pipe.hgetall(meta_key)
@@ -307,7 +310,9 @@ class ExperimentStore:
             out = pipe.execute()
             raw_meta = {k.decode(): v.decode() for k, v in out[0].items()}
             if not raw_meta:
-                raise NotFound(f"experiment {experiment_id!r} not found", field="experiment_id")
+                raise NotFound(
+                    f"experiment {shown(experiment_id)} not found", field="experiment_id"
+                )
             if int(raw_meta["round"]) + 1 != n_rounds:
                 continue  # a round began between the two reads; read again
             return Experiment(
@@ -323,14 +328,16 @@ class ExperimentStore:
                 updated_unix=float(raw_meta["updated_unix"]),
                 rounds=[_decode_record(r) for r in out[3:] if r],
             )
-        raise Aborted(f"experiment {experiment_id!r} kept changing while being read; retry")
+        raise Aborted(f"experiment {shown(experiment_id)} kept changing while being read; retry")
 
     def round_record(self, experiment_id: str, round_: int) -> RoundRecord:
         """The record of round ``round_``; ``NotFound`` if that round has not begun."""
         check_experiment_id(experiment_id)
         raw: Any = self.redis.hgetall(self._round_key(experiment_id, round_, "record"))
         if not raw:
-            raise NotFound(f"experiment {experiment_id!r} has no round {round_}", field="round")
+            raise NotFound(
+                f"experiment {shown(experiment_id)} has no round {round_}", field="round"
+            )
         return _decode_record(raw)
 
     def labels(self, experiment_id: str) -> dict[str, int]:
@@ -353,7 +360,7 @@ class ExperimentStore:
     def _require(self, experiment_id: str) -> None:
         check_experiment_id(experiment_id)
         if not self.redis.exists(self._key(experiment_id, "meta")):
-            raise NotFound(f"experiment {experiment_id!r} not found", field="experiment_id")
+            raise NotFound(f"experiment {shown(experiment_id)} not found", field="experiment_id")
 
     # ---- transitions -------------------------------------------------------------------------
     def advance(
@@ -393,7 +400,7 @@ class ExperimentStore:
             self._key(experiment_id, "meta"), ["state", "round", "version", "num_rounds", "budget"]
         )
         if meta[0] is None:
-            raise NotFound(f"experiment {experiment_id!r} not found", field="experiment_id")
+            raise NotFound(f"experiment {shown(experiment_id)} not found", field="experiment_id")
         cur = RoundState[_text(meta[0])]
         round_, version, num_rounds, budget = (int(m) for m in meta[1:])
         if cur is not src:
@@ -412,7 +419,7 @@ class ExperimentStore:
         if dst not in legal:
             allowed = ", ".join(s.name for s in legal) or "none (the experiment is finished)"
             raise FailedPrecondition(
-                f"experiment {experiment_id!r} is in {cur.name} (round {round_} of {num_rounds}); "
+                f"experiment {shown(experiment_id)} is in {cur.name} (round {round_} of {num_rounds}); "
                 f"it cannot move to {dst.name}; allowed next: {allowed}"
             )
         if selected is not None and len(selected) > budget:
@@ -449,7 +456,7 @@ class ExperimentStore:
         if status == "ok":
             return self.get(experiment_id)
         if status == "not_found":
-            raise NotFound(f"experiment {experiment_id!r} not found", field="experiment_id")
+            raise NotFound(f"experiment {shown(experiment_id)} not found", field="experiment_id")
         if status in ("aborted", "version"):
             found, f_round, f_version = RoundState[res[1]], int(res[2]), int(res[3])
             why = (
@@ -459,9 +466,12 @@ class ExperimentStore:
             )
             raise self._aborted(experiment_id, why, found, f_round, f_version)
         if status == "reselect":
+            again = [str(i) for i in json.loads(res[2]) or []]
+            listed = ", ".join(i if len(i) <= 32 else shown(i, 32) for i in again[:5])
+            more = f" and {len(again) - 5} more" if len(again) > 5 else ""
             raise FailedPrecondition(
                 f"{res[1]} selected id(s) were labeled or selected earlier in experiment "
-                f"{experiment_id!r}: {', '.join(json.loads(res[2]) or [])}",
+                f"{shown(experiment_id)}: {listed}{more}",
                 field="selected_item_ids",
             )
         if status == "count":
@@ -483,7 +493,7 @@ class ExperimentStore:
         self, experiment_id: str, why: str, state: RoundState, round_: int, version: int
     ) -> TransitionAborted:
         return TransitionAborted(
-            f"experiment {experiment_id!r} {why} (state {state.name}, round {round_}, "
+            f"experiment {shown(experiment_id)} {why} (state {state.name}, round {round_}, "
             f"version {version}); re-read it and retry",
             state=state,
             round_=round_,
@@ -509,15 +519,17 @@ class ExperimentStore:
         flat: list[str] = []
         for item, lab in labels.items():
             if not isinstance(item, str) or not item:
-                raise InvalidArgument(f"item id {item!r} must be a non-empty string")
+                raise InvalidArgument(f"item id {shown(item)} must be a non-empty string")
             if isinstance(lab, bool) or not isinstance(lab, numbers.Integral):
-                raise InvalidArgument(f"label {lab!r} for {item!r} is not an integer")
+                raise InvalidArgument(f"label {shown(lab)} for {shown(item)} is not an integer")
             flat += [item, str(int(lab))]
         meta_key = self._key(experiment_id, "meta")
         for _ in range(10):
             seen = self.redis.hget(meta_key, "round")
             if seen is None:
-                raise NotFound(f"experiment {experiment_id!r} not found", field="experiment_id")
+                raise NotFound(
+                    f"experiment {shown(experiment_id)} not found", field="experiment_id"
+                )
             r = int(seen)
             keys = [
                 meta_key,
@@ -534,7 +546,7 @@ class ExperimentStore:
             if res[0] != "stale":
                 break
         else:
-            raise Aborted(f"experiment {experiment_id!r} kept changing rounds; retry")
+            raise Aborted(f"experiment {shown(experiment_id)} kept changing rounds; retry")
         status = res[0]
         if status == "ok":
             return SubmitResult(
@@ -545,11 +557,11 @@ class ExperimentStore:
                 version=int(res[5]),
             )
         if status == "not_found":
-            raise NotFound(f"experiment {experiment_id!r} not found", field="experiment_id")
+            raise NotFound(f"experiment {shown(experiment_id)} not found", field="experiment_id")
         if status == "state":
             allowed = "AWAITING_LABELS"
             raise FailedPrecondition(
-                f"experiment {experiment_id!r} is in {res[1]} (round {res[2]}, version {res[3]}); "
+                f"experiment {shown(experiment_id)} is in {res[1]} (round {res[2]}, version {res[3]}); "
                 f"labels are accepted only in {allowed}"
             )
         if status == "invalid":
@@ -631,7 +643,7 @@ class ExperimentStore:
             removed += int(self.redis.unlink(*batch))
         self.redis.zrem(self.index_key, experiment_id)
         if not existed:
-            raise NotFound(f"experiment {experiment_id!r} not found", field="experiment_id")
+            raise NotFound(f"experiment {shown(experiment_id)} not found", field="experiment_id")
         return removed
 
     def list(
@@ -685,7 +697,7 @@ def _decode_token(token: str) -> tuple[float, str]:
         return float(score), str(exp_id)
     except (ValueError, TypeError) as exc:
         raise InvalidArgument(
-            f"page_token {token!r} is not one this server issued", field="page_token"
+            f"page_token {shown(token)} is not one this server issued", field="page_token"
         ) from exc
 
 
@@ -696,7 +708,7 @@ def labels_by_item(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
     for item_id, label in pairs:
         if item_id in labels and labels[item_id] != label:
             raise InvalidArgument(
-                f"item {item_id!r} appears twice with different labels", field="labels"
+                f"item {shown(item_id)} appears twice with different labels", field="labels"
             )
         labels[item_id] = int(label)
     return labels

@@ -6,15 +6,15 @@ client (:mod:`activekd.wire`) converts them to and from protos.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from activekd.errors import Aborted, InvalidArgument
-from activekd.state.experiment_spec import ExperimentSpec
+from activekd.errors import Aborted, InvalidArgument, shown
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# the experiment id rule lives in activekd.ids (one copy); importable from here as before
+from activekd.ids import check_experiment_id as check_experiment_id
+from activekd.state.experiment_spec import ExperimentSpec
 
 
 class RoundState(IntEnum):
@@ -56,7 +56,7 @@ def _state(value: RoundState | int | str, name: str) -> RoundState:
             return RoundState[value.removeprefix("ROUND_STATE_")]
         return RoundState(value)
     except (KeyError, ValueError):
-        raise InvalidArgument(f"{name} {value!r} is not a round state", field=name) from None
+        raise InvalidArgument(f"{name} {shown(value)} is not a round state", field=name) from None
 
 
 class TransitionAborted(Aborted):
@@ -133,15 +133,3 @@ class Event:
     message: str
     kind: str  # "created", "transition" or "labels"
     from_state: RoundState | None
-
-
-def check_experiment_id(experiment_id: str) -> str:
-    """``experiment_id`` if it is a valid id (1-128 of letters, digits, ``._-``), else
-    InvalidArgument."""
-    if not isinstance(experiment_id, str) or not _ID.match(experiment_id):
-        raise InvalidArgument(
-            f"experiment id {experiment_id!r} is invalid: use 1-128 letters, digits, '._-', "
-            "starting with a letter or digit",
-            field="experiment_id",
-        )
-    return experiment_id

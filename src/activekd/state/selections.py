@@ -25,7 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 import redis
 
-from activekd.errors import Aborted, InvalidArgument
+from activekd.errors import Aborted, InvalidArgument, shown
+from activekd.ids import check_experiment_id, check_request_id
 
 REQUEST_TTL_SECONDS = 7 * 24 * 3600
 
@@ -134,12 +135,23 @@ class SelectionLog:
         self._record = client.register_script(_RECORD)
 
     def _exp(self, experiment_id: str) -> str:
-        return f"{self.prefix}:exp:{{{experiment_id}}}"
+        """The key prefix of an experiment; the id must pass :func:`activekd.ids.check_experiment_id`."""
+        return f"{self.prefix}:exp:{{{check_experiment_id(experiment_id)}}}"
 
     def _req_key(self, experiment_id: str, request_id: str) -> str:
+        if request_id:
+            check_request_id(request_id)
         if experiment_id:
             return f"{self._exp(experiment_id)}:req:{request_id}"
         return f"{self.prefix}:req:{{{request_id}}}"
+
+    @staticmethod
+    def _check_ids(experiment_id: str, request_id: str) -> None:
+        """Validate the ids a request names (empty means "none" and is left to the caller)."""
+        if experiment_id:
+            check_experiment_id(experiment_id)
+        if request_id:
+            check_request_id(request_id)
 
     def lookup(self, experiment_id: str, request_id: str) -> SelectionRecord | None:
         """The stored answer for a request id, if any."""
@@ -214,6 +226,7 @@ class SelectionLog:
         selection took one of its picks meanwhile, it reads and computes again (Aborted after
         ``retries`` retries). Redis round trips: one read, plus one write when not replayed.
         """
+        self._check_ids(experiment_id, request_id)
         labeled = list(labeled_ids)
         for _attempt in range(retries + 1):
             stored, earlier = self._read(experiment_id, request_id)
@@ -234,7 +247,7 @@ class SelectionLog:
                     continue
             if replayed and stored.params_hash and stored.params_hash != params_hash:
                 raise InvalidArgument(
-                    f"request_id {request_id!r} was already used for a different request",
+                    f"request_id {shown(request_id)} was already used for a different request",
                     field="request_id",
                 )
             return stored, replayed

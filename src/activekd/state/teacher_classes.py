@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import redis
 
+from activekd.ids import check_experiment_id
+
 
 @dataclass(frozen=True)
 class ClassSpec:
@@ -35,13 +37,15 @@ class ClassSpec:
 
 
 class TeacherClassStore:
-    """Reads and writes :class:`ClassSpec` per experiment (names are validated by the caller)."""
+    """Reads and writes :class:`ClassSpec` per experiment (class names are validated by the
+    caller; the experiment id here, by :func:`activekd.ids.check_experiment_id`)."""
 
     def __init__(self, client: redis.Redis, *, prefix: str = "akd") -> None:
         self.redis, self.prefix = client, prefix
 
     def key(self, experiment_id: str) -> str:
-        return f"{self.prefix}:teacher:classes:{{{experiment_id}}}"
+        """The Redis key of an experiment's spec (InvalidArgument for an invalid id)."""
+        return f"{self.prefix}:teacher:classes:{{{check_experiment_id(experiment_id)}}}"
 
     def get(self, experiment_id: str) -> ClassSpec | None:
         """The stored spec, or None when the experiment never set classes."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import re
 import shutil
 import time
 import uuid
@@ -25,21 +24,13 @@ from typing import Any
 import numpy as np
 import redis
 
-from activekd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from activekd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, shown
+from activekd.ids import check_array_name, check_pool_id
 
-_POOL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*(/[A-Za-z0-9][A-Za-z0-9._:\-]*)*$")
-_ARRAY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _SUPPORTED = {"float16", "float32", "float64", "int32", "int64", "uint8"}
 
-
-def _check_pool_id(pool_id: str) -> str:
-    if not pool_id or len(pool_id) > 200 or not _POOL_ID.match(pool_id) or ".." in pool_id:
-        raise InvalidArgument(
-            f"pool id {pool_id!r} is invalid: use 1-200 chars of letters, digits, '._:-', "
-            "segments separated by '/'",
-            field="pool_id",
-        )
-    return pool_id
+#: The pool id rule lives in :mod:`activekd.ids` (one copy); this name stays for old callers.
+_check_pool_id = check_pool_id
 
 
 @dataclass
@@ -81,7 +72,7 @@ class PoolStore:
             root_str = root_str[len("file://") :]
         if "://" in root_str:
             raise InvalidArgument(
-                f"store root {root!r}: only local paths and file:// URIs can be memory-mapped"
+                f"store root {shown(str(root))}: only local paths and file:// URIs can be memory-mapped"
             )
         self.root = Path(root_str)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -112,7 +103,9 @@ class PoolStore:
         """Metadata of a committed pool (NotFound otherwise)."""
         raw = self.redis.get(self._meta_key(_check_pool_id(pool_id)))
         if raw is None:
-            raise NotFound(f"pool {pool_id!r} does not exist; register it with UploadPool first")
+            raise NotFound(
+                f"pool {shown(pool_id)} does not exist; register it with UploadPool first"
+            )
         return PoolMeta.from_json(raw)
 
     def list(
@@ -137,7 +130,7 @@ class PoolStore:
         meta = self.describe(pool_id)
         if name not in meta.arrays:
             raise NotFound(
-                f"pool {pool_id!r} has no array {name!r}; it has {sorted(meta.arrays) or 'none'}"
+                f"pool {shown(pool_id)} has no array {shown(name)}; it has {sorted(meta.arrays) or 'none'}"
             )
         return np.load(self._dir(pool_id, meta.version) / f"{name}.npy", mmap_mode="r")
 
@@ -164,10 +157,10 @@ class PoolStore:
             else:
                 rows.append(row)
         if missing:
-            shown = ", ".join(repr(m) for m in missing[:5])
+            listed = ", ".join(shown(m, 32) for m in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise InvalidArgument(
-                f"{len(missing)} item id(s) are not in pool {pool_id!r}: {shown}{more}",
+                f"{len(missing)} item id(s) are not in pool {shown(pool_id)}: {listed}{more}",
                 field="item_ids",
             )
         return np.asarray(rows, dtype=np.int64)
@@ -187,7 +180,7 @@ class PoolStore:
         if num_items <= 0:
             raise InvalidArgument(f"num_items must be positive, got {num_items}", field="num_items")
         if self.exists(pool_id) and not overwrite and not resume:
-            raise AlreadyExists(f"pool {pool_id!r} exists; set overwrite to replace it")
+            raise AlreadyExists(f"pool {shown(pool_id)} exists; set overwrite to replace it")
         if resume:
             for raw in self.redis.hvals(self._writing_key(pool_id)):
                 state = json.loads(raw)
@@ -279,17 +272,18 @@ class PoolWriter:
             )
         prepared: dict[str, np.ndarray] = {}
         for name, array in arrays.items():
-            if not _ARRAY_NAME.match(name) or name == "item_ids":
-                raise InvalidArgument(f"array name {name!r} is invalid", field="chunk.arrays")
+            if name == "item_ids":
+                raise InvalidArgument(f"array name {shown(name)} is invalid", field="chunk.arrays")
+            check_array_name(name, field="chunk.arrays")
             arr = np.asarray(array)
             if arr.dtype.name not in _SUPPORTED:
-                raise InvalidArgument(f"array {name!r}: dtype {arr.dtype} not supported")
+                raise InvalidArgument(f"array {shown(name)}: dtype {arr.dtype} not supported")
             path = self._array_path(name)
             if path.exists():
                 existing = np.load(path, mmap_mode="r")
                 if existing.dtype != arr.dtype or existing.shape[1:] != arr.shape[1:]:
                     raise InvalidArgument(
-                        f"array {name!r}: chunk is {arr.dtype}{list(arr.shape[1:])} per row but earlier "
+                        f"array {shown(name)}: chunk is {arr.dtype}{list(arr.shape[1:])} per row but earlier "
                         f"chunks were {existing.dtype}{list(existing.shape[1:])}",
                         field="chunk.arrays",
                     )

@@ -12,7 +12,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from activekd.data.templates import validate_class_names, validate_templates
-from activekd.errors import ActiveKDError, FailedPrecondition, InvalidArgument
+from activekd.errors import ActiveKDError, FailedPrecondition, InvalidArgument, shown
+from activekd.ids import check_experiment_id
 from activekd.state.teacher_classes import ClassSpec, TeacherClassStore
 from activekd.teacher.base import BaseTeacher
 
@@ -52,7 +53,7 @@ class ClassViews:
             )
         except ActiveKDError as exc:
             raise FailedPrecondition(
-                f"the classes stored for experiment {experiment_id!r} do not fit this teacher "
+                f"the classes stored for experiment {shown(experiment_id)} do not fit this teacher "
                 f"({exc}); call SetClasses again"
             ) from exc
         self._remember(experiment_id, spec, view)
@@ -66,6 +67,7 @@ class ClassViews:
             raise InvalidArgument(
                 "experiment_id is required: classes are set per experiment", field="experiment_id"
             )
+        check_experiment_id(experiment_id)
         if not class_names:
             raise InvalidArgument("class_names is empty; send at least one", field="class_names")
         names = validate_class_names(list(class_names))

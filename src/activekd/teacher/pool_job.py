@@ -28,14 +28,19 @@ import numpy as np
 from activekd.errors import (
     ActiveKDError,
     AlreadyExists,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
+    shown,
 )
+from activekd.ids import check_segment
 from activekd.store import PoolMeta, PoolStore, PoolWriter
 from activekd.teacher.base import BaseTeacher, TeacherOutput
 from activekd.teacher.cache import TeacherCacheIndex, packaged_teacher_cache_dir
 from activekd.teacher.images import decode_image, validate_image_batch
 from activekd.teacher.scoring import RowImages, iter_score_chunks, predict_rows
+from activekd.teacher.sources import ENTRY_CHARS, SourcePolicy, uri_scheme
 
 log = logging.getLogger("activekd.teacher.pool_job")
 
@@ -47,7 +52,6 @@ BUILTINS: dict[str, tuple[str, str]] = {
 DATASET_POOL = "datasets/{dataset}/{split}"
 DEFAULT_CHUNK_SIZE = 256
 MAX_CHUNK_SIZE = 65536
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,99}$")
 SOURCE_KINDS = ("folder", "file_list", "array_uri", "pool_id", "builtin")
 
 #: Former names, kept for one release.
@@ -67,12 +71,7 @@ def _slug(text: str) -> str:
 
 def check_dataset_name(name: str) -> str:
     """A dataset name is one pool id segment: letters, digits, ``._:-``, up to 100 chars."""
-    if not _SEGMENT.match(name):
-        raise InvalidArgument(
-            f"dataset {name!r} must be 1-100 chars of letters, digits and '._:-' (no '/')",
-            field="dataset",
-        )
-    return name
+    return check_segment(name, "dataset", "dataset")
 
 
 @dataclass
@@ -125,13 +124,34 @@ def _file_loader(paths: Sequence[Path]) -> Callable[[int, int], RowImages]:
         for p in paths[start:stop]:
             try:
                 out.append(decode_image(p.read_bytes()))
-            except OSError as exc:
-                raise NotFound(f"image file {p} could not be read: {exc}") from exc
+            except OSError as exc:  # the OS error text would name host paths: logged only
+                log.warning("image file unreadable", extra={"file": str(p), "error": str(exc)})
+                raise NotFound(
+                    f"image file {shown(p.name, ENTRY_CHARS)} could not be read", field="source"
+                ) from exc
             except ActiveKDError as exc:
-                raise type(exc)(f"image file {p}: {exc}; fix or remove it", field="source") from exc
+                raise type(exc)(
+                    f"image file {shown(p.name, ENTRY_CHARS)}: {exc}; fix or remove it",
+                    field="source",
+                ) from exc
         return out
 
     return load
+
+
+def _named(ref: str) -> Path:
+    """The path as the caller wrote it (default dataset names come from it, not from where its
+    symlinks lead)."""
+    return Path(ref.removeprefix("file://")).expanduser()
+
+
+def _is(path: Path, test: Callable[[Path], bool]) -> bool:
+    """``test(path)`` (``Path.is_file``...), False where the OS refuses to look (a name too long,
+    a loop, no permission) instead of an OSError naming the path."""
+    try:
+        return test(path)
+    except (OSError, ValueError):
+        return False
 
 
 def _files_signature(paths: Sequence[Path]) -> str:
@@ -142,75 +162,143 @@ def _files_signature(paths: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def resolve_source(kind: str, ref: str, limit: int, store: PoolStore) -> ImageSource:
+def _check_rows(total: int, policy: SourcePolicy, what: str, field: str) -> None:
+    if policy.max_rows and total > policy.max_rows:
+        raise ResourceExhausted(
+            f"{what} has {total} rows, over this service's limit {policy.max_rows} "
+            "(ACTIVEKD_MAX_POOL_ROWS); set limit",
+            field=field,
+        )
+
+
+def _read_file_list(
+    listing: Path, ref: str, policy: SourcePolicy, limit: int, field: str
+) -> list[str]:
+    """The entries of a file list (blank lines and ``#`` comments skipped), read no further than
+    the row cap: past it only the first ``limit`` rows can be asked for."""
+    cap = policy.max_rows
+    entries: list[str] = []
+    try:
+        with listing.open(encoding="utf-8") as fh:
+            for line in fh:
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                entries.append(text)
+                if cap and len(entries) > cap:
+                    if 0 < limit <= cap:
+                        break  # the first `limit` are all that is used
+                    raise ResourceExhausted(
+                        f"file list {shown(ref)} names more than {cap} files, over this "
+                        "service's limit (ACTIVEKD_MAX_POOL_ROWS); set limit",
+                        field=field,
+                    )
+    except UnicodeDecodeError:
+        raise InvalidArgument(
+            f"file list {shown(ref)} is not UTF-8 text (one image path per line)", field=field
+        ) from None
+    except OSError as exc:  # e.g. no read permission: logged, the text names host paths
+        log.warning("file list unreadable", extra={"file": str(listing), "error": str(exc)})
+        raise FailedPrecondition(
+            f"file list {shown(ref)} could not be read on the teacher host", field=field
+        ) from None
+    return entries
+
+
+def resolve_source(
+    kind: str, ref: str, limit: int, store: PoolStore, policy: SourcePolicy | None = None
+) -> ImageSource:
     """Resolve an ``ImageSource`` oneof (``folder``, ``file_list``, ``array_uri``, ``pool_id``,
-    ``builtin``). NotFound for missing folders/files/pools, InvalidArgument for bad contents."""
+    ``builtin``). Every host path or URI is checked against ``policy`` (default:
+    :meth:`SourcePolicy.default` of the store) before it is opened: PermissionDenied outside it.
+    NotFound for missing folders/files/pools under the roots, InvalidArgument for bad contents."""
     field = f"source.{kind}"
     if not ref:
         raise InvalidArgument(f"{field} is empty", field=field)
     if kind == "builtin":
         return _builtin_source(ref, limit)
+    if policy is None:
+        policy = SourcePolicy.default(store.root)
     if kind == "folder":
-        folder = Path(ref).expanduser()
-        if not folder.exists():
-            raise NotFound(f"image folder {ref} does not exist on the teacher host", field=field)
-        if not folder.is_dir():
-            raise InvalidArgument(f"{ref} is not a folder", field=field)
-        files = sorted(
-            f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-        )
-        if not files:
-            raise InvalidArgument(
-                f"folder {ref} holds no images ({', '.join(IMAGE_SUFFIXES)})", field=field
+        folder = policy.local_path(ref, field)
+        if not _is(folder, Path.exists):
+            raise NotFound(
+                f"image folder {shown(ref)} does not exist on the teacher host", field=field
             )
-        full = len(files)
+        if not _is(folder, Path.is_dir):
+            raise InvalidArgument(f"{shown(ref)} is not a folder", field=field)
+        try:
+            candidates = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        except OSError as exc:
+            log.warning("folder unreadable", extra={"folder": str(folder), "error": str(exc)})
+            raise FailedPrecondition(
+                f"image folder {shown(ref)} could not be listed on the teacher host", field=field
+            ) from None
+        checked = [policy.check_file(f, field) for f in candidates]  # symlinks out: refused
+        pairs = [(f, c) for f, c in zip(candidates, checked, strict=True) if _is(c, Path.is_file)]
+        if not pairs:
+            raise InvalidArgument(
+                f"folder {shown(ref)} holds no images ({', '.join(IMAGE_SUFFIXES)})", field=field
+            )
+        full = len(pairs)
         total = _apply_limit(full, limit)
-        files = files[:total]
-        names = [f.name for f in files]
+        _check_rows(total, policy, f"folder {shown(ref)}", field)
+        files = [c for _, c in pairs[:total]]
+        names = [f.name for f, _ in pairs[:total]]
         return ImageSource(
             kind, ref, total, full,
-            _default_dataset("folder", folder.name, str(folder.resolve()), total, full),
-            _digest(kind, str(folder.resolve()), _files_signature(files), total),
+            _default_dataset("folder", _named(ref).name, str(folder), total, full),
+            _digest(kind, str(folder), _files_signature(files), total),
             _file_loader(files), lambda a, b: names[a:b],
         )  # fmt: skip
     if kind == "file_list":
-        listing = Path(ref).expanduser()
-        if not listing.is_file():
-            raise NotFound(f"file list {ref} does not exist on the teacher host", field=field)
-        entries = [
-            line.strip()
-            for line in listing.read_text().splitlines()
-            if line.strip() and not line.strip().startswith("#")
-        ]
+        listing = policy.local_path(ref, field)
+        if not _is(listing, Path.is_file):
+            raise NotFound(
+                f"file list {shown(ref)} does not exist on the teacher host", field=field
+            )
+        entries = _read_file_list(listing, ref, policy, limit, field)
         if not entries:
-            raise InvalidArgument(f"file list {ref} names no images", field=field)
+            raise InvalidArgument(f"file list {shown(ref)} names no images", field=field)
         full = len(entries)
         total = _apply_limit(full, limit)
         entries = entries[:total]
+        _check_rows(total, policy, f"file list {shown(ref)}", field)
         dups = (
             sorted({e for e in entries if entries.count(e) > 1})
             if len(set(entries)) < total
             else []
         )
         if dups:
-            raise InvalidArgument(f"file list {ref} repeats {dups[:5]}", field=field)
-        paths = [(p if p.is_absolute() else listing.parent / p) for p in map(Path, entries)]
-        missing = [e for e, p in zip(entries, paths, strict=True) if not p.is_file()]
+            raise InvalidArgument(
+                f"file list {shown(ref)} repeats {len(dups)} entr{'y' if len(dups) == 1 else 'ies'}"
+                f", first {shown(dups[0], ENTRY_CHARS)}",
+                field=field,
+            )
+        # every entry is checked against the roots before any of them is looked at
+        paths = [
+            policy.check_file(p if p.is_absolute() else listing.parent / p, field, e)
+            for e, p in zip(entries, map(Path, entries), strict=True)
+        ]
+        missing = [e for e, p in zip(entries, paths, strict=True) if not _is(p, Path.is_file)]
         if missing:
             raise NotFound(
-                f"{len(missing)} file(s) in {ref} do not exist: {missing[:5]}", field=field
+                f"{len(missing)} file(s) named in {shown(ref)} do not exist, first "
+                f"{shown(missing[0], ENTRY_CHARS)}",
+                field=field,
             )
         return ImageSource(
             kind, ref, total, full,
-            _default_dataset("filelist", listing.stem, str(listing.resolve()), total, full),
-            _digest(kind, str(listing.resolve()), entries, _files_signature(paths)),
+            _default_dataset("filelist", _named(ref).stem, str(listing), total, full),
+            _digest(kind, str(listing), entries, _files_signature(paths)),
             _file_loader(paths), lambda a, b: entries[a:b],
         )  # fmt: skip
     if kind == "array_uri":
-        arr, key, stem = _open_array(ref, field)
-        _check_image_array(arr, f"array {ref}", field)
+        arr, key, stem = _open_array(ref, field, policy)
+        _check_image_array(arr, f"array {shown(ref)}", field)
         full = int(arr.shape[0])
         total = _apply_limit(full, limit)
+        _check_rows(total, policy, f"array {shown(ref)}", field)
         return ImageSource(
             kind, ref, total, full,
             _default_dataset("array", stem, ref, total, full),
@@ -221,11 +309,11 @@ def resolve_source(kind: str, ref: str, limit: int, store: PoolStore) -> ImageSo
         meta = store.describe(ref)
         if "images" not in meta.arrays:
             raise NotFound(
-                f"pool {ref!r} has no 'images' array; it has {sorted(meta.arrays) or 'none'}",
+                f"pool {shown(ref)} has no 'images' array; it has {sorted(meta.arrays) or 'none'}",
                 field=field,
             )
         images = store.open_array(ref, "images")
-        _check_image_array(images, f"pool {ref!r} images", field)
+        _check_image_array(images, f"pool {shown(ref)} images", field)
         ids = store.item_ids(ref)
         full = int(images.shape[0])
         total = _apply_limit(full, limit)
@@ -236,42 +324,49 @@ def resolve_source(kind: str, ref: str, limit: int, store: PoolStore) -> ImageSo
             lambda a, b: np.asarray(images[a:b]),
             lambda a, b: [str(x) for x in ids[a:b].tolist()],
         )  # fmt: skip
-    raise InvalidArgument(f"unknown image source kind {kind!r}", field="source")
+    raise InvalidArgument(f"unknown image source kind {shown(kind)}", field="source")
 
 
-def _open_array(ref: str, field: str) -> tuple[np.ndarray, str, str]:
-    """(array, change key, name stem) for a local ``.npy`` path, ``file://`` or fsspec URI."""
-    uri = ref[len("file://") :] if ref.startswith("file://") else ref
-    if "://" in uri:
+def _open_array(ref: str, field: str, policy: SourcePolicy) -> tuple[np.ndarray, str, str]:
+    """(array, change key, name stem) for a local ``.npy`` path, ``file://`` or an fsspec URI
+    whose scheme the policy allows."""
+    scheme = uri_scheme(ref)
+    if scheme not in (None, "file"):
+        uri = policy.check_uri(ref, field)
         import fsspec
 
         try:
             with fsspec.open(uri, "rb") as fh:
                 arr = np.load(fh, allow_pickle=False)
         except FileNotFoundError as exc:
-            raise NotFound(f"array {ref} does not exist", field=field) from exc
+            raise NotFound(f"array {shown(ref)} does not exist", field=field) from exc
         except (OSError, ValueError, ImportError) as exc:
+            log.warning("array unreadable", extra={"uri": ref, "error": str(exc)})
             raise InvalidArgument(
-                f"array {ref} could not be read as .npy: {exc}", field=field
+                f"array {shown(ref)} could not be read as .npy ({type(exc).__name__})", field=field
             ) from exc
-        return arr, _digest(arr.shape, hashlib.sha256(arr.tobytes()).hexdigest()), Path(uri).stem
-    path = Path(uri).expanduser()
-    if not path.is_file():
-        raise NotFound(f"array file {ref} does not exist on the teacher host", field=field)
+        stem = Path(uri.split("?", 1)[0]).stem
+        return arr, _digest(arr.shape, hashlib.sha256(arr.tobytes()).hexdigest()), stem
+    path = policy.local_path(ref, field)
+    if not _is(path, Path.is_file):
+        raise NotFound(f"array file {shown(ref)} does not exist on the teacher host", field=field)
     if path.suffix != ".npy":
-        raise InvalidArgument(f"array {ref} must be a .npy file", field=field)
+        raise InvalidArgument(f"array {shown(ref)} must be a .npy file", field=field)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise InvalidArgument(f"array {ref} could not be read as .npy: {exc}", field=field) from exc
+        log.warning("array unreadable", extra={"file": str(path), "error": str(exc)})
+        raise InvalidArgument(
+            f"array {shown(ref)} could not be read as .npy ({type(exc).__name__})", field=field
+        ) from exc
     st = path.stat()
-    return arr, f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}", path.stem
+    return arr, f"{path}|{st.st_size}|{st.st_mtime_ns}", _named(ref).stem
 
 
 def _builtin_source(ref: str, limit: int) -> ImageSource:
     if ref not in BUILTINS:
         raise InvalidArgument(
-            f"unknown builtin dataset {ref!r}; use one of {sorted(BUILTINS)}",
+            f"unknown builtin dataset {shown(ref)}; use one of {sorted(BUILTINS)}",
             field="source.builtin",
         )
     from activekd.data.fashion_mnist import load_fashion_mnist
@@ -397,8 +492,11 @@ class PoolScorer:
         *,
         pause_s: float = 0.0,
         on_chunk: Callable[[str, str, int, float], None] | None = None,
+        policy: SourcePolicy | None = None,
     ) -> None:
         self.store, self.cache_files, self.pause_s = store, cache_files, pause_s
+        #: Where sources may be read from (default: :meth:`SourcePolicy.default` of the store).
+        self.policy = policy if policy is not None else SourcePolicy.default(store.root)
         self.on_chunk = on_chunk
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -440,7 +538,7 @@ class PoolScorer:
         """ScorePool in one call: resolve the source ``kind``/``ref`` (first ``limit`` rows,
         0 = all), then :meth:`run`. ``dataset`` defaults to the source's name, ``pool_id`` to
         ``teacher/<fingerprint>/<dataset>``, ``chunk_size`` 0 to :data:`DEFAULT_CHUNK_SIZE`."""
-        source = await asyncio.to_thread(resolve_source, kind, ref, limit, self.store)
+        source = await asyncio.to_thread(resolve_source, kind, ref, limit, self.store, self.policy)
         name = check_dataset_name(dataset) if dataset else source.dataset
         async for update in self.run(
             teacher,
