@@ -18,6 +18,7 @@ from activekd.state.experiments import ExperimentStore
 from activekd.state.redis_conn import connect
 from activekd.store import PoolStore
 from activekd.student.round_job import RoundTrainer
+from activekd.teacher.sources import SourcePolicy
 from activekd.v1 import trainer_pb2, trainer_pb2_grpc
 
 EXTRA_KEYS = ("checkpoint_dir", "checkpoint_chunk_bytes")
@@ -38,6 +39,8 @@ async def build(config: ServerConfig) -> Service:
     trainer = RoundTrainer(
         store, ExperimentStore(client), Path(ckpt_dir), device=config.device,
         threads=config.threads,
+        # a weights_path in a spec or request is a host path: the teacher's data-root rule
+        check_path=SourcePolicy.from_settings(store.root, config.data_roots).local_path,
     )  # fmt: skip
     # temp files of saves interrupted by a crash (younger ones may belong to a live replica)
     trainer.checkpoints.clean_temp_files(older_than=STALE_TEMP_SECONDS)

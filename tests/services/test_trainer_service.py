@@ -353,3 +353,20 @@ def test_kill_mid_round_restart_and_rerun(world: World, trainer: TrainerClient) 
         ckpt = load_checkpoint(folder / "round-0.ckpt")
         assert ckpt.config.seed == 11 and ckpt.config.steps == 20
         assert _sha(again.get_checkpoint(exp, 0)) == rerun.checkpoint.sha256
+
+
+def test_weights_path_outside_the_data_roots_is_denied(
+    world: World, trainer: TrainerClient
+) -> None:
+    """A weights_path is a host path the trainer would open: it obeys the data-root rule, with
+    the same message whether the outside file exists (/etc/hostname) or not."""
+    exp = world.experiment("svc-weights")
+    messages = []
+    for path in ("/etc/hostname", "/nonexistent/weights.pth", "../../etc/passwd"):
+        config = {"backbone": "resnet18", "backbone_args": {"weights_path": path}, "steps": 1}
+        with pytest.raises(grpc.RpcError) as exc:
+            _train(trainer, exp, student_config=config)
+        assert _code(exc) == grpc.StatusCode.PERMISSION_DENIED, _details(exc)
+        messages.append(_details(exc).replace(repr(path), "PATH"))
+    assert "data root" in messages[0] and len(set(messages[:2])) == 1, messages
+    assert not list(world.ckpt_root.glob("svc-weights/*"))

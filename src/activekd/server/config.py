@@ -56,7 +56,8 @@ class ServerConfig:
     max_pool_bytes: int = 64 << 30
     max_budget: int = 1_000_000
     # --- confined inputs (teacher/sources.py) ---
-    #: extra roots request-named host paths may resolve under, os.pathsep-separated
+    #: the roots request-named host paths must resolve under, os.pathsep-separated (empty: the
+    #: pool store and the shipped data); teacher sources and trainer weights_path both obey it
     data_roots: str = ""
     #: URI schemes sources may use, comma-separated ("file"; add "s3", "gs", "http", "https")
     source_schemes: str = "file"

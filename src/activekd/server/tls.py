@@ -3,9 +3,10 @@
 - ``ACTIVEKD_TLS_CERT_FILE`` + ``ACTIVEKD_TLS_KEY_FILE``: serve TLS (the chain, then the key);
 - ``ACTIVEKD_TLS_CLIENT_CA_FILE``: also require a client certificate signed by that CA (mTLS).
 
-The files are read once at start: rotating a certificate is a restart (Kubernetes rolls the pods
-when cert-manager renews the Secret; see docs/security.md). The plaintext health-only port
-(``ACTIVEKD_HEALTH_PORT``) is what probes use when the main port is TLS.
+The files are read once at start: rotating a certificate is a restart. A renewed Secret rolls no
+pod by itself: restart the pods (``kubectl rollout restart``) or use a controller such as Reloader
+(docs/security.md). The plaintext health-only port (``ACTIVEKD_HEALTH_PORT``) is what probes use
+when the main port is TLS.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -272,8 +273,12 @@ class RoundTrainer:
         *,
         device: str = "auto",
         threads: int = 0,
+        check_path: Callable[[str, str], Path] | None = None,
     ) -> None:
         self.store = store
+        #: confines host paths an experiment or request names (``backbone_args.weights_path``);
+        #: the trainer service passes its data-root policy; None trusts the caller (library use)
+        self.check_path = check_path
         self.experiments = experiments
         self.checkpoints = CheckpointRegistry(checkpoint_root)
         self.device = device
@@ -417,6 +422,10 @@ class RoundTrainer:
         )
         if cfg.threads == 0 and self.threads > 0:
             cfg = cfg.replace(threads=self.threads)
+        weights = cfg.backbone_args.get("weights_path")
+        if weights and self.check_path is not None:
+            checked = self.check_path(str(weights), "student_config.backbone_args.weights_path")
+            cfg = cfg.replace(backbone_args={**cfg.backbone_args, "weights_path": str(checked)})
 
         labels = labels_for_round(self.experiments, exp, round_)
         if not labels:
