@@ -51,7 +51,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         round_request = RoundRequest(
             experiment_id=request.experiment_id,
             round=request.round,
-            overrides=struct_to_dict(request.student_config),
+            overrides=struct_to_dict(request.student_config, "student_config"),
             predict_pool=request.predict_pool,
             seed=request.seed if request.HasField("seed") else None,
             **{name: getattr(request, name) for name in _POOL_FIELDS},

@@ -13,6 +13,8 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
+from activekd.errors import InvalidArgument
+
 
 def dict_to_struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct:
     """A mapping (JSON-like values) as a Struct; None or {} -> an empty Struct."""
@@ -22,9 +24,14 @@ def dict_to_struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct:
     return out
 
 
-def struct_to_dict(struct: struct_pb2.Struct | None) -> dict[str, Any]:
+def struct_to_dict(struct: struct_pb2.Struct | None, name: str = "config") -> dict[str, Any]:
     """A Struct as a plain dict (numbers arrive as floats); None -> {}."""
     if struct is None:
         return {}
-    out = json_format.MessageToDict(struct)
+    try:
+        out = json_format.MessageToDict(struct)
+    except ValueError:  # NaN / infinity have no JSON form
+        raise InvalidArgument(
+            f"{name} holds a number that is NaN or infinite: give finite numbers", field=name
+        ) from None
     return out if isinstance(out, dict) else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 import numpy as np
@@ -48,20 +49,33 @@ def to_proto(array: np.ndarray) -> common_pb2.Tensor:
     return common_pb2.Tensor(dtype=code, shape=list(arr.shape), data=data)
 
 
+#: most dimensions a Tensor may have (numpy's own limit is 64)
+MAX_DIMS = 32
+
+
 def from_proto(tensor: common_pb2.Tensor, name: str = "tensor") -> np.ndarray:
     """Decode a Tensor, checking that the byte count matches dtype x shape. Read-only view."""
     dt = dtype_from_proto(tensor.dtype)
     shape = tuple(int(s) for s in tensor.shape)
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgument(
+            f"{name}: {len(shape)} dimensions is over the limit of {MAX_DIMS}", field=name
+        )
     if any(s < 0 for s in shape):
-        raise InvalidArgument(f"{name}: negative dimension in shape {shape}", field=name)
-    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        raise InvalidArgument(f"{name}: negative dimension in shape {list(shape)}", field=name)
+    expected = math.prod(shape) * dt.itemsize  # Python ints: no int64 wrap-around
     if len(tensor.data) != expected:
         raise InvalidArgument(
             f"{name}: shape {list(shape)} of {dt.name} needs {expected} bytes but {len(tensor.data)} "
             "were sent",
             field=name,
         )
-    return np.frombuffer(tensor.data, dtype=dt).reshape(shape)
+    try:
+        return np.frombuffer(tensor.data, dtype=dt).reshape(shape)
+    except ValueError:  # e.g. [2**62, 2**62, 0]: no bytes, but dimensions numpy cannot hold
+        raise InvalidArgument(
+            f"{name}: shape {list(shape)} is too large for an array", field=name
+        ) from None
 
 
 __all__ = ["dtype_from_proto", "dtype_to_proto", "from_proto", "to_proto"]
