@@ -218,6 +218,8 @@ class ServiceProcess:
     auth: LocalAuth | None = None
     health_port: int = 0
     rlimit_fsize: int | None = None
+    #: argv put before ``python -m ...`` (e.g. ``unshare -rm sh -c ...`` for a private mount)
+    command_prefix: tuple[str, ...] = ()
 
     @property
     def target(self) -> str:
@@ -257,7 +259,7 @@ class ServiceProcess:
         fd, path = tempfile.mkstemp(prefix=f"akd-{self.name}-", suffix=".log")
         self.log_path = Path(path)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"activekd_services.{self.name}"],
+            [*self.command_prefix, sys.executable, "-m", f"activekd_services.{self.name}"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=fd,
