@@ -3,7 +3,6 @@ client without credentials reads, least role, and a kill -9 restart that keeps a
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 import subprocess
@@ -20,12 +19,6 @@ from activekd.client import ClientCredentials, SelectionClient
 from activekd.orchestration.local_services import ROLES, LocalAuth, local_auth
 from activekd.wire.channel import CLIENT_ENV, TOKEN_CHARS
 from tests.procs import RedisProcess, ServiceProcess
-
-#: the server side (WP-A) is what refuses calls; without it only the client half is checked
-needs_server_auth = pytest.mark.skipif(
-    importlib.util.find_spec("activekd.server.auth") is None,
-    reason="activekd.server.auth (server-side auth) is not there yet",
-)
 
 
 def test_local_auth_writes_one_private_token_per_role(tmp_path: Path) -> None:
@@ -102,7 +95,6 @@ def test_a_client_without_credentials_uses_the_local_admin_token(
         assert sel.delete_pool("auth/pool")
 
 
-@needs_server_auth
 def test_roles_are_enforced_on_a_real_service(selection: ServiceProcess) -> None:
     probs = {"probs": np.eye(2, dtype=np.float32)}
     with SelectionClient(selection.target, credentials=ClientCredentials()) as anon:
@@ -123,7 +115,6 @@ def test_roles_are_enforced_on_a_real_service(selection: ServiceProcess) -> None
         assert admin.delete_pool("auth/roles")
 
 
-@needs_server_auth
 def test_kill_9_and_start_keep_auth_ports_and_health(selection: ServiceProcess) -> None:
     """Last of the tests on the module's service: it kills it."""
     ports = (selection.port, selection.health_port, selection.metrics_port)

@@ -7,7 +7,6 @@ The server here is an in-process grpc server whose four methods (one per RPC kin
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterator
 from concurrent import futures
@@ -199,8 +198,6 @@ def test_a_token_file_is_read_again_when_it_changes(plain: str, tmp_path: Path) 
 # ---------------------------------------------------------------------------------- TLS
 def _certs(tmp_path: Path) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1 and a client certificate (needs cryptography)."""
-    if importlib.util.find_spec("cryptography") is None:
-        pytest.skip("the test certificates need cryptography (the dev extra)")
     from tests.tls_certs import write_dev_secrets
 
     return write_dev_secrets(tmp_path / "secrets")

@@ -39,6 +39,7 @@ from google.protobuf.message import Message
 from activekd import errors
 from activekd.server import metrics
 from activekd.server.config import ServerConfig
+from activekd.server.interceptors import rpc_type_of
 
 log = logging.getLogger("activekd.auth")
 
@@ -263,16 +264,6 @@ def _bearer(metadata: Sequence[Any] | None) -> str | None:
     return None
 
 
-def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
-    if handler.request_streaming and handler.response_streaming:
-        return "bidi_stream"
-    if handler.request_streaming:
-        return "client_stream"
-    if handler.response_streaming:
-        return "server_stream"
-    return "unary"
-
-
 _FACTORIES: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
     "unary": grpc.unary_unary_rpc_method_handler,
     "client_stream": grpc.stream_unary_rpc_method_handler,
@@ -290,7 +281,7 @@ def _refusing(
     handler: grpc.RpcMethodHandler, method: str, code: grpc.StatusCode, message: str
 ) -> grpc.RpcMethodHandler:
     """A handler of the same kind as ``handler`` that aborts with ``code`` and records metrics."""
-    rpc_type = _rpc_type(handler)
+    rpc_type = rpc_type_of(handler)
 
     async def refuse(context: grpc.aio.ServicerContext) -> None:
         metrics.rpc_started(method, rpc_type)
@@ -334,7 +325,7 @@ def _checking(
     inner interceptor's safe one) and serializer are kept."""
     assert rule.admin_if is not None
     admin_if = rule.admin_if
-    rpc_type = _rpc_type(handler)
+    rpc_type = rpc_type_of(handler)
     message = _denied_message(role, method, rule, escalated=True)
 
     def escalates(request: Any) -> bool:

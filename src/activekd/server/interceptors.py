@@ -119,7 +119,8 @@ def cap_message(text: str, limit: int = MAX_STATUS_MESSAGE_BYTES) -> str:
     return data[:keep].decode("utf-8", "ignore") + suffix
 
 
-def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
+def rpc_type_of(handler: grpc.RpcMethodHandler) -> str:
+    """unary / client_stream / server_stream / bidi_stream: which handler field is set."""
     if handler.request_streaming and handler.response_streaming:
         return "bidi_stream"
     if handler.request_streaming:
@@ -318,7 +319,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         short = method.rsplit("/", 1)[-1]
-        rpc_type = _rpc_type(handler)
+        rpc_type = rpc_type_of(handler)
         streaming_request = handler.request_streaming
         slots = self._slots
 
