@@ -55,11 +55,44 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
         if which == "pool_ref":
             ref = request.pool_ref
             names = ref.probs_array or "probs", ref.features_array or "features"
-            return PoolArrays.open(self.store, ref.pool_id, *names)
+            pool = PoolArrays.open(self.store, ref.pool_id, *names)
+            if ref.features_pool_id and ref.features_pool_id != ref.pool_id:
+                pool.features = self._joined_features(pool, ref.features_pool_id, names[1])
+            return pool
         t = request.inline_pool
         probs = from_proto(t.probs, "inline_pool.probs") if t.HasField("probs") else None
         feats = from_proto(t.features, "inline_pool.features") if t.HasField("features") else None
         return PoolArrays.inline(probs, feats, t.item_ids)
+
+    def _joined_features(self, pool: PoolArrays, features_pool_id: str, array: str) -> np.ndarray:
+        """Array ``array`` of pool ``features_pool_id``, its rows in the order of ``pool``'s item
+        ids (InvalidArgument saying how many of them it lacks)."""
+        field = "pool_ref.features_pool_id"
+        meta = self.store.describe(features_pool_id)
+        if array not in meta.arrays:
+            raise InvalidArgument(
+                f"features pool {features_pool_id!r} has no array {array!r}; it has "
+                f"{sorted(meta.arrays) or 'none'}",
+                field=field,
+            )
+        feats = self.store.open_array(features_pool_id, array)
+        theirs = self.store.item_ids(features_pool_id).astype(str)
+        ours = pool.item_ids.astype(str)
+        if len(theirs) == len(ours) and np.array_equal(theirs, ours):
+            return feats  # same rows in the same order: keep the memory map
+        order = np.argsort(theirs, kind="stable")
+        pos = np.minimum(np.searchsorted(theirs, ours, sorter=order), max(len(theirs) - 1, 0))
+        rows = order[pos] if len(theirs) else np.zeros(len(ours), dtype=np.int64)
+        found = theirs[rows] == ours if len(theirs) else np.zeros(len(ours), dtype=bool)
+        if not found.all():
+            missing = ours[~found]
+            raise InvalidArgument(
+                f"{len(missing)} of the {len(ours)} items of pool {pool.pool_id!r} are not in "
+                f"features pool {features_pool_id!r} (e.g. {', '.join(missing[:3].tolist())}): "
+                "features are joined by item id",
+                field=field,
+            )
+        return np.asarray(feats[rows])
 
     def _select(
         self, request: Request, earlier: set[str]
@@ -78,6 +111,7 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
             prune=not opts.disable_pruning,
             device=opts.device or self.config.device,
             threads=opts.threads or self.config.threads or None,
+            params=dict(opts.strategy_params) or None,
         )
         metrics.observe_selection(
             request.strategy, len(pool.item_ids), res.elapsed_seconds, len(res.indices)

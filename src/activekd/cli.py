@@ -58,6 +58,10 @@ example (one quick round):
 #: what ``select --strategy`` accepts (tests/test_cli.py checks it against the library)
 STRATEGY_NAMES = (
     "pcoreset",
+    "typiclust",
+    "probcover",
+    "typiclust_pcoreset",
+    "pcoreset_typical",
     "coreset",
     "badge",
     "entropy",

@@ -1,20 +1,28 @@
 """Golden masters: every registered strategy's picks on fixed seeded inputs.
 
-``select_batch(name, budget, probs=, features=, labeled=, exclude=, labels=, seed=)`` on three
+``select_batch(name, budget, probs=, features=, labeled=, exclude=, labels=, seed=)`` for every
+strategy the baseline recorded (``RECORDED``), on three
 inputs (float32 without labeled rows; float32 with labeled rows and labels; float64 with labeled
 and excluded rows). Indices are compared exactly, scores and numeric stats to 1e-6.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from activekd.selection import STRATEGY_INFO, available_strategies, select_batch
+from activekd.selection import STRATEGY_INFO, select_batch
 
 FILE = "strategies"
+#: the strategies the baseline recorded (strategies added later, e.g. typiclust and probcover
+#: in issue 12, are tested in tests/selection); a recorded one that disappears fails here
+RECORDED = sorted(
+    json.loads((Path(__file__).parent / "data" / f"{FILE}.json").read_text())["_registry"]
+)
 
 
 def _pool(n: int, c: int, d: int, seed: int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
@@ -60,13 +68,13 @@ def test_registered_strategies(golden: Any) -> None:
             "needs_probs": STRATEGY_INFO[name].needs_probs,
             "needs_features": STRATEGY_INFO[name].needs_features,
         }
-        for name in available_strategies()
+        for name in RECORDED
     }
     golden.check(FILE, "_registry", info)
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("strategy", available_strategies())
+@pytest.mark.parametrize("strategy", RECORDED)
 def test_strategy_picks(golden: Any, strategy: str, case: str) -> None:
     kwargs = _case(case)
     budget = kwargs.pop("budget")

@@ -32,6 +32,10 @@ def test_registry_lists_every_strategy() -> None:
             "least_confidence",
             "badge",
             "class_balanced",
+            "typiclust",
+            "probcover",
+            "typiclust_pcoreset",
+            "pcoreset_typical",
         ]
     )
     assert STRATEGY_INFO["coreset"].needs_features and not STRATEGY_INFO["coreset"].needs_probs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -11,15 +12,18 @@ from activekd.errors import InvalidArgument
 from activekd.selection.kcenter import ProgressFn
 from activekd.selection.result import SelectionResult
 from activekd.selection.strategies import (
+    PARAM_RULES,
     STRATEGIES,
     STRATEGY_INFO,
     SelectionInputs,
     validate_strategy,
 )
 from activekd.selection.threads import limit_threads
-from activekd.selection.validation import validate_request
+from activekd.selection.validation import validate_params, validate_request
 
 BACKENDS: tuple[str, ...] = ("auto", "faiss", "numpy", "torch")
+#: strategies whose k-center runs on probs (``backend`` applies to it)
+_PROBS_KCENTER = ("pcoreset", "typiclust_pcoreset", "pcoreset_typical")
 
 
 def select_batch(
@@ -37,6 +41,7 @@ def select_batch(
     threads: int | None = None,
     backend: str = "auto",
     progress: ProgressFn | None = None,
+    params: Mapping[str, float] | None = None,
 ) -> SelectionResult:
     """Picks ``budget`` pool rows to label next: the result holds the picks (``indices``, int64
     row ids in pick order), one float64 ``score`` each, ``stats``, ``backend``, ``strategy`` and
@@ -47,7 +52,8 @@ def select_batch(
         budget: how many rows to pick, 1..(rows not labeled and not excluded).
         probs: (N, C) class probabilities of the whole pool, labeled rows included
             (float16/32/64 ndarray or memmap; rows sum to 1 within ``PROB_SUM_ATOL``).
-        features: (N, D) features of the whole pool (coreset, badge).
+        features: (N, D) features of the whole pool (coreset, badge, typiclust, probcover and
+            the hybrids; e.g. the teacher's image embeddings).
         labeled: row ids already labeled: never picked; k-center centres.
         exclude: row ids already selected but not labeled yet: never picked and, for the
             k-center strategies, treated as centres like labeled rows (they will be labeled);
@@ -61,7 +67,11 @@ def select_batch(
         backend: k-center kernel, 'auto' (torch on CUDA, faiss for float32/16 on CPU, numpy for
             float64 on CPU), 'faiss' (float32/16 input only), 'numpy' or 'torch'
             (torch with device='cpu' runs the torch path on the CPU).
+            typiclust and probcover always run on the CPU (faiss k-means / kNN, BLAS) and
+            ignore ``backend``; the hybrids use it for their k-center part.
         progress: optional callback ``progress(done, budget)`` for the k-center strategies.
+        params: the strategy's parameters, a mapping name -> number (None: the defaults in
+            ``STRATEGY_INFO[strategy].params``; unknown names are an error).
 
     Raises:
         InvalidArgument: unknown strategy, missing input the strategy needs, bad shapes, dtypes,
@@ -75,6 +85,7 @@ def select_batch(
         raise InvalidArgument(
             f"backend {backend!r} is not one of {', '.join(BACKENDS)}", field="backend"
         )
+    strategy_params = validate_params(name, params, info.params, PARAM_RULES)
     req = validate_request(
         name,
         budget,
@@ -90,7 +101,7 @@ def select_batch(
         needs_features=info.needs_features,
     )
     if backend == "faiss":
-        used = probs if name == "pcoreset" else features
+        used = probs if name in _PROBS_KCENTER else features
         if used is not None and used.dtype == np.float64:
             raise InvalidArgument(
                 "backend 'faiss' computes in float32: send float32/float16 arrays or use "
@@ -112,6 +123,7 @@ def select_batch(
         backend=backend,
         threads=req.threads,
         progress=progress,
+        params=strategy_params,
     )
     with limit_threads(req.threads):
         res = STRATEGIES[name](inp)

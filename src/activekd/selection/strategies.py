@@ -11,12 +11,22 @@ stats, backend; ``select_batch`` fills in the strategy name and the time taken).
   gradient norm).
 * ``class_balanced``: the normalised weight of the pick's predicted class.
 * ``random``: no score (0.0).
+* ``typiclust``: the pick's typicality within its k-means cluster (1 / mean L2 distance to its
+  nearest neighbours); ``probcover``: rows newly covered by the pick's ball (0 for the random
+  fill once everything is covered). See :mod:`activekd.selection.coverage`.
+* ``typiclust_pcoreset``: typiclust's scores before the switch, pcoreset's after;
+  ``pcoreset_typical``: pcoreset's (distance to the nearest centre among the candidates).
+
+Strategy parameters (``select_batch(..., params=)``, ``SelectionOptions.strategy_params`` on the
+wire) are floats; each registry entry lists its parameters with their defaults
+(``StrategyInfo.params``) and ``PARAM_RULES`` says which values each one accepts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,8 +34,18 @@ import numpy as np
 from activekd.arrays import iter_row_chunks
 from activekd.errors import InvalidArgument
 from activekd.selection.badge import badge_select
+from activekd.selection.coverage import (
+    kmeans_labels,
+    neighbour_scan,
+    normalized,
+    probcover_select,
+    purity_radius,
+    typicality,
+    typiclust_select,
+)
 from activekd.selection.kcenter import ProgressFn, kcenter_greedy
 from activekd.selection.result import SelectionResult
+from activekd.selection.validation import ParamRule
 
 _CHUNK_BYTES = 32 << 20
 
@@ -47,6 +67,8 @@ class SelectionInputs:
     backend: str = "auto"
     threads: int | None = None
     progress: ProgressFn | None = None
+    #: the strategy's parameters, validated, defaults filled in (``StrategyInfo.params``)
+    params: dict[str, float] = field(default_factory=dict)
 
 
 StrategyFn = Callable[[SelectionInputs], SelectionResult]
@@ -60,20 +82,45 @@ class StrategyInfo:
     description: str
     needs_probs: bool
     needs_features: bool
+    #: parameter name -> default value (empty: the strategy takes no parameters)
+    params: dict[str, float] = field(default_factory=dict)
 
 
 STRATEGIES: dict[str, StrategyFn] = {}
 STRATEGY_INFO: dict[str, StrategyInfo] = {}
 
+#: What each strategy parameter accepts (shared by every strategy that takes it).
+PARAM_RULES: dict[str, ParamRule] = {
+    "k_nn": ParamRule(1, 1000, integer=True, doc="neighbours of the typicality kNN"),
+    "max_clusters": ParamRule(1, 1_000_000, integer=True, doc="cap on the k-means clusters"),
+    "min_cluster_size": ParamRule(1, 1_000_000, integer=True, doc="smaller clusters come last"),
+    "radius": ParamRule(0, 2, doc="ball radius on the unit sphere; 0 = purity heuristic"),
+    "alpha": ParamRule(0, 1, lo_open=True, doc="purity the radius heuristic requires"),
+    "num_classes": ParamRule(0, 100_000, integer=True, doc="k-means K; 0 = columns of probs"),
+    "max_neighbors": ParamRule(1, 100_000, integer=True, doc="cap on the rows of one ball"),
+    "switch_per_class": ParamRule(0, 1_000_000, doc="labels per class before pcoreset takes over"),
+    "candidate_fraction": ParamRule(0, 1, lo_open=True, doc="most typical share kept"),
+}
+
 
 def register(
-    name: str, description: str, *, needs_probs: bool, needs_features: bool
+    name: str,
+    description: str,
+    *,
+    needs_probs: bool,
+    needs_features: bool,
+    params: Mapping[str, float] | None = None,
 ) -> Callable[[StrategyFn], StrategyFn]:
-    """Decorator adding a strategy to ``STRATEGIES`` / ``STRATEGY_INFO``."""
+    """Decorator adding a strategy to ``STRATEGIES`` / ``STRATEGY_INFO``; ``params``: its
+    parameters' defaults (each name must have a rule in ``PARAM_RULES``)."""
+    defaults = {k: float(v) for k, v in (params or {}).items()}
+    unknown = set(defaults) - set(PARAM_RULES)
+    if unknown:
+        raise ValueError(f"no PARAM_RULES entry for {sorted(unknown)}")
 
     def deco(fn: StrategyFn) -> StrategyFn:
         STRATEGIES[name] = fn
-        STRATEGY_INFO[name] = StrategyInfo(name, description, needs_probs, needs_features)
+        STRATEGY_INFO[name] = StrategyInfo(name, description, needs_probs, needs_features, defaults)
         return fn
 
     return deco
@@ -326,7 +373,135 @@ def class_balanced(inp: SelectionInputs) -> SelectionResult:
     return SelectionResult(inp.eligible[pos], weights[cls_arr], stats)
 
 
+# --- coverage strategies (low budgets) and PCoreSet hybrids ------------------------------------
+_TYPICLUST_PARAMS = {"k_nn": 20, "max_clusters": 500, "min_cluster_size": 5}
+
+
+@register(
+    "typiclust",
+    "TypiClust (Hacohen et al. 2022): seeded faiss k-means of the L2-normalised features into "
+    "min(labeled + excluded + budget, max_clusters) clusters; each pick takes the cluster with "
+    "the fewest labeled/excluded/picked rows (ties: largest, then lowest id; clusters under "
+    "min_cluster_size last) and its most typical eligible row (typicality = 1 / mean L2 distance "
+    "to the k_nn nearest rows of the cluster)",
+    needs_probs=False,
+    needs_features=True,
+    params=_TYPICLUST_PARAMS,
+)
+def typiclust(inp: SelectionInputs) -> SelectionResult:
+    return _typiclust(inp, normalized(_req(inp.features)))
+
+
+def _typiclust(inp: SelectionInputs, xn: np.ndarray) -> SelectionResult:
+    p = inp.params
+    k = min(len(inp.labeled) + len(inp.exclude) + inp.budget, int(p["max_clusters"]))
+    clusters = kmeans_labels(xn, k, inp.seed)
+    res = typiclust_select(
+        xn,
+        clusters,
+        inp.eligible,
+        inp.budget,
+        k_nn=int(p["k_nn"]),
+        min_cluster_size=int(p["min_cluster_size"]),
+    )
+    res.stats["kmeans_k"] = float(k)
+    return res
+
+
+@register(
+    "probcover",
+    "ProbCover (Yehuda et al. 2022): greedy max coverage of radius-balls on the L2-normalised "
+    "features (balls capped at max_neighbors rows); rows covered by labeled/excluded rows' balls "
+    "are removed first; radius 0 = the purity heuristic: the largest grid value (0.01 steps) at "
+    "which >= alpha of the balls are pure w.r.t. a seeded k-means into num_classes clusters "
+    "(0: probs' columns); random fill once all is covered",
+    needs_probs=False,
+    needs_features=True,
+    params={"radius": 0.0, "alpha": 0.95, "num_classes": 0, "max_neighbors": 256},
+)
+def probcover(inp: SelectionInputs) -> SelectionResult:
+    p = inp.params
+    k = int(p["num_classes"]) or (int(inp.probs.shape[1]) if inp.probs is not None else 0)
+    if not p["radius"] and k < 2:
+        raise InvalidArgument(
+            "probcover chooses its radius from k-means clusters, one per class: send probs (their "
+            "columns are the classes), params num_classes >= 2, or params radius > 0",
+            field="params",
+        )
+    xn = normalized(_req(inp.features))
+    clusters = kmeans_labels(xn, k, inp.seed) if k >= 2 else None
+    nbr, ndist, other = neighbour_scan(xn, int(p["max_neighbors"]), clusters)
+    if p["radius"]:
+        radius = float(p["radius"])
+        purity = float((other > radius).mean()) if other is not None else -1.0
+    else:
+        assert other is not None
+        radius, purity = purity_radius(other, float(p["alpha"]))
+    res = probcover_select(nbr, ndist, radius, inp.eligible, inp.budget, inp.seed)
+    res.stats.update(
+        purity=purity,
+        purity_clusters=float(k if clusters is not None else 0),
+        radius_from_heuristic=float(not p["radius"]),
+    )
+    return res
+
+
+@register(
+    "typiclust_pcoreset",
+    "Hybrid: typiclust (same parameters) while labeled + excluded rows < switch_per_class x the "
+    "number of classes (probs' columns), then pcoreset exactly",
+    needs_probs=True,
+    needs_features=True,
+    params={"switch_per_class": 3, **_TYPICLUST_PARAMS},
+)
+def typiclust_pcoreset(inp: SelectionInputs) -> SelectionResult:
+    c = _req(inp.probs).shape[1]
+    cold = len(inp.labeled) + len(inp.exclude) < inp.params["switch_per_class"] * c
+    res = _typiclust(inp, normalized(_req(inp.features))) if cold else pcoreset(inp)
+    res.stats["typiclust_phase"] = float(cold)
+    return res
+
+
+@register(
+    "pcoreset_typical",
+    "Hybrid: pcoreset (same centres, L2 in probability space) with picks restricted to the "
+    "ceil(candidate_fraction x eligible) most typical eligible rows (at least the budget; "
+    "typicality = 1 / mean L2 distance to the k_nn nearest rows of the whole pool, L2-normalised "
+    "features); no centres: starts from the candidate farthest from the candidates' mean",
+    needs_probs=True,
+    needs_features=True,
+    params={"candidate_fraction": 0.5, "k_nn": 20},
+)
+def pcoreset_typical(inp: SelectionInputs) -> SelectionResult:
+    probs = _req(inp.probs)
+    el = inp.eligible
+    n_cand = max(inp.budget, math.ceil(inp.params["candidate_fraction"] * len(el) - 1e-9))
+    if n_cand >= len(el):
+        res = _kcenter(probs, inp, normalize=False)
+    else:
+        xn = normalized(_req(inp.features))
+        typ = typicality(xn, int(inp.params["k_nn"]), queries=el)
+        cand = np.sort(el[_top(typ, n_cand, largest=True)])
+        centres = _centres(inp)
+        sub = np.union1d(centres, cand)  # sorted: position order = row order (ties kept)
+        res = kcenter_greedy(
+            np.ascontiguousarray(probs[sub]),
+            inp.budget,
+            centres=np.searchsorted(sub, centres),
+            normalize=False,
+            prune=inp.prune,
+            device=inp.device,
+            backend=inp.backend,
+            threads=inp.threads,
+            progress=inp.progress,
+        )
+        res.indices = sub[res.indices]
+    res.stats["candidates"] = float(min(n_cand, len(el)))
+    return res
+
+
 __all__ = [
+    "PARAM_RULES",
     "STRATEGIES",
     "STRATEGY_INFO",
     "SelectionInputs",

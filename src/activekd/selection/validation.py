@@ -9,8 +9,10 @@ memory-mapped pools larger than RAM.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +148,68 @@ def validate_threads(threads: Any) -> int | None:
 
 
 @dataclass(frozen=True)
+class ParamRule:
+    """Values one strategy parameter accepts: ``lo <= v <= hi`` (``lo < v`` when ``lo_open``),
+    finite, integral when ``integer``; ``doc`` says what it does."""
+
+    lo: float
+    hi: float
+    integer: bool = False
+    lo_open: bool = False
+    doc: str = ""
+
+    def accepts(self, v: float) -> bool:
+        """True when ``v`` is allowed."""
+        if not math.isfinite(v) or v > self.hi or v < self.lo or (self.lo_open and v == self.lo):
+            return False
+        return not self.integer or v == int(v)
+
+    def describe(self) -> str:
+        """The rule in words, e.g. "an integer in 1..1000"."""
+        what = "an integer" if self.integer else "a number"
+        lo = f"{self.lo:g}"
+        if self.lo_open:
+            return f"{what} > {lo} and <= {self.hi:g}"
+        return f"{what} in {lo}..{self.hi:g}"
+
+
+def validate_params(
+    strategy: str,
+    params: Any,
+    defaults: Mapping[str, float],
+    rules: Mapping[str, ParamRule],
+) -> dict[str, float]:
+    """The strategy's parameters: ``defaults`` overridden by ``params`` (a mapping name -> number;
+    None = all defaults). Unknown names and values their rule refuses are InvalidArgument
+    (field ``params``) naming the allowed parameters or the accepted range."""
+    out = {k: float(v) for k, v in defaults.items()}
+    if params is None:
+        return out
+    if not isinstance(params, Mapping):
+        raise InvalidArgument(
+            f"params must map parameter names to numbers, got {type(params).__name__}",
+            field="params",
+        )
+    allowed = ", ".join(f"{k} (default {v:g})" for k, v in sorted(out.items()))
+    for key, value in params.items():
+        if key not in out:
+            hint = f"allowed: {allowed}" if out else "it takes no parameters"
+            raise InvalidArgument(
+                f"strategy {strategy!r} has no parameter {key!r}: {hint}", field="params"
+            )
+        rule = rules[key]
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not ok or not rule.accepts(float(value)):
+            raise InvalidArgument(
+                f"params[{key!r}] of strategy {strategy!r} is {value!r}: it must be "
+                f"{rule.describe()} ({rule.doc})",
+                field="params",
+            )
+        out[key] = float(value)
+    return out
+
+
+@dataclass(frozen=True)
 class ValidatedRequest:
     """Normalised inputs of one selection request."""
 
@@ -235,11 +299,13 @@ def validate_request(
 
 
 __all__ = [
+    "ParamRule",
     "ValidatedRequest",
     "validate_budget",
     "validate_features",
     "validate_indices",
     "validate_labels",
+    "validate_params",
     "validate_request",
     "validate_seed",
     "validate_shape",

@@ -18,24 +18,35 @@ class InlinePool(_message.Message):
     def __init__(self, probs: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., features: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PoolReference(_message.Message):
-    __slots__ = ("pool_id", "probs_array", "features_array")
+    __slots__ = ("pool_id", "probs_array", "features_array", "features_pool_id")
     POOL_ID_FIELD_NUMBER: _ClassVar[int]
     PROBS_ARRAY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_ARRAY_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_POOL_ID_FIELD_NUMBER: _ClassVar[int]
     pool_id: str
     probs_array: str
     features_array: str
-    def __init__(self, pool_id: _Optional[str] = ..., probs_array: _Optional[str] = ..., features_array: _Optional[str] = ...) -> None: ...
+    features_pool_id: str
+    def __init__(self, pool_id: _Optional[str] = ..., probs_array: _Optional[str] = ..., features_array: _Optional[str] = ..., features_pool_id: _Optional[str] = ...) -> None: ...
 
 class SelectionOptions(_message.Message):
-    __slots__ = ("disable_pruning", "device", "threads")
+    __slots__ = ("disable_pruning", "device", "threads", "strategy_params")
+    class StrategyParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     DISABLE_PRUNING_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_PARAMS_FIELD_NUMBER: _ClassVar[int]
     disable_pruning: bool
     device: str
     threads: int
-    def __init__(self, disable_pruning: _Optional[bool] = ..., device: _Optional[str] = ..., threads: _Optional[int] = ...) -> None: ...
+    strategy_params: _containers.ScalarMap[str, float]
+    def __init__(self, disable_pruning: _Optional[bool] = ..., device: _Optional[str] = ..., threads: _Optional[int] = ..., strategy_params: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SelectBatchRequest(_message.Message):
     __slots__ = ("strategy", "budget", "seed", "request_id", "pool_ref", "inline_pool", "labeled_item_ids", "experiment_id", "round", "options", "labels")
@@ -185,16 +196,25 @@ class ListStrategiesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StrategyInfo(_message.Message):
-    __slots__ = ("name", "description", "needs_probs", "needs_features")
+    __slots__ = ("name", "description", "needs_probs", "needs_features", "params")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     NEEDS_PROBS_FIELD_NUMBER: _ClassVar[int]
     NEEDS_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     needs_probs: bool
     needs_features: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., needs_probs: _Optional[bool] = ..., needs_features: _Optional[bool] = ...) -> None: ...
+    params: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., needs_probs: _Optional[bool] = ..., needs_features: _Optional[bool] = ..., params: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class ListStrategiesResponse(_message.Message):
     __slots__ = ("strategies",)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,8 @@ class StrategyInfo:
     description: str
     needs_probs: bool
     needs_features: bool
+    #: parameter name -> default (``strategy_params`` of select_batch)
+    params: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,15 @@ class SelectionClient(BaseClient):
         device: str = "",
         probs_array: str = "",
         features_array: str = "",
+        features_pool_id: str = "",
+        strategy_params: Mapping[str, float] | None = None,
         timeout: float | None = None,
     ) -> SelectBatchResult:
-        """Pick ``budget`` items; pass ``pool_id`` (registered pool) or ``probs``/``features`` inline."""
+        """Pick ``budget`` items; pass ``pool_id`` (registered pool) or ``probs``/``features`` inline.
+
+        ``features_pool_id``: with ``pool_id``, read the features from this other registered pool
+        (joined by item id). ``strategy_params``: the strategy's parameters (see
+        :meth:`list_strategies`)."""
         req = selection_pb2.SelectBatchRequest(
             strategy=strategy,
             budget=budget,
@@ -92,12 +100,19 @@ class SelectionClient(BaseClient):
             experiment_id=experiment_id,
             round=round,
             labels=list(labels or []),
-            options=selection_pb2.SelectionOptions(disable_pruning=not prune, device=device),
+            options=selection_pb2.SelectionOptions(
+                disable_pruning=not prune,
+                device=device,
+                strategy_params={k: float(v) for k, v in (strategy_params or {}).items()},
+            ),
         )
         if pool_id is not None:
             req.pool_ref.CopyFrom(
                 selection_pb2.PoolReference(
-                    pool_id=pool_id, probs_array=probs_array, features_array=features_array
+                    pool_id=pool_id,
+                    probs_array=probs_array,
+                    features_array=features_array,
+                    features_pool_id=features_pool_id,
                 )
             )
         else:
@@ -181,7 +196,7 @@ class SelectionClient(BaseClient):
     def list_strategies(self) -> list[StrategyInfo]:
         resp = self.stub.ListStrategies(selection_pb2.ListStrategiesRequest(), timeout=self.timeout)
         return [
-            StrategyInfo(s.name, s.description, s.needs_probs, s.needs_features)
+            StrategyInfo(s.name, s.description, s.needs_probs, s.needs_features, dict(s.params))
             for s in resp.strategies
         ]
 
