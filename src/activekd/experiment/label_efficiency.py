@@ -1,4 +1,14 @@
-"""The label-efficiency benchmark: the paper's protocol on Fashion-MNIST with the label-map teacher.
+"""The label-efficiency benchmark: the paper's protocol on a dataset with its zero-shot teacher.
+
+Datasets (``DATASETS``): ``fashion-mnist`` (the label-map teacher; CNN student on the images, or
+an MLP student on the teacher's features for fast screening) and the text set of
+``activekd.data.text`` (MiniLM teacher, MLP student on a pool-fitted text representation).
+
+A curve is a :class:`RunSpec`, written ``strategy[:key=value,...]`` (``ce_only-<strategy>`` for
+the CE-only student): ``probs=combined|ce|teacher`` and ``features=student|teacher`` say what the
+strategy sees, ``adapt=clap`` turns on teacher adaptation, any other key is a strategy parameter
+(``typiclust_pcoreset:switch_per_class=4``). Strategies that read features read the teacher's by
+default when the teacher has features (``TEACHER_FEATURE_STRATEGIES``).
 
 Every (config, seed) run is saved as JSON as soon as it finishes and skipped when present, so
 the grid can run in parts and resume. ``summarise`` turns the runs into a CSV, a markdown table
@@ -33,6 +43,70 @@ ALL_STRATEGIES = (
     "class_balanced",
     "pcoreset",
 )
+#: Strategies whose features default to the teacher's (label-free, exists before any label).
+TEACHER_FEATURE_STRATEGIES = frozenset(
+    {"typiclust", "probcover", "typiclust_pcoreset", "pcoreset_typical"}
+)
+_OPTION_KEYS = {"probs": "selection_probs", "features": "selection_features",
+                "adapt": "teacher_adaptation"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One curve: strategy, student kind and what the strategy sees (see the module doc)."""
+
+    name: str
+    strategy: str
+    kd: bool = True
+    selection_probs: str = "combined"
+    selection_features: str = "student"
+    teacher_adaptation: str = "none"
+    params: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str, teacher_features: bool = True) -> RunSpec:
+        """``"pcoreset:probs=ce"`` -> RunSpec (InvalidArgument naming the bad part)."""
+        body = spec.strip()
+        kd = not body.startswith("ce_only-")
+        if not kd:
+            body = body[len("ce_only-") :]
+        strategy, _, rest = body.partition(":")
+        opts: dict[str, str] = {
+            "selection_features": "teacher"
+            if strategy in TEACHER_FEATURE_STRATEGIES and teacher_features
+            else "student"
+        }
+        params: list[tuple[str, float]] = []
+        for part in filter(None, rest.split(",")):
+            key, eq, value = part.partition("=")
+            if not eq:
+                raise InvalidArgument(f"config {spec!r}: {part!r} is not key=value")
+            if key in _OPTION_KEYS:
+                opts[_OPTION_KEYS[key]] = value
+            else:
+                try:
+                    params.append((key, float(value)))
+                except ValueError:
+                    raise InvalidArgument(
+                        f"config {spec!r}: strategy parameter {key} needs a number"
+                    ) from None
+        return cls(spec.strip(), strategy, kd, params=tuple(sorted(params)), **opts)
+
+    def loop_config(self, grid: GridConfig, seed: int) -> LoopConfig:
+        return LoopConfig(
+            strategy=self.strategy,
+            rounds=grid.rounds,
+            budget=grid.budget,
+            initial_per_class=grid.initial_per_class,
+            seed=seed,
+            student={**grid.student_settings(), "kd": self.kd},
+            selection_probs=self.selection_probs,
+            selection_features=self.selection_features,
+            teacher_adaptation=self.teacher_adaptation,
+            strategy_params=dict(self.params),
+        )
+
+
 DEFAULT_CACHE = (
     Path(__file__).resolve().parents[1]
     / "data"
@@ -55,6 +129,16 @@ class GridConfig:
     ce_only_strategies: list[str] = field(default_factory=lambda: ["random", "pcoreset"])
     student: dict[str, Any] = field(default_factory=lambda: {"steps": 300, "threads": 1})
     cache: str = str(DEFAULT_CACHE)
+    #: more curves, as RunSpec strings (``"typiclust"``, ``"pcoreset:probs=ce"``, ...)
+    extra_configs: list[str] = field(default_factory=list)
+    dataset: str = "fashion-mnist"
+    #: ``images`` (the dataset's own input: the CNN on Fashion-MNIST) or ``teacher_features``
+    #: (an MLP student on the teacher's features: the fast screening protocol); text sets use
+    #: ``text`` (their pool-fitted representation)
+    student_input: str = "images"
+    #: draw the pool from the first ``pool_rows`` train rows (0: the whole split), e.g. 20000
+    #: where the teacher's features were extracted for those rows only
+    pool_rows: int = 0
 
     @classmethod
     def quick(cls) -> GridConfig:
@@ -71,46 +155,81 @@ class GridConfig:
 
     @property
     def tag(self) -> str:
-        """Folder name: everything that changes the curves (runs with other settings never mix)."""
+        """Folder name: everything that changes the curves (runs with other settings never mix).
+        Fashion-MNIST with the CNN keeps the names of the earlier results."""
         st = self.student
         batch = f"{st.get('batch_size_labeled', 64)}+{st.get('batch_size_unlabeled', 128)}"
+        prefix = ""
+        if (self.dataset, self.student_input) != ("fashion-mnist", "images"):
+            prefix = f"{self.dataset}-{self.student_input}-"
+        if self.pool_rows:
+            prefix += f"first{self.pool_rows}-"
         return (
-            f"pool{self.pool_size}-test{self.test_size}-r{self.rounds}-b{self.budget}"
+            f"{prefix}pool{self.pool_size}-test{self.test_size}-r{self.rounds}-b{self.budget}"
             f"-k{self.initial_per_class}-steps{st.get('steps', 'd')}-batch{batch}"
         )
 
-    def configs(self) -> list[tuple[str, str, bool]]:
-        """(name, strategy, kd) for every curve."""
-        out = [(s, s, True) for s in self.strategies]
-        out += [(f"ce_only-{s}", s, False) for s in self.ce_only_strategies]
-        return out
+    def configs(self) -> list[RunSpec]:
+        """Every curve: ``strategies`` (KD), ``ce_only_strategies``, then ``extra_configs``."""
+        specs = list(self.strategies) + [f"ce_only-{s}" for s in self.ce_only_strategies]
+        specs += self.extra_configs
+        out: dict[str, RunSpec] = {}
+        for spec in specs:
+            run = RunSpec.parse(spec)
+            out.setdefault(run.name, run)
+        return list(out.values())
+
+    def student_settings(self) -> dict[str, Any]:
+        """``student`` plus what the student input implies (the MLP backbone for vectors)."""
+        if self.student_input == "images":
+            return dict(self.student)
+        return {"backbone": "mlp", **self.student}
 
 
-def load_data(grid: GridConfig) -> dict[str, np.ndarray]:
-    """Pool/test images, labels and teacher probabilities (subsets drawn with seed 12345)."""
+#: feature caches tried in order: the whole train split, then its first 10k rows
+FASHION_FEATURES = (
+    "fashion-mnist-label-map-224-features",
+    "fashion-mnist-label-map-224-first10000-features",
+)
+FASHION_FEATURES_HINT = "scripts/build_teacher_cache.py --features (~35 min on 2 cores)"
+STUDENT_INPUTS: tuple[str, ...] = ("images", "teacher_features", "text")
+
+
+def _subset(n_have: int, n_want: int, rng: np.random.Generator, what: str) -> np.ndarray:
+    if n_want > n_have:
+        raise InvalidArgument(f"{what} size {n_want} > the {n_have} rows available")
+    return (
+        np.sort(rng.choice(n_have, n_want, replace=False)) if n_want < n_have else np.arange(n_have)
+    )
+
+
+def _needs_features(grid: GridConfig) -> bool:
+    return grid.student_input == "teacher_features" or any(
+        c.selection_features == "teacher" or c.teacher_adaptation != "none" for c in grid.configs()
+    )
+
+
+def load_data(grid: GridConfig, *, with_features: bool | None = None) -> dict[str, np.ndarray]:
+    """Pool/test inputs, labels and teacher probabilities (subsets drawn with seed 12345), plus
+    the teacher's features ``f_pool``/``f_test`` when a curve or the student needs them
+    (``with_features`` None) or when asked."""
+    if grid.student_input not in STUDENT_INPUTS:
+        raise InvalidArgument(
+            f"student_input {grid.student_input!r}: use one of {', '.join(STUDENT_INPUTS)}"
+        )
+    if grid.dataset != "fashion-mnist":
+        return _load_text(grid)
     from activekd.teacher.cache import load_split_probs
 
-    _, probs = load_split_probs(grid.cache)
+    identity, probs = load_split_probs(grid.cache)
     xtr, ytr = load_fashion_mnist("train")
     xte, yte = load_fashion_mnist("test")
     rng = np.random.default_rng(12345)
-    n_cached = len(probs["train"])  # the cached rows are the first n_cached of the train split
-    if grid.pool_size > n_cached:
-        raise InvalidArgument(
-            f"pool_size {grid.pool_size} > the {n_cached} train rows in {grid.cache}"
-        )
-    pool = (
-        np.sort(rng.choice(n_cached, grid.pool_size, replace=False))
-        if grid.pool_size < n_cached
-        else np.arange(n_cached)
-    )
-    n_test = len(probs["test"])
-    test = (
-        np.sort(rng.choice(n_test, grid.test_size, replace=False))
-        if grid.test_size < n_test
-        else np.arange(n_test)
-    )
-    return {
+    # the cached rows are the first n of each split
+    n_rows = min(grid.pool_rows, len(probs["train"])) if grid.pool_rows else len(probs["train"])
+    pool = _subset(n_rows, grid.pool_size, rng, "pool")
+    test = _subset(len(probs["test"]), grid.test_size, rng, "test")
+    out = {
         "x_pool": np.ascontiguousarray(xtr[pool]),
         "y_pool": ytr[pool],
         "t_pool": probs["train"][pool],
@@ -118,25 +237,82 @@ def load_data(grid: GridConfig) -> dict[str, np.ndarray]:
         "y_test": yte[test],
         "t_test": probs["test"][test],
     }
+    want = _needs_features(grid) if with_features is None else with_features
+    if want or grid.student_input == "teacher_features":
+        from activekd.data.feature_cache import feature_file, load_feature_file
+
+        path = next(
+            (feature_file(n) for n in FASHION_FEATURES if feature_file(n).is_file()),
+            feature_file(FASHION_FEATURES[0]),
+        )
+        feats = load_feature_file(path, FASHION_FEATURES_HINT)
+        n = len(feats["features"]["train"])
+        if n < n_rows:
+            raise InvalidArgument(
+                f"the pool is drawn from {n_rows} train rows but {path.name} has features for "
+                f"the first {n}: set pool_rows <= {n} or build the whole split"
+            )
+        fp = feats["identity"].get("fingerprint")
+        if fp != identity.fingerprint:
+            raise InvalidArgument(
+                f"the feature cache was made by teacher {fp}, the probabilities by "
+                f"{identity.fingerprint}: rebuild one of them"
+            )
+        out["f_pool"] = feats["features"]["train"][pool]
+        out["f_test"] = feats["features"]["test"][test]
+        if grid.student_input == "teacher_features":
+            out["x_pool"], out["x_test"] = out["f_pool"], out["f_test"]
+    return out
+
+
+def _load_text(grid: GridConfig) -> dict[str, np.ndarray]:
+    """A text set of ``activekd.data.text``: MiniLM teacher probabilities and features, the
+    pool-fitted text representation as the student's input (``student_input='text'``)."""
+    from activekd.data.text import load_text_cache
+
+    cache = load_text_cache(grid.dataset)
+    rng = np.random.default_rng(12345)
+    n_rows = len(cache["train_labels"])
+    pool = _subset(
+        min(grid.pool_rows, n_rows) if grid.pool_rows else n_rows, grid.pool_size, rng, "pool"
+    )
+    test = _subset(len(cache["test_labels"]), grid.test_size, rng, "test")
+    x_key = "student_x" if grid.student_input == "text" else "features"
+    return {
+        "x_pool": cache[f"train_{x_key}"][pool],
+        "y_pool": cache["train_labels"][pool],
+        "t_pool": cache["train_probs"][pool],
+        "x_test": cache[f"test_{x_key}"][test],
+        "y_test": cache["test_labels"][test],
+        "t_test": cache["test_probs"][test],
+        "f_pool": cache["train_features"][pool],
+        "f_test": cache["test_features"][test],
+        "prototypes": np.asarray(cache["prototypes"], np.float32),
+        "logit_scale": np.asarray(cache["logit_scale"], np.float32),
+    }
+
+
+def make_adapter(data: dict[str, np.ndarray], seed: int) -> Any:
+    """The teacher adapter of a run: from the teacher's own text head when it has one (MiniLM
+    prompts), else a head first fitted to the zero-shot probabilities (the label-map teacher)."""
+    from activekd.teacher.adapt import TeacherAdapter
+
+    if "prototypes" in data:
+        return TeacherAdapter(data["prototypes"], float(data["logit_scale"]), seed=seed)
+    return TeacherAdapter.from_zero_shot(data["f_pool"], data["t_pool"], seed=seed)
 
 
 def _run_one(
     grid: GridConfig,
     data: dict[str, np.ndarray],
     root: Path,
-    job: tuple[str, str, bool, int],
+    job: tuple[RunSpec, int],
     progress: Any = None,
 ) -> Path:
-    """Runs one (config, strategy, kd, seed) and saves it atomically as JSON."""
-    name, strat, kd, seed = job
-    cfg = LoopConfig(
-        strategy=strat,
-        rounds=grid.rounds,
-        budget=grid.budget,
-        initial_per_class=grid.initial_per_class,
-        seed=seed,
-        student={**grid.student, "kd": kd},
-    )
+    """Runs one (config, seed) and saves it atomically as JSON."""
+    spec, seed = job
+    name, strat, kd = spec.name, spec.strategy, spec.kd
+    cfg = spec.loop_config(grid, seed)
     t0 = time.time()
     results = run_active_learning(
         cfg,
@@ -146,9 +322,12 @@ def _run_one(
         data["x_test"],
         data["y_test"],
         data["t_test"],
+        teacher_features_pool=data.get("f_pool"),
+        teacher_features_test=data.get("f_test"),
+        adapter=make_adapter(data, seed) if spec.teacher_adaptation != "none" else None,
         progress=progress,
     )
-    path = root / name / f"seed-{seed}.json"
+    path = root / _folder(name) / f"seed-{seed}.json"
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(
@@ -157,6 +336,10 @@ def _run_one(
                 "config": name,
                 "strategy": strat,
                 "kd": kd,
+                "selection_probs": spec.selection_probs,
+                "selection_features": spec.selection_features,
+                "teacher_adaptation": spec.teacher_adaptation,
+                "params": dict(spec.params),
                 "seed": seed,
                 "seconds": time.time() - t0,
                 "device": _device_name(),
@@ -192,7 +375,12 @@ def _exit_if_orphaned(_result: Any = None) -> None:
         os._exit(3)
 
 
-def _worker_run(root: str, job: tuple[str, str, bool, int]) -> str:
+def _folder(name: str) -> str:
+    """A config's folder name (``:`` and ``,`` are awkward in paths)."""
+    return name.replace(":", "@").replace(",", "+")
+
+
+def _worker_run(root: str, job: tuple[RunSpec, int]) -> str:
     grid, data = _WORKER["grid"], _WORKER["data"]
     return str(_run_one(grid, data, Path(root), job, progress=_exit_if_orphaned))
 
@@ -219,10 +407,10 @@ def run_grid(
     root.mkdir(parents=True, exist_ok=True)
     (root / "grid.json").write_text(json.dumps(grid.__dict__, indent=1))
     todo = [
-        (name, strat, kd, seed)
+        (spec, seed)
         for seed in grid.seeds
-        for name, strat, kd in grid.configs()
-        if not (root / name / f"seed-{seed}.json").exists()
+        for spec in grid.configs()
+        if not (root / _folder(spec.name) / f"seed-{seed}.json").exists()
     ]
     if max_runs is not None:
         todo = todo[:max_runs]
@@ -244,7 +432,7 @@ def run_grid(
             for job in todo:
                 if out_of_time():
                     break
-                bar.update(runs, description=f"{job[0]} seed {job[3]}")
+                bar.update(runs, description=f"{job[0].name} seed {job[1]}")
                 bar.reset(rounds)
                 written.append(
                     _run_one(grid, data, root, job, progress=lambda _r: bar.advance(rounds))
@@ -303,8 +491,26 @@ def load_runs(root: Path) -> dict[str, dict[int, list[dict[str, Any]]]]:
     return out
 
 
-def summarise(root: Path, teacher_accuracy: float | None = None) -> str:
-    """Writes results.csv, results.md and curves.png under ``root``; returns the markdown."""
+def teacher_label(grid: GridConfig) -> str:
+    """How the summary names the zero-shot teacher's row."""
+    if grid.dataset == "fashion-mnist":
+        return "teacher (zero-shot, label map)"
+    return "teacher (zero-shot, MiniLM prompts)"
+
+
+def summarise(
+    root: Path,
+    teacher_accuracy: float | None = None,
+    *,
+    pool_labels: np.ndarray | None = None,
+    teacher_name: str = "teacher (zero-shot, label map)",
+    class_names: list[str] | None = None,
+) -> str:
+    """Writes results.csv, results.md and curves.png under ``root``; returns the markdown.
+
+    Beyond the accuracy table: per-round paired differences to ``random``, the adapted teacher's
+    accuracy per round (configs with teacher adaptation) and, given the pool's labels, the labels
+    picked per class (mean over seeds)."""
     runs = load_runs(root)
     with open(root / "results.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -358,7 +564,7 @@ def summarise(root: Path, teacher_accuracy: float | None = None) -> str:
         lines.append(f"| {name} | {len(seeds)} | " + " | ".join(cells) + f" | {auc} | {diff} |")
     if teacher_accuracy is not None:
         lines.append(
-            "| teacher (zero-shot, label map) | — | "
+            f"| {teacher_name} | — | "
             + " | ".join(f"{teacher_accuracy * 100:.1f}" for _ in range(n_rounds))
             + f" | {teacher_accuracy * 100:.2f} | — |"
         )
@@ -366,10 +572,112 @@ def summarise(root: Path, teacher_accuracy: float | None = None) -> str:
         "Accuracy (%) on the test split vs number of labels; mean ± 95% CI over seeds.\n\n"
         + "\n".join(lines)
         + "\n"
+        + _paired_rounds_table(runs, order, n_rounds, labeled)
+        + _teacher_rounds_table(runs, order, n_rounds, labeled)
+        + (_picks_table(runs, order, pool_labels, class_names) if pool_labels is not None else "")
     )
     (root / "results.md").write_text(md)
     _plot(root, runs, n_rounds, teacher_accuracy)
     return md
+
+
+def _complete(
+    runs: dict[str, dict[int, list[dict[str, Any]]]], name: str, n: int
+) -> dict[int, Any]:
+    return {s: r for s, r in runs.get(name, {}).items() if len(r) == n}
+
+
+def _paired_rounds_table(
+    runs: dict[str, dict[int, list[dict[str, Any]]]],
+    order: list[str],
+    n_rounds: int,
+    labeled: list[dict[str, Any]],
+) -> str:
+    """Per-round paired difference to random (points, mean ± 95% CI over the shared seeds)."""
+    base = _complete(runs, "random", n_rounds)
+    rows = []
+    for name in order:
+        if name == "random":
+            continue
+        seeds = [s for s in _complete(runs, name, n_rounds) if s in base]
+        if len(seeds) < 2:
+            continue
+        cells = []
+        for i in range(n_rounds):
+            d = [(runs[name][s][i]["accuracy"] - base[s][i]["accuracy"]) * 100 for s in seeds]
+            m, h = _ci(d)
+            cells.append(f"{m:+.1f} ± {h:.1f}")
+        rows.append(f"| {name} | {len(seeds)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    head = "| config | seeds | " + " | ".join(str(r["labeled"]) for r in labeled) + " |"
+    return (
+        "\nPaired difference to random per round (points, mean ± 95% CI over shared seeds):\n\n"
+        + "\n".join([head, "|" + "---|" * (n_rounds + 2), *rows])
+        + "\n"
+    )
+
+
+def _teacher_rounds_table(
+    runs: dict[str, dict[int, list[dict[str, Any]]]],
+    order: list[str],
+    n_rounds: int,
+    labeled: list[dict[str, Any]],
+) -> str:
+    """The (adapted) teacher's test accuracy per round, for configs where it changes."""
+    rows = []
+    for name in order:
+        seeds = _complete(runs, name, n_rounds)
+        accs = [[x.get("teacher_accuracy") for x in r] for r in seeds.values()]
+        if not accs or any(a is None for row in accs for a in row):
+            continue
+        arr = np.asarray(accs, dtype=float) * 100
+        if np.allclose(arr, arr[:, :1]):
+            continue  # a fixed (zero-shot) teacher
+        cells = []
+        for i in range(n_rounds):
+            m, h = _ci(list(arr[:, i]))
+            cells.append(f"{m:.1f}" + ("" if math.isnan(h) else f" ± {h:.1f}"))
+        rows.append(f"| {name} | {len(seeds)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    head = "| config | seeds | " + " | ".join(str(r["labeled"]) for r in labeled) + " |"
+    return (
+        "\nThe adapted teacher's own test accuracy per round (%):\n\n"
+        + "\n".join([head, "|" + "---|" * (n_rounds + 2), *rows])
+        + "\n"
+    )
+
+
+def _picks_table(
+    runs: dict[str, dict[int, list[dict[str, Any]]]],
+    order: list[str],
+    pool_labels: np.ndarray,
+    class_names: list[str] | None,
+) -> str:
+    """Labels picked per class after the initial ones (mean over seeds)."""
+    c = int(pool_labels.max()) + 1
+    names = class_names or [str(i) for i in range(c)]
+    rows = []
+    for name in order:
+        per_seed = []
+        for r in runs[name].values():
+            picked = [i for x in r for i in x["selected"]]
+            per_seed.append(
+                np.bincount(pool_labels[np.asarray(picked, dtype=np.int64)], minlength=c)
+            )
+        if not per_seed:
+            continue
+        mean = np.mean(per_seed, axis=0)
+        rows.append(
+            f"| {name} (n={len(per_seed)}) | " + " | ".join(f"{v:.1f}" for v in mean) + " |"
+        )
+    head = "| config | " + " | ".join(names) + " |"
+    return (
+        "\nLabels picked per class after the initial ones (mean over seeds):\n\n"
+        + "\n".join([head, "|" + "---|" * (c + 1), *rows])
+        + "\n"
+    )
 
 
 def _plot(
@@ -401,7 +709,7 @@ def _plot(
         ax.axhline(teacher_accuracy * 100, color="k", ls=":", lw=1, label="teacher zero-shot")
     ax.set_xlabel("labeled examples")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("ActiveKD label efficiency, Fashion-MNIST, label-map teacher")
+    ax.set_title(f"ActiveKD label efficiency: {root.name}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -411,5 +719,5 @@ def _plot(
 
 def teacher_test_accuracy(grid: GridConfig) -> float:
     """The teacher's zero-shot top-1 on the benchmark's test subset."""
-    data = load_data(grid)
+    data = load_data(grid, with_features=False)
     return float((data["t_test"].argmax(1) == data["y_test"]).mean())

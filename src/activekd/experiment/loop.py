@@ -7,6 +7,14 @@ runs the same steps through the teacher, trainer and selection services.
 Pairing: the initial labels depend only on ``seed``; the student's training seed and the selection
 seed in round r are ``activekd.seeds.round_seed(seed, r)`` for every strategy, so strategies
 differ only by what they select.
+
+What the strategy sees (``LoopConfig``): ``selection_probs`` = ``combined`` (the student's
+prediction, the paper's PCoreSet input), ``ce`` (softmax of the CE head only) or ``teacher`` (the
+round's teacher probabilities: zero-shot, or adapted); ``selection_features`` = ``student`` (its
+penultimate features, as coreset/BADGE use them) or ``teacher`` (the teacher's embedding of the
+pool, which exists before any label: typiclust/probcover's default). ``teacher_adaptation``
+``clap`` refits the teacher's linear head on the labels collected so far every round
+(``activekd.teacher.adapt.TeacherAdapter``) and distils from the adapted teacher.
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ from activekd.seeds import round_seed
 from activekd.selection import select_batch
 from activekd.student import StudentConfig, evaluate, score_pool, train_round
 
+SELECTION_PROBS: tuple[str, ...] = ("combined", "ce", "teacher")
+SELECTION_FEATURES: tuple[str, ...] = ("student", "teacher")
+TEACHER_ADAPTATIONS: tuple[str, ...] = ("none", "clap")
+
 
 @dataclass
 class LoopConfig:
@@ -35,6 +47,31 @@ class LoopConfig:
     initial_per_class: int = 1
     seed: int = 0
     student: dict[str, Any] = field(default_factory=dict)
+    selection_probs: str = "combined"
+    selection_features: str = "student"
+    teacher_adaptation: str = "none"
+    strategy_params: dict[str, float] = field(default_factory=dict)
+
+    def check(self, has_teacher_features: bool) -> None:
+        """InvalidArgument for a setting outside its choices, or one that needs teacher features
+        the caller did not give."""
+        choices = {
+            "selection_probs": SELECTION_PROBS,
+            "selection_features": SELECTION_FEATURES,
+            "teacher_adaptation": TEACHER_ADAPTATIONS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise InvalidArgument(
+                    f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}", field=name
+                )
+        needs = self.selection_features == "teacher" or self.teacher_adaptation != "none"
+        if needs and not has_teacher_features:
+            raise InvalidArgument(
+                "selection_features='teacher' and teacher_adaptation need the teacher's features "
+                "of the pool (teacher_features_pool)",
+                field="teacher_features_pool",
+            )
 
     def student_config(self, num_classes: int, round_: int) -> StudentConfig:
         """The round's student config (re-initialised each round with a paired seed)."""
@@ -55,6 +92,8 @@ class RoundResult:
     train_seconds: float
     select_seconds: float
     selected: list[int]
+    teacher_accuracy: float | None = None
+    adapt_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,18 +111,46 @@ def run_active_learning(
     y_test: np.ndarray,
     teacher_test: np.ndarray | None = None,
     *,
+    teacher_features_pool: np.ndarray | None = None,
+    teacher_features_test: np.ndarray | None = None,
+    adapter: Any = None,
     progress: ProgressFn | None = None,
 ) -> list[RoundResult]:
     """Runs ``cfg.rounds`` selections (``cfg.rounds + 1`` trained students) and returns per round
-    test accuracy vs number of labels. Labels come from ``y_pool`` (a simulated oracle)."""
+    test accuracy vs number of labels. Labels come from ``y_pool`` (a simulated oracle).
+
+    ``teacher_features_pool`` / ``_test``: the teacher's features (selection_features='teacher',
+    teacher adaptation). ``adapter``: the teacher adapter for ``teacher_adaptation='clap'`` (an
+    object with ``fit(features, rows, labels)`` and ``predict(features) -> probs``; default a
+    ``TeacherAdapter`` fitted to the zero-shot teacher, see ``activekd.teacher.adapt``).
+    """
     num_classes = teacher_pool.shape[1]
     if len(x_pool) != len(y_pool) or len(x_pool) != len(teacher_pool):
         raise InvalidArgument("x_pool, y_pool and teacher_pool must have the same number of rows")
+    cfg.check(teacher_features_pool is not None)
+    if teacher_features_pool is not None and len(teacher_features_pool) != len(y_pool):
+        raise InvalidArgument("teacher_features_pool must have one row per pool row")
+    if cfg.teacher_adaptation != "none" and adapter is None:
+        from activekd.teacher.adapt import TeacherAdapter
+
+        assert teacher_features_pool is not None  # cfg.check
+
+        adapter = TeacherAdapter.from_zero_shot(teacher_features_pool, teacher_pool)
     ids = [str(i) for i in range(len(y_pool))]
     init_ids, _ = initial_labels(ids, y_pool, cfg.initial_per_class, cfg.seed, num_classes)
     labeled = np.asarray(sorted(int(i) for i in init_ids), dtype=np.int64)
     results: list[RoundResult] = []
     for r in range(cfg.rounds + 1):
+        t_pool, t_test, t_acc, adapt_s = teacher_pool, teacher_test, None, 0.0
+        if cfg.teacher_adaptation != "none":
+            ta = time.perf_counter()
+            adapter.fit(teacher_features_pool, labeled, y_pool[labeled])
+            t_pool = adapter.predict(teacher_features_pool)
+            if teacher_features_test is not None:
+                t_test = adapter.predict(teacher_features_test)
+            adapt_s = time.perf_counter() - ta
+        if t_test is not None:
+            t_acc = float((np.asarray(t_test).argmax(1) == y_test).mean())
         t0 = time.perf_counter()
         scfg = cfg.student_config(num_classes, r)
         trained = train_round(
@@ -91,11 +158,11 @@ def run_active_learning(
             None,
             y_pool[labeled],
             x_pool,
-            teacher_pool if scfg.kd else None,
+            t_pool if scfg.kd else None,
             labeled_rows=labeled,
             device="auto",
         )
-        ev = evaluate(trained.model, x_test, y_test, teacher_test)
+        ev = evaluate(trained.model, x_test, y_test, t_test)
         train_s = time.perf_counter() - t0
         picked: list[int] = []
         select_s = 0.0
@@ -106,11 +173,16 @@ def run_active_learning(
             res = select_batch(
                 cfg.strategy,
                 budget,
-                probs=scores.probs,
-                features=scores.features,
+                probs=_selection_probs(cfg.selection_probs, scores, t_pool),
+                features=(
+                    teacher_features_pool
+                    if cfg.selection_features == "teacher"
+                    else scores.features
+                ),
                 labeled=labeled,
                 labels=y_pool[labeled],
                 seed=round_seed(cfg.seed, r),
+                params=dict(cfg.strategy_params) or None,
             )
             picked = [int(i) for i in res.indices]
             select_s = time.perf_counter() - t1
@@ -124,9 +196,22 @@ def run_active_learning(
             train_seconds=train_s,
             select_seconds=select_s,
             selected=picked,
+            teacher_accuracy=t_acc,
+            adapt_seconds=adapt_s,
         )
         results.append(result)
         if progress is not None:
             progress(result)
         labeled = np.sort(np.concatenate([labeled, np.asarray(picked, dtype=np.int64)]))
     return results
+
+
+def _selection_probs(source: str, scores: Any, teacher_probs: np.ndarray) -> np.ndarray:
+    """The probabilities the strategy sees (``LoopConfig.selection_probs``)."""
+    if source == "combined":
+        return np.asarray(scores.probs)
+    if source == "teacher":
+        return np.asarray(teacher_probs, dtype=np.float32)
+    logits = np.asarray(scores.ce_logits, dtype=np.float64)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)

@@ -1,0 +1,156 @@
+"""What the strategy sees (selection_probs / selection_features), teacher adaptation in the loop,
+and the harness's config strings (RunSpec)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from activekd.errors import InvalidArgument
+from activekd.experiment import label_efficiency as le
+from activekd.experiment.loop import LoopConfig, RoundResult, run_active_learning
+from activekd.experiment.oracle import initial_labels
+from activekd.selection import select_batch
+
+SMALL = {"backbone": "mlp", "batch_size_labeled": 16, "batch_size_unlabeled": 32, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def vec() -> dict[str, np.ndarray]:
+    """Vectors with class structure: 4 classes, 240 pool rows, 80 test rows, 16-d."""
+    rng = np.random.default_rng(0)
+    means = rng.normal(0, 3, (4, 16))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.arange(n) % 4
+        return (means[y] + rng.normal(0, 1, (n, 16))).astype(np.float32), y
+
+    x, y = draw(240)
+    xt, yt = draw(80)
+
+    def teacher(lab: np.ndarray) -> np.ndarray:
+        p = np.full((lab.size, 4), 0.1)
+        p[np.arange(lab.size), (lab + (rng.random(lab.size) < 0.4)) % 4] += 0.6
+        return p / p.sum(1, keepdims=True)
+
+    return {"x": x, "y": y, "t": teacher(y), "xt": xt, "yt": yt, "tt": teacher(yt)}
+
+
+def _run(vec: dict[str, np.ndarray], **kw: Any) -> list[RoundResult]:
+    cfg = LoopConfig(rounds=1, budget=4, seed=2, student=SMALL | {"steps": 6}, **kw)
+    return run_active_learning(
+        cfg, vec["x"], vec["y"], vec["t"], vec["xt"], vec["yt"], vec["tt"],
+        teacher_features_pool=vec["x"], teacher_features_test=vec["xt"],
+    )  # fmt: skip
+
+
+def test_pcoreset_on_teacher_probs_picks_what_select_batch_picks_on_them(
+    vec: dict[str, np.ndarray],
+) -> None:
+    res = _run(vec, strategy="pcoreset", selection_probs="teacher")
+    first = np.asarray(sorted(res[0].selected))
+    # the round-0 labeled rows: 1 per class, the same for every strategy (paired by seed)
+    ids, _ = initial_labels([str(i) for i in range(240)], vec["y"], 1, 2, 4)
+    labeled = np.asarray(sorted(int(i) for i in ids))
+    want = select_batch("pcoreset", 4, probs=vec["t"], labeled=labeled, seed=0)
+    assert sorted(want.indices.tolist()) == first.tolist()
+    combined = _run(vec, strategy="pcoreset")
+    assert sorted(combined[0].selected) != first.tolist()  # the student's probs differ
+
+
+def test_ce_probs_are_the_softmax_of_the_ce_head(vec: dict[str, np.ndarray]) -> None:
+    from activekd.experiment.loop import _selection_probs
+
+    class S:
+        probs = np.full((2, 3), 1 / 3, np.float32)
+        ce_logits = np.array([[0.0, 0.0, np.log(2.0)], [5.0, 5.0, 5.0]], np.float32)
+
+    p = _selection_probs("ce", S(), np.zeros((2, 3)))
+    assert np.allclose(p, [[0.25, 0.25, 0.5], [1 / 3, 1 / 3, 1 / 3]], atol=1e-6)
+    assert _selection_probs("combined", S(), np.zeros((2, 3))) is not None
+
+
+def test_teacher_features_are_what_feature_strategies_see(vec: dict[str, np.ndarray]) -> None:
+    """coreset on the teacher's features (here: the inputs themselves) is a function of the
+    features and labeled set only, so two different students give the same picks."""
+    a = _run(vec, strategy="coreset", selection_features="teacher")
+    b = run_active_learning(
+        LoopConfig(strategy="coreset", rounds=1, budget=4, seed=2,
+                   student=SMALL | {"steps": 1}, selection_features="teacher"),
+        vec["x"], vec["y"], vec["t"], vec["xt"], vec["yt"], vec["tt"],
+        teacher_features_pool=vec["x"],
+    )  # fmt: skip
+    assert a[0].selected == b[0].selected
+
+
+class _CountingAdapter:
+    """Records what the loop hands the adapter; predicts the true class (a perfect teacher)."""
+
+    def __init__(self, y: dict[bytes, int]) -> None:
+        self.fits: list[int] = []
+        self.y = y
+
+    def fit(self, features: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> None:
+        assert len(rows) == len(labels) and len(np.unique(rows)) == len(rows)
+        self.fits.append(len(rows))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        out = np.full((len(features), 4), 0.01, np.float32)
+        out[np.arange(len(features)), self.key(features)] = 0.97
+        return out
+
+    def key(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray([self.y[f.tobytes()] for f in features])
+
+
+def test_adaptation_refits_the_teacher_every_round_on_the_labels_so_far(
+    vec: dict[str, np.ndarray],
+) -> None:
+    lut = {f.tobytes(): int(c) for f, c in zip(vec["x"], vec["y"], strict=True)}
+    lut |= {f.tobytes(): int(c) for f, c in zip(vec["xt"], vec["yt"], strict=True)}
+    ad = _CountingAdapter(lut)
+    res = run_active_learning(
+        LoopConfig(strategy="random", rounds=2, budget=4, seed=2, student=SMALL | {"steps": 4},
+                   teacher_adaptation="clap"),
+        vec["x"], vec["y"], vec["t"], vec["xt"], vec["yt"], vec["tt"],
+        teacher_features_pool=vec["x"], teacher_features_test=vec["xt"], adapter=ad,
+    )  # fmt: skip
+    assert ad.fits == [4, 8, 12]
+    assert [r.teacher_accuracy for r in res] == [1.0, 1.0, 1.0]  # the adapted teacher's
+    zero = _run(vec, strategy="random")
+    assert zero[0].teacher_accuracy == pytest.approx(
+        float((vec["tt"].argmax(1) == vec["yt"]).mean())
+    )
+
+
+def test_settings_are_checked(vec: dict[str, np.ndarray]) -> None:
+    with pytest.raises(InvalidArgument, match="selection_probs"):
+        _run(vec, strategy="random", selection_probs="student")
+    with pytest.raises(InvalidArgument, match="teacher_features_pool"):
+        run_active_learning(
+            LoopConfig(strategy="coreset", rounds=1, budget=4, selection_features="teacher",
+                       student=SMALL | {"steps": 1}),
+            vec["x"], vec["y"], vec["t"], vec["xt"], vec["yt"],
+        )  # fmt: skip
+
+
+def test_run_spec_strings() -> None:
+    s = le.RunSpec.parse("pcoreset:probs=ce")
+    assert (s.strategy, s.kd, s.selection_probs, s.selection_features) == (
+        "pcoreset", True, "ce", "student")  # fmt: skip
+    t = le.RunSpec.parse("typiclust")
+    assert t.selection_features == "teacher"  # coverage strategies default to the teacher's
+    u = le.RunSpec.parse("ce_only-random:adapt=clap,k=3")
+    assert (u.kd, u.teacher_adaptation, u.params) == (False, "clap", (("k", 3.0),))
+    with pytest.raises(InvalidArgument, match="key=value"):
+        le.RunSpec.parse("random:oops")
+    with pytest.raises(InvalidArgument, match="number"):
+        le.RunSpec.parse("random:k=x")
+    grid = le.GridConfig(strategies=["random"], ce_only_strategies=[],
+                         extra_configs=["pcoreset:probs=ce", "random"])  # fmt: skip
+    assert [c.name for c in grid.configs()] == ["random", "pcoreset:probs=ce"]
+    assert le._folder("pcoreset:probs=ce,k=2") == "pcoreset@probs=ce+k=2"
+    assert "fashion-mnist" not in grid.tag  # earlier results keep their folder
+    assert le.GridConfig(dataset="fortunes", student_input="text").tag.startswith("fortunes-text-")
