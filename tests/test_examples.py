@@ -89,7 +89,10 @@ def test_the_example_shrinks_with_set() -> None:
         ("dataset.size=3", "unknown key dataset.size; valid keys of dataset: builtin"),
         ("experiment.rounds=3", "unknown key experiment.rounds; valid keys of experiment: "),
         ("experiment.student_config.stepz=3", "unknown key experiment.student_config.stepz"),
-        ("experiment.teacher_config.pool=x", "valid keys of experiment.teacher_config: pool_id"),
+        (
+            "experiment.teacher_config.pool=x",
+            "valid keys of experiment.teacher_config: adaptation, pool_id",
+        ),
         ("experiment.strategy=nope", "experiment.strategy: unknown strategy 'nope'"),
         ("experiment.num_rounds=many", "experiment.num_rounds: num_rounds must be an integer"),
         ("experiment.num_rounds=1000", "but dataset.pool_size is 5000"),

@@ -20,6 +20,7 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from torch import equal as torch_equal
 
 from activekd.client import TrainerClient, TrainProgress, TrainRoundResult
 from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
@@ -66,7 +67,12 @@ class World:
         return Path(self.svc.store_uri) / "checkpoints"
 
     def experiment(
-        self, exp_id: str, *, ids: list[str] | None = None, labels: list[int] | None = None
+        self,
+        exp_id: str,
+        *,
+        ids: list[str] | None = None,
+        labels: list[int] | None = None,
+        teacher_config: dict[str, Any] | None = None,
     ) -> str:
         """2 labels per class (the first rows of each class) unless ``ids``/``labels`` given."""
         if ids is None:
@@ -77,7 +83,8 @@ class World:
             test_pool_id="fm/test",
             dataset="fashion-mnist-svc",
             class_names=list(FASHION_MNIST_CLASSES),
-            teacher_config={"pool_id": "fm/teacher", "test_pool_id": "fm/teacher-test"},
+            teacher_config=teacher_config
+            or {"pool_id": "fm/teacher", "test_pool_id": "fm/teacher-test"},
             student_config=dict(TINY),
             strategy="pcoreset",
             initial_item_ids=ids,
@@ -295,6 +302,36 @@ def test_bad_inputs(world: World, trainer: TrainerClient) -> None:
             _train(trainer, exp_id, **kwargs)
         assert _code(exc) == fp and text in _details(exc), (exp_id, kwargs, _details(exc))
     assert not [p for g in ("svc-b*/*", "svc-g*/*", "svc-e*/*") for p in world.ckpt_root.glob(g)]
+
+
+def test_clap_teacher_adaptation_through_the_service(world: World, trainer: TrainerClient) -> None:
+    """teacher_config.adaptation='clap' trains on the adapted teacher (the library computation
+    is pinned in tests/student/test_round_job.py): other KD targets, so other weights than the
+    same round with the zero-shot teacher; a teacher pool without features is refused."""
+    rng = np.random.default_rng(3)
+    feats = np.eye(C)[world.y] + rng.normal(0, 0.3, (world.y.size, C))
+    t = world.store.open_array("fm/teacher", "probs")
+    world.store.put(
+        "fm/teacher-feats",
+        world.ids,
+        {"probs": t, "features": feats.astype(np.float16)},
+        overwrite=True,
+    )
+    weights = {}
+    for mode in ("none", "clap"):
+        exp = world.experiment(
+            f"svc-adapt-{mode}", teacher_config={"pool_id": "fm/teacher-feats", "adaptation": mode}
+        )
+        _train(trainer, exp, student_config={"steps": 4, "threads": 1})
+        weights[mode] = loads_checkpoint(trainer.get_checkpoint(exp, 0)).state_dict
+    assert any(not torch_equal(weights["none"][k], weights["clap"][k]) for k in weights["none"])
+    exp = world.experiment(
+        "svc-adapt-nofeat", teacher_config={"pool_id": "fm/teacher", "adaptation": "clap"}
+    )
+    with pytest.raises(grpc.RpcError) as exc:
+        _train(trainer, exp, student_config={"steps": 2, "threads": 1})
+    assert _code(exc) == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no 'features' array" in _details(exc) and "use force" in _details(exc)
 
 
 def test_seed_field_reaches_the_student_exactly(world: World, trainer: TrainerClient) -> None:

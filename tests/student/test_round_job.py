@@ -29,6 +29,7 @@ from activekd.student.round_job import (
     resolve_student_config,
     student_pool_id,
 )
+from activekd.teacher.adapt import TeacherAdapter
 
 CLASSES = ["north-west", "north-east", "south-west", "south-east"]
 C = len(CLASSES)
@@ -97,6 +98,7 @@ class World:
         seed: int = 3,
         budget: int = 4,
         rounds: int = 2,
+        teacher_config: dict[str, Any] | None = None,
     ) -> str:
         init_ids, init_labels = self.initial()
         spec = ExperimentSpec(
@@ -104,7 +106,11 @@ class World:
             test_pool_id="syn/test",
             dataset="synthetic",
             class_names=list(CLASSES),
-            teacher_config={"pool_id": teacher_pool} if teacher_pool else {},
+            teacher_config=(
+                teacher_config
+                if teacher_config is not None
+                else ({"pool_id": teacher_pool} if teacher_pool else {})
+            ),
             student_config=dict(TINY if student is None else student),
             strategy="pcoreset",
             initial_item_ids=ids if ids is not None else init_ids,
@@ -276,6 +282,42 @@ def test_teacher_pool_in_another_order_is_mapped_by_item_id(world: World) -> Non
     world.store.put("syn/teacher-half", world.ids[:60], {"probs": world.t[:60]})
     with pytest.raises(FailedPrecondition, match=r"does not cover pool 'syn/pool'.*60 item id"):
         world.trainer.prepare(RoundRequest(a, 0, teacher_pool_id="syn/teacher-half"))
+
+
+def test_clap_adaptation_distils_from_the_teacher_refitted_on_the_labels(world: World) -> None:
+    """teacher_config.adaptation='clap': the KD targets are the library's adapted teacher on the
+    teacher pool's features (mapped by item id), better than the zero-shot probabilities."""
+    rng = np.random.default_rng(7)
+    feats = (np.eye(C)[world.y] * 2 + rng.normal(0, 0.5, (world.y.size, C))).astype(np.float32)
+    weak = noisy_teacher(world.y, 5, right=0.5)
+    order = rng.permutation(world.y.size)  # stored in another order: mapped by item id
+    world.store.put(
+        "syn/teacher-f",
+        [world.ids[i] for i in order],
+        {"probs": weak[order], "features": feats[order].astype(np.float16)},
+    )
+    exp = world.experiment(
+        "e-clap", teacher_config={"pool_id": "syn/teacher-f", "adaptation": "clap"}
+    )
+    prep = world.trainer.prepare(RoundRequest(exp, 0))
+    assert prep.teacher_probs is not None and prep.teacher_probs.dtype == np.float32
+    ref = TeacherAdapter.from_zero_shot(feats.astype(np.float16).astype(np.float32), weak)
+    ref.fit(feats.astype(np.float16).astype(np.float32), prep.labeled_rows, prep.labels)
+    np.testing.assert_allclose(prep.teacher_probs, ref.predict(feats), atol=1e-3)
+    np.testing.assert_allclose(prep.teacher_probs.sum(1), 1.0, atol=1e-5)
+    adapted = float((prep.teacher_probs.argmax(1) == world.y).mean())
+    zero_shot = float((weak.argmax(1) == world.y).mean())
+    assert adapted > zero_shot + 0.2, (adapted, zero_shot)
+    plain = world.trainer.prepare(
+        RoundRequest(world.experiment("e-plain", teacher_pool="syn/teacher-f"), 0)
+    )
+    np.testing.assert_array_equal(plain.teacher_probs, weak)  # adaptation off: the pool's probs
+
+    no_feats = world.experiment("e-clap-nofeat", teacher_config={"adaptation": "clap"})
+    with pytest.raises(FailedPrecondition, match=r"no 'features' array.*use force"):
+        world.trainer.prepare(RoundRequest(no_feats, 0, teacher_pool_id="syn/teacher"))
+    with pytest.raises(InvalidArgument, match=r"adaptation 'lora': use one of none, clap"):
+        world.experiment("e-bad", teacher_config={"pool_id": "syn/teacher", "adaptation": "lora"})
 
 
 # ---------------------------------------------------------------------------------- errors

@@ -30,11 +30,11 @@ from activekd.errors import InvalidArgument
 from activekd.experiment.oracle import initial_labels
 from activekd.seeds import round_seed
 from activekd.selection import select_batch
+from activekd.state.experiment_spec import TEACHER_ADAPTATIONS
 from activekd.student import StudentConfig, evaluate, score_pool, train_round
 
 SELECTION_PROBS: tuple[str, ...] = ("combined", "ce", "teacher")
 SELECTION_FEATURES: tuple[str, ...] = ("student", "teacher")
-TEACHER_ADAPTATIONS: tuple[str, ...] = ("none", "clap")
 
 
 @dataclass

@@ -28,7 +28,7 @@ from activekd.state.experiment_spec import ExperimentSpec
 
 DEFAULT_TARGET = "localhost:50054"
 BUILTINS = (DATASET,)
-TEACHER_CONFIG_KEYS = ("pool_id", "test_pool_id")
+TEACHER_CONFIG_KEYS = ("pool_id", "test_pool_id", "adaptation")
 #: ``experiment_target`` is the name older configs used for ``services.target``
 TOP_KEYS = ("experiment_id", "services", "dataset", "experiment", "experiment_target")
 

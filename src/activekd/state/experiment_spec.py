@@ -16,6 +16,10 @@ from activekd.errors import InvalidArgument
 
 MAX_CLASSES = 100_000
 MAX_SEED = 2**64 - 1  # proto uint64
+#: ``teacher_config["adaptation"]``: ``none`` distils the zero-shot teacher; ``clap`` refits the
+#: teacher's linear head on the labels collected so far every round and distils from that
+#: (``activekd.teacher.adapt.TeacherAdapter``; needs the teacher pool's ``features`` array)
+TEACHER_ADAPTATIONS: tuple[str, ...] = ("none", "clap")
 
 
 @dataclass(kw_only=True)
@@ -83,6 +87,13 @@ class ExperimentSpec:
                 raise InvalidArgument(
                     f"{name} must hold JSON values only: {exc}", field=name
                 ) from exc
+        adaptation = self.teacher_config.get("adaptation", "none")
+        if adaptation not in TEACHER_ADAPTATIONS:
+            raise InvalidArgument(
+                f"teacher_config.adaptation {adaptation!r}: use one of "
+                f"{', '.join(TEACHER_ADAPTATIONS)}",
+                field="teacher_config",
+            )
         _check_str(self.strategy, "strategy", required=True)
         if valid_strategies is not None and self.strategy not in valid_strategies:
             raise InvalidArgument(

@@ -13,6 +13,10 @@ gRPC here). For round ``r`` of an experiment:
   the pool's item order or mapped by item id); the test pool (``images``/``labels``) is
   ``spec.test_pool_id``; teacher probabilities of the test items are optional
   (``spec.teacher_config["test_pool_id"]``).
+* **teacher adaptation**: with ``spec.teacher_config["adaptation"] = "clap"`` the KD targets are
+  not the teacher pool's ``probs`` but those of its linear head refitted on the round's labels
+  (:class:`activekd.teacher.adapt.TeacherAdapter` from the head fitted to the zero-shot probs),
+  computed on the teacher pool's ``features`` array (same item mapping as ``probs``).
 * **student config**: ``StudentConfig`` defaults <- ``num_classes`` (spec class names, else the
   teacher matrix width) and seed ``round_seed(spec.seed, r)`` (:mod:`activekd.seeds`, as
   ``activekd.experiment.loop``) <- ``spec.student_config`` <- the request's ``seed`` <- request
@@ -70,6 +74,7 @@ from activekd.student.training import TrainEvent, train_round
 
 DEFAULT_INPUT_ARRAY = "images"
 TEACHER_ARRAY = "probs"
+TEACHER_FEATURES_ARRAY = "features"
 LABELS_ARRAY = "labels"
 INPUT_ARRAY_KEY = "input_array"
 TRAINER_KEYS: frozenset[str] = frozenset({INPUT_ARRAY_KEY})
@@ -336,6 +341,24 @@ class RoundTrainer:
             )
         return self.store.open_array(meta.pool_id, name)
 
+    def _in_pool_order(
+        self, meta: PoolMeta, array: np.ndarray, target_pool: str, what: str
+    ) -> np.ndarray:
+        """``array`` (rows in ``meta``'s pool order) in ``target_pool``'s item order."""
+        if meta.pool_id == target_pool:
+            return array
+        target_ids = self.store.item_ids(target_pool)
+        if np.array_equal(self.store.item_ids(meta.pool_id), target_ids):
+            return array
+        try:
+            rows = self.store.rows_for(meta.pool_id, [str(i) for i in target_ids])
+        except InvalidArgument as exc:
+            raise FailedPrecondition(
+                f"{what} pool {meta.pool_id!r} does not cover pool {target_pool!r}: {exc}",
+                field=f"{what.replace(' ', '_')}_pool_id",
+            ) from None
+        return np.asarray(array[rows])
+
     def _aligned_probs(
         self, probs_meta: PoolMeta, target_pool: str, num_classes: int, what: str
     ) -> np.ndarray:
@@ -348,18 +371,7 @@ class RoundTrainer:
                 field=f"{what.replace(' ', '_')}_pool_id",
             )
         target_ids = self.store.item_ids(target_pool)
-        if probs_meta.pool_id != target_pool:
-            own_ids = self.store.item_ids(probs_meta.pool_id)
-            if not np.array_equal(own_ids, target_ids):
-                try:
-                    rows = self.store.rows_for(probs_meta.pool_id, [str(i) for i in target_ids])
-                except InvalidArgument as exc:
-                    raise FailedPrecondition(
-                        f"{what} pool {probs_meta.pool_id!r} does not cover pool "
-                        f"{target_pool!r}: {exc}",
-                        field=f"{what.replace(' ', '_')}_pool_id",
-                    ) from None
-                probs = np.asarray(probs[rows])
+        probs = self._in_pool_order(probs_meta, probs, target_pool, what)
         try:
             check_probabilities(
                 probs,
@@ -464,6 +476,8 @@ class RoundTrainer:
         teacher = None
         if teacher_meta is not None:
             teacher = self._aligned_probs(teacher_meta, pool_id, cfg.num_classes, "teacher")
+            if spec.teacher_config.get("adaptation", "none") == "clap":
+                teacher = self._adapted_teacher(teacher_meta, pool_id, teacher, rows, y)
 
         if test_pool_id:
             test_meta = self._meta(test_pool_id, "test")
@@ -490,6 +504,39 @@ class RoundTrainer:
             labels=y,
             labeled_ids=[ids[i] for i in order],
         )
+
+    def _adapted_teacher(
+        self,
+        teacher_meta: PoolMeta,
+        pool_id: str,
+        probs: np.ndarray,
+        rows: np.ndarray,
+        labels: np.ndarray,
+    ) -> np.ndarray:
+        """``teacher_config.adaptation = "clap"``: the teacher's linear head refitted on this
+        round's labels (:class:`activekd.teacher.adapt.TeacherAdapter`, from the head fitted to
+        the zero-shot probabilities), its probabilities of the pool as the KD targets."""
+        from activekd.teacher.adapt import TeacherAdapter
+
+        if TEACHER_FEATURES_ARRAY not in teacher_meta.arrays:
+            raise FailedPrecondition(
+                f"teacher pool {teacher_meta.pool_id!r} has no {TEACHER_FEATURES_ARRAY!r} array, "
+                "which teacher_config.adaptation='clap' adapts on: ScorePool keeps features when "
+                "it runs the teacher (not when a probabilities-only cache answers: use force), or "
+                "upload a features array with the probs; else set adaptation to 'none'",
+                field="teacher_pool_id",
+            )
+        raw = self._array(teacher_meta, TEACHER_FEATURES_ARRAY, "teacher")
+        feats = np.asarray(self._in_pool_order(teacher_meta, raw, pool_id, "teacher"), np.float32)
+        if feats.ndim != 2 or not np.isfinite(feats).all():
+            raise FailedPrecondition(
+                f"teacher pool {teacher_meta.pool_id!r}: array {TEACHER_FEATURES_ARRAY!r} must "
+                f"be a finite (N, D) matrix, got shape {list(feats.shape)}",
+                field="teacher_pool_id",
+            )
+        adapter = TeacherAdapter.from_zero_shot(feats, probs)
+        adapter.fit(feats, rows, labels)
+        return np.asarray(adapter.predict(feats), dtype=np.float32)
 
     @contextlib.contextmanager
     def _claim(self, experiment_id: str, round_: int) -> Iterator[None]:

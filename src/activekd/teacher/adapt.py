@@ -118,6 +118,9 @@ def clap_penalty(
 
 
 PENALTY_MODES = ("auto", "auto-n")
+#: rows :meth:`TeacherAdapter.from_zero_shot` fits the zero-shot-equivalent head on by default (a
+#: seeded subset of larger pools: the fit is a full-batch L-BFGS, its cost grows with the rows)
+ZERO_SHOT_FIT_ROWS = 20_000
 
 
 def fit_clap_head(
@@ -416,7 +419,7 @@ class TeacherAdapter:
         teacher_probs: np.ndarray,
         *,
         zero_shot_steps: int = 100,
-        max_rows: int | None = None,
+        max_rows: int | None = ZERO_SHOT_FIT_ROWS,
         penalty: float | str = "auto-n",
         steps: int = 300,
         lr: float = 1e-2,
