@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from activekd import __version__
+from activekd.defaults import DEFAULT_STRATEGY
 from activekd.errors import ActiveKDError, FailedPrecondition, InvalidArgument
 from activekd.extras import MissingExtraError
 
@@ -347,10 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--strategy",
-        default="pcoreset",
+        default=DEFAULT_STRATEGY,
         choices=STRATEGY_NAMES,
         metavar="NAME",
-        help=f"one of {', '.join(STRATEGY_NAMES)} (default pcoreset)",
+        help=f"one of {', '.join(STRATEGY_NAMES)} (default {DEFAULT_STRATEGY})",
     )
     s.add_argument("--budget", type=int, required=True, metavar="N", help="rows to pick")
     s.add_argument("--probs", metavar="FILE", help="(N, C) class probabilities .npy")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 #: Top-level modules holding the one copy of each shared rule.
-SHARED = frozenset({"errors", "devices", "arrays", "seeds", "ids"})
+SHARED = frozenset({"errors", "devices", "arrays", "seeds", "ids", "defaults"})
 
 #: Core packages: import no gRPC, no protobuf, no generated code, no wire/server side.
 CORE = ("selection", "student", "teacher", "state", "store", "data", "experiment")
@@ -13,6 +13,7 @@ CORE = ("selection", "student", "teacher", "state", "store", "data", "experiment
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     "seeds": frozenset(),
+    "defaults": frozenset(),
     "devices": frozenset({"errors"}),
     "arrays": frozenset({"errors"}),
     "ids": frozenset({"errors"}),
@@ -22,7 +23,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "store": SHARED,
     "state": SHARED | {"store"},
     "teacher": SHARED | {"data", "store", "state"},
-    "student": SHARED | {"data", "store", "state"},
+    "student": SHARED | {"data", "store", "state", "teacher"},  # round_job -> teacher.adapt
     "experiment": SHARED | {"data", "selection", "store", "state", "teacher", "student"},
     # the wire side: conversions and clients; reuses the library's records (CheckpointInfo,
     # ExperimentSpec, RoundState, PoolMeta) instead of defining second copies

@@ -11,9 +11,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from activekd.client import ExperimentClient, SelectionClient
+from activekd.client import ExperimentClient, SelectionClient, TeacherClient
 from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from activekd.experiment.oracle import initial_labels
 from activekd.orchestration.local_services import LocalServices
+from activekd.seeds import round_seed
+from activekd.student.round_job import student_pool_id
 from activekd.v1 import experiment_pb2
 
 pytestmark = pytest.mark.slow
@@ -107,6 +110,30 @@ def test_full_loop_three_rounds(stack: LocalServices) -> None:
         with pytest.raises(grpc.RpcError) as exc:
             client.advance("loop-a")
         assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_typiclust_on_the_teacher_features_with_an_adapted_teacher(stack: LocalServices) -> None:
+    """A coverage strategy picks on the teacher pool's features (the driver passes it as
+    features_pool_id), and teacher_config.adaptation='clap' trains through the services."""
+    spec = _spec(strategy="typiclust", rounds=1)
+    spec.teacher_config.update({"adaptation": "clap"})
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        exp = _run(client, client.create(spec, experiment_id="ty-clap").experiment_id)
+    assert [r.labeled_count for r in exp.rounds] == [10, 15]
+    picked = _selected(exp)[0]
+    with TeacherClient(stack.target("teacher"), timeout=600) as teacher:
+        last = list(teacher.score_pool(pool_id="e2e/pool", dataset="fmnist-e2e"))[-1]
+    assert last.cached and last.pool is not None  # the experiment's own teacher pool
+    _, y = load_fashion_mnist("train")
+    ids, labels = initial_labels([f"p{i}" for i in range(160)], y[:160], 1, 7, 10)
+    with SelectionClient(stack.target("selection")) as sel:
+        kwargs = dict(pool_id=student_pool_id("ty-clap", 0), labeled=ids, labels=labels,
+                      seed=round_seed(7, 0))  # fmt: skip
+        on_teacher = sel.select_batch(
+            "typiclust", 5, features_pool_id=last.pool.pool_id, **kwargs
+        ).item_ids
+        on_student = sel.select_batch("typiclust", 5, **kwargs).item_ids
+    assert list(on_teacher) == picked and list(on_student) != picked
 
 
 def test_two_drivers_exactly_one_advances(stack: LocalServices) -> None:

@@ -32,6 +32,7 @@ from activekd.data.fashion_mnist import load_fashion_mnist
 from activekd.devices import cuda_available
 from activekd.errors import InvalidArgument
 from activekd.experiment.loop import LoopConfig, run_active_learning
+from activekd.selection.strategies import STRATEGY_INFO
 
 ALL_STRATEGIES = (
     "random",
@@ -44,9 +45,7 @@ ALL_STRATEGIES = (
     "pcoreset",
 )
 #: Strategies whose features default to the teacher's (label-free, exists before any label).
-TEACHER_FEATURE_STRATEGIES = frozenset(
-    {"typiclust", "probcover", "typiclust_pcoreset", "pcoreset_typical"}
-)
+TEACHER_FEATURE_STRATEGIES = frozenset(n for n, i in STRATEGY_INFO.items() if i.teacher_features)
 _OPTION_KEYS = {"probs": "selection_probs", "features": "selection_features",
                 "adapt": "teacher_adaptation"}  # fmt: skip
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from activekd.defaults import DEFAULT_STRATEGY
 from activekd.errors import InvalidArgument
 from activekd.experiment.oracle import initial_labels
 from activekd.seeds import round_seed
@@ -41,7 +42,7 @@ SELECTION_FEATURES: tuple[str, ...] = ("student", "teacher")
 class LoopConfig:
     """One active-learning run: strategy, rounds, budget, start, student and seed."""
 
-    strategy: str = "pcoreset"
+    strategy: str = DEFAULT_STRATEGY
     rounds: int = 15
     budget: int = 10
     initial_per_class: int = 1

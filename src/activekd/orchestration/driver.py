@@ -31,6 +31,7 @@ from activekd.client import SelectionClient, make_channel
 from activekd.errors import ActiveKDError, FailedPrecondition
 from activekd.experiment.oracle import SimulatedOracle, initial_labels
 from activekd.seeds import round_seed
+from activekd.selection.strategies import STRATEGY_INFO
 from activekd.state.experiment_spec import ExperimentSpec
 from activekd.state.experiments import Experiment, ExperimentStore, RoundState, TransitionAborted
 from activekd.store import PoolStore
@@ -338,11 +339,17 @@ class Driver:
                 "selected_item_ids": [],
                 "selection_request_id": request_id,
             }
+        # typiclust & co. cover the teacher's embedding of the pool (its ``features`` array)
+        info = STRATEGY_INFO.get(spec.strategy)
+        features_pool_id = ""
+        if info is not None and info.teacher_features:
+            features_pool_id = rec.teacher_pool_id or self._first_round(exp)["teacher_pool_id"]
         with self._calling("selection"):
             res = self.selection.select_batch(
                 spec.strategy,
                 budget,
                 pool_id=rec.student_pool_id,
+                features_pool_id=features_pool_id,
                 labeled=labeled,
                 labels=[labels[i] for i in labeled],
                 seed=round_seed(spec.seed, exp.current_round),

@@ -84,6 +84,9 @@ class StrategyInfo:
     needs_features: bool
     #: parameter name -> default value (empty: the strategy takes no parameters)
     params: dict[str, float] = field(default_factory=dict)
+    #: its features are by default the teacher's embedding of the pool (label-free, there before
+    #: any label), not the student's: the loop and the experiment service pass those
+    teacher_features: bool = False
 
 
 STRATEGIES: dict[str, StrategyFn] = {}
@@ -110,6 +113,7 @@ def register(
     needs_probs: bool,
     needs_features: bool,
     params: Mapping[str, float] | None = None,
+    teacher_features: bool = False,
 ) -> Callable[[StrategyFn], StrategyFn]:
     """Decorator adding a strategy to ``STRATEGIES`` / ``STRATEGY_INFO``; ``params``: its
     parameters' defaults (each name must have a rule in ``PARAM_RULES``)."""
@@ -120,7 +124,9 @@ def register(
 
     def deco(fn: StrategyFn) -> StrategyFn:
         STRATEGIES[name] = fn
-        STRATEGY_INFO[name] = StrategyInfo(name, description, needs_probs, needs_features, defaults)
+        STRATEGY_INFO[name] = StrategyInfo(
+            name, description, needs_probs, needs_features, defaults, teacher_features
+        )
         return fn
 
     return deco
@@ -386,6 +392,7 @@ _TYPICLUST_PARAMS = {"k_nn": 20, "max_clusters": 500, "min_cluster_size": 5}
     "to the k_nn nearest rows of the cluster)",
     needs_probs=False,
     needs_features=True,
+    teacher_features=True,
     params=_TYPICLUST_PARAMS,
 )
 def typiclust(inp: SelectionInputs) -> SelectionResult:
@@ -417,6 +424,7 @@ def _typiclust(inp: SelectionInputs, xn: np.ndarray) -> SelectionResult:
     "(0: probs' columns); random fill once all is covered",
     needs_probs=False,
     needs_features=True,
+    teacher_features=True,
     params={"radius": 0.0, "alpha": 0.95, "num_classes": 0, "max_neighbors": 256},
 )
 def probcover(inp: SelectionInputs) -> SelectionResult:
@@ -452,6 +460,7 @@ def probcover(inp: SelectionInputs) -> SelectionResult:
     "number of classes (probs' columns), then pcoreset exactly",
     needs_probs=True,
     needs_features=True,
+    teacher_features=True,
     params={"switch_per_class": 3, **_TYPICLUST_PARAMS},
 )
 def typiclust_pcoreset(inp: SelectionInputs) -> SelectionResult:
@@ -470,6 +479,7 @@ def typiclust_pcoreset(inp: SelectionInputs) -> SelectionResult:
     "features); no centres: starts from the candidate farthest from the candidates' mean",
     needs_probs=True,
     needs_features=True,
+    teacher_features=True,
     params={"candidate_fraction": 0.5, "k_nn": 20},
 )
 def pcoreset_typical(inp: SelectionInputs) -> SelectionResult:

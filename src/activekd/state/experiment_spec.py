@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from activekd.defaults import DEFAULT_STRATEGY
 from activekd.errors import InvalidArgument
 
 MAX_CLASSES = 100_000
@@ -37,7 +38,7 @@ class ExperimentSpec:
     class_names: list[str] = field(default_factory=list)
     teacher_config: dict[str, Any] = field(default_factory=dict)
     student_config: dict[str, Any] = field(default_factory=dict)
-    strategy: str = "pcoreset"
+    strategy: str = DEFAULT_STRATEGY
     initial_per_class: int = 0
     initial_item_ids: list[str] = field(default_factory=list)
     initial_labels: list[int] = field(default_factory=list)
