@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from activekd.data.fashion_mnist import load_fashion_mnist
+from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from activekd.devices import cuda_available
 from activekd.errors import InvalidArgument
 from activekd.experiment.loop import LoopConfig, run_active_learning
@@ -488,6 +488,15 @@ def load_runs(root: Path) -> dict[str, dict[int, list[dict[str, Any]]]]:
         run = json.loads(f.read_text())
         out.setdefault(run["config"], {})[int(run["seed"])] = run["rounds"]
     return out
+
+
+def class_names(grid: GridConfig) -> list[str]:
+    """The class names of the grid's dataset (for the per-class tables)."""
+    if grid.dataset == "fashion-mnist":
+        return list(FASHION_MNIST_CLASSES)
+    from activekd.data.text import TEXT_DATASETS
+
+    return list(TEXT_DATASETS[grid.dataset].class_names)
 
 
 def teacher_label(grid: GridConfig) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from activekd.experiment.label_efficiency import (
     GridConfig,
+    class_names,
     load_data,
     run_grid,
     summarise,
@@ -96,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     root = out / grid.tag
     data = load_data(grid, with_features=grid.student_input == "teacher_features")
     teacher = float((data["t_test"].argmax(1) == data["y_test"]).mean())
-    md = summarise(root, teacher, pool_labels=data["y_pool"], teacher_name=teacher_label(grid))
+    md = summarise(
+        root,
+        teacher,
+        pool_labels=data["y_pool"],
+        teacher_name=teacher_label(grid),
+        class_names=class_names(grid),
+    )
     print(md)
     print(f"wrote {root}/results.csv, results.md, curves.png")
     (root / "summary.json").write_text(json.dumps({"teacher_accuracy": teacher}))
