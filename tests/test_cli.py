@@ -63,6 +63,8 @@ def test_select_on_local_arrays(tmp_path: Path, capsys: pytest.CaptureFixture[st
         main(
             [
                 "select",
+                "--strategy",
+                "pcoreset",
                 "--probs",
                 str(tmp_path / "p.npy"),
                 "--budget",

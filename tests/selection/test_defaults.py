@@ -18,3 +18,11 @@ def test_teacher_feature_strategies_need_features() -> None:
     flagged = {n for n, i in STRATEGY_INFO.items() if i.teacher_features}
     assert flagged == {"typiclust", "probcover", "typiclust_pcoreset", "pcoreset_typical"}
     assert all(STRATEGY_INFO[n].needs_features for n in flagged)
+
+
+def test_the_loop_gives_teacher_feature_strategies_the_teacher_features() -> None:
+    assert LoopConfig(strategy="typiclust").features_source() == "teacher"
+    assert LoopConfig(strategy="coreset").features_source() == "student"
+    assert LoopConfig(strategy="typiclust", selection_features="student").features_source() == (
+        "student"
+    )

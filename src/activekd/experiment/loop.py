@@ -11,8 +11,9 @@ differ only by what they select.
 What the strategy sees (``LoopConfig``): ``selection_probs`` = ``combined`` (the student's
 prediction, the paper's PCoreSet input), ``ce`` (softmax of the CE head only) or ``teacher`` (the
 round's teacher probabilities: zero-shot, or adapted); ``selection_features`` = ``student`` (its
-penultimate features, as coreset/BADGE use them) or ``teacher`` (the teacher's embedding of the
-pool, which exists before any label: typiclust/probcover's default). ``teacher_adaptation``
+penultimate features, as coreset/BADGE use them), ``teacher`` (the teacher's embedding of the
+pool, which exists before any label) or ``auto`` (the default: ``teacher`` for the strategies the
+registry marks ``teacher_features``, typiclust & co., else ``student``). ``teacher_adaptation``
 ``clap`` refits the teacher's linear head on the labels collected so far every round
 (``activekd.teacher.adapt.TeacherAdapter``) and distils from the adapted teacher.
 """
@@ -31,11 +32,12 @@ from activekd.errors import InvalidArgument
 from activekd.experiment.oracle import initial_labels
 from activekd.seeds import round_seed
 from activekd.selection import select_batch
+from activekd.selection.strategies import STRATEGY_INFO
 from activekd.state.experiment_spec import TEACHER_ADAPTATIONS
 from activekd.student import StudentConfig, evaluate, score_pool, train_round
 
 SELECTION_PROBS: tuple[str, ...] = ("combined", "ce", "teacher")
-SELECTION_FEATURES: tuple[str, ...] = ("student", "teacher")
+SELECTION_FEATURES: tuple[str, ...] = ("auto", "student", "teacher")
 
 
 @dataclass
@@ -49,7 +51,7 @@ class LoopConfig:
     seed: int = 0
     student: dict[str, Any] = field(default_factory=dict)
     selection_probs: str = "combined"
-    selection_features: str = "student"
+    selection_features: str = "auto"
     teacher_adaptation: str = "none"
     strategy_params: dict[str, float] = field(default_factory=dict)
 
@@ -66,13 +68,22 @@ class LoopConfig:
                 raise InvalidArgument(
                     f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}", field=name
                 )
-        needs = self.selection_features == "teacher" or self.teacher_adaptation != "none"
+        needs = self.features_source() == "teacher" or self.teacher_adaptation != "none"
         if needs and not has_teacher_features:
             raise InvalidArgument(
                 "selection_features='teacher' and teacher_adaptation need the teacher's features "
                 "of the pool (teacher_features_pool)",
                 field="teacher_features_pool",
             )
+
+    def features_source(self) -> str:
+        """``selection_features`` with ``auto`` resolved: the teacher's for the strategies whose
+        registry entry says so (typiclust & co., as the experiment service does), else the
+        student's."""
+        if self.selection_features != "auto":
+            return self.selection_features
+        info = STRATEGY_INFO.get(self.strategy)
+        return "teacher" if info is not None and info.teacher_features else "student"
 
     def student_config(self, num_classes: int, round_: int) -> StudentConfig:
         """The round's student config (re-initialised each round with a paired seed)."""
@@ -176,9 +187,7 @@ def run_active_learning(
                 budget,
                 probs=_selection_probs(cfg.selection_probs, scores, t_pool),
                 features=(
-                    teacher_features_pool
-                    if cfg.selection_features == "teacher"
-                    else scores.features
+                    teacher_features_pool if cfg.features_source() == "teacher" else scores.features
                 ),
                 labeled=labeled,
                 labels=y_pool[labeled],

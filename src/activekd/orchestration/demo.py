@@ -4,8 +4,11 @@ Starts Redis and the four services as local processes, registers a Fashion-MNIST
 split (through UploadPool, see :mod:`activekd.orchestration.fashion_pools`), uses the shipped
 teacher cache (EfficientNet-Lite0 ImageNet classifier with a label map: not a vision-language
 model) after checking a random sample of cached rows against live teacher inference, then drives
-three experiments (PCoreSet with KD, random with KD, random with the CE-only student) round by
-round through ExperimentService and prints the label-efficiency table and a PNG plot.
+three experiments (the default strategy with KD, random with KD, random with the CE-only student)
+round by round through ExperimentService and prints the label-efficiency table and a PNG plot.
+The default (``activekd.defaults.DEFAULT_STRATEGY``, typiclust) selects on the teacher's features,
+which the shipped cache does not hold: the teacher service scores the pool live once (its own
+cache answers later runs), and all three experiments distil from that live-scored pool.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from activekd.client import ExperimentClient, ExperimentStatus, SelectionClient, TeacherClient
+from activekd.defaults import DEFAULT_STRATEGY
 from activekd.orchestration.fashion_pools import (
     CACHE,
     DRIFT_ATOL,
@@ -30,6 +34,7 @@ from activekd.orchestration.fashion_pools import (
     find_cache,
 )
 from activekd.orchestration.local_services import LocalServices
+from activekd.selection.strategies import STRATEGY_INFO
 from activekd.state.experiment_spec import ExperimentSpec
 from activekd.state.round_records import RoundState
 
@@ -39,8 +44,8 @@ End-to-end demo over the real services, on this machine.
 Starts Redis and the selection, teacher, trainer and experiment services as local processes,
 uploads a Fashion-MNIST pool and test split with the shipped teacher cache (EfficientNet-Lite0
 label-map teacher, checked against live inference on a random sample), then runs three
-experiments round by round: PCoreSet with KD, random with KD, and random with the CE-only
-student. Prints the label-efficiency table and writes a PNG plot and a JSON file to --out.
+experiments round by round: the default strategy (typiclust on the teacher's features, scored
+live once) with KD, random with KD, and random with the CE-only student. Prints the label-efficiency table and writes a PNG plot and a JSON file to --out.
 Needs the 'all' extra, redis-server and the Debian dataset-fashion-mnist package (make setup).
 """
 
@@ -80,7 +85,7 @@ def _plot(curves: dict[str, list[tuple[int, float]]], teacher_acc: float, path: 
             "--" if "ce_only" in name else "-",
             marker="o",
             label=name,
-            lw=2.5 if name.startswith("pcoreset") else 1.5,
+            lw=2.5 if name == DEFAULT_STRATEGY else 1.5,
         )
     ax.axhline(teacher_acc * 100, color="k", ls=":", label="teacher zero-shot (label map)")
     ax.set_xlabel("labeled examples")
@@ -91,6 +96,26 @@ def _plot(curves: dict[str, list[tuple[int, float]]], teacher_acc: float, path: 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _score_live(teacher: TeacherClient, pool_id: str, cfg: DemoConfig, console: Console) -> str:
+    """The teacher service scores the demo pool (probs and features) into its own pool; its cache
+    answers a second demo run with the same pool. Returns the scored pool's id."""
+    dataset = f"fashion-mnist-demo-seed{cfg.seed}-pool{cfg.pool_size}"
+    last = None
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("teacher features of the pool (live, once)", total=cfg.pool_size)
+        for last in teacher.score_pool(pool_id=pool_id, dataset=dataset, timeout=3600):
+            bar.update(task, completed=last.done, total=last.total or cfg.pool_size)
+    if last is None or last.pool is None:
+        raise RuntimeError(f"teacher ScorePool of {pool_id!r} returned no pool")
+    return last.pool.pool_id
 
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[tuple[int, float]]]:
@@ -133,9 +158,12 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[
         )
         ids = data.upload(sel, PoolIds.with_prefix("demo"))
         teacher_acc = data.teacher_accuracy
+        teacher_pool = ids.teacher_pool
+        if STRATEGY_INFO[DEFAULT_STRATEGY].teacher_features:
+            teacher_pool = _score_live(teacher, ids.pool, cfg, console)
 
         runs = {
-            "pcoreset": ("pcoreset", True),
+            DEFAULT_STRATEGY: (DEFAULT_STRATEGY, True),
             "random": ("random", True),
             "ce_only-random": ("random", False),
         }
@@ -146,7 +174,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[
                 test_pool_id=ids.test,
                 dataset=data.dataset,
                 class_names=list(data.class_names),
-                teacher_config={"pool_id": ids.teacher_pool, "test_pool_id": ids.teacher_test},
+                teacher_config={"pool_id": teacher_pool, "test_pool_id": ids.teacher_test},
                 student_config={
                     "steps": cfg.steps,
                     "kd": kd,
@@ -193,7 +221,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[
         for name in curves:
             table.add_column(name)
         table.add_column("teacher zero-shot")
-        for i, (labels, _) in enumerate(curves["pcoreset"]):
+        for i, (labels, _) in enumerate(curves[DEFAULT_STRATEGY]):
             table.add_row(
                 str(labels),
                 *[f"{curves[n][i][1] * 100:.1f}" for n in curves],

@@ -344,6 +344,14 @@ class Driver:
         features_pool_id = ""
         if info is not None and info.teacher_features:
             features_pool_id = rec.teacher_pool_id or self._first_round(exp)["teacher_pool_id"]
+            if "features" not in self.pools.describe(features_pool_id).arrays:
+                raise FailedPrecondition(
+                    f"strategy {spec.strategy!r} selects on the teacher's features, but teacher "
+                    f"pool {features_pool_id!r} has none: let the teacher score the pool "
+                    "(ScorePool keeps features unless a probabilities-only cache answers; use "
+                    "force), upload a 'features' array with the probs, or pick a strategy that "
+                    "needs no teacher features (e.g. pcoreset)"
+                )
         with self._calling("selection"):
             res = self.selection.select_batch(
                 spec.strategy,
