@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from activekd.client import ExperimentClient, SelectionClient, TeacherClient
@@ -134,6 +135,22 @@ def test_typiclust_on_the_teacher_features_with_an_adapted_teacher(stack: LocalS
         ).item_ids
         on_student = sel.select_batch("typiclust", 5, **kwargs).item_ids
     assert list(on_teacher) == picked and list(on_student) != picked
+
+    # a teacher pool of probabilities only: the selection step says what to do, the state stays
+    with SelectionClient(stack.target("selection")) as sel:
+        flat = np.full((160, 10), 0.1, dtype=np.float32)
+        sel.upload_pool("e2e/probs-only", item_ids=[f"p{i}" for i in range(160)],
+                        arrays={"probs": flat}, overwrite=True)  # fmt: skip
+    spec = _spec(strategy="typiclust", rounds=1)
+    spec.teacher_config.update({"pool_id": "e2e/probs-only"})
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        client.create(spec, experiment_id="ty-nofeat")
+        with pytest.raises(grpc.RpcError) as exc:
+            _run(client, "ty-nofeat")
+        state = client.get("ty-nofeat").state
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "'e2e/probs-only' has none" in (exc.value.details() or "")
+    assert state == experiment_pb2.ROUND_STATE_POOL_SCORED  # nothing selected, nothing lost
 
 
 def test_two_drivers_exactly_one_advances(stack: LocalServices) -> None:
