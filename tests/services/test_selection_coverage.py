@@ -88,3 +88,4 @@ def test_select_batch_with_features_pool_and_strategy_params(client: SelectionCl
     assert infos["typiclust"].params == {"k_nn": 20, "max_clusters": 500, "min_cluster_size": 5}
     assert infos["probcover"].needs_features and not infos["probcover"].needs_probs
     assert infos["pcoreset"].params == {}
+    assert infos["typiclust"].teacher_features and not infos["pcoreset"].teacher_features

@@ -196,7 +196,7 @@ class ListStrategiesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StrategyInfo(_message.Message):
-    __slots__ = ("name", "description", "needs_probs", "needs_features", "params")
+    __slots__ = ("name", "description", "needs_probs", "needs_features", "params", "teacher_features")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -209,12 +209,14 @@ class StrategyInfo(_message.Message):
     NEEDS_PROBS_FIELD_NUMBER: _ClassVar[int]
     NEEDS_FEATURES_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_FEATURES_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     needs_probs: bool
     needs_features: bool
     params: _containers.ScalarMap[str, float]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., needs_probs: _Optional[bool] = ..., needs_features: _Optional[bool] = ..., params: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    teacher_features: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., needs_probs: _Optional[bool] = ..., needs_features: _Optional[bool] = ..., params: _Optional[_Mapping[str, float]] = ..., teacher_features: _Optional[bool] = ...) -> None: ...
 
 class ListStrategiesResponse(_message.Message):
     __slots__ = ("strategies",)

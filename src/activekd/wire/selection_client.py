@@ -42,6 +42,8 @@ class StrategyInfo:
     needs_features: bool
     #: parameter name -> default (``strategy_params`` of select_batch)
     params: dict[str, float] = field(default_factory=dict)
+    #: selects by default on the teacher's features: pass ``features_pool_id`` (teacher's pool)
+    teacher_features: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,14 @@ class SelectionClient(BaseClient):
     def list_strategies(self) -> list[StrategyInfo]:
         resp = self.stub.ListStrategies(selection_pb2.ListStrategiesRequest(), timeout=self.timeout)
         return [
-            StrategyInfo(s.name, s.description, s.needs_probs, s.needs_features, dict(s.params))
+            StrategyInfo(
+                s.name,
+                s.description,
+                s.needs_probs,
+                s.needs_features,
+                dict(s.params),
+                s.teacher_features,
+            )
             for s in resp.strategies
         ]
 
