@@ -7,8 +7,9 @@ model) after checking a random sample of cached rows against live teacher infere
 three experiments (the default strategy with KD, random with KD, random with the CE-only student)
 round by round through ExperimentService and prints the label-efficiency table and a PNG plot.
 The default (``activekd.defaults.DEFAULT_STRATEGY``, typiclust) selects on the teacher's features,
-which the shipped cache does not hold: the teacher service scores the pool live once (its own
-cache answers later runs), and all three experiments distil from that live-scored pool.
+which the shipped cache does not hold: the teacher service scores the pool live (the demo's
+store is a temporary folder, so every run does), and all three experiments distil from that
+live-scored pool.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ Starts Redis and the selection, teacher, trainer and experiment services as loca
 uploads a Fashion-MNIST pool and test split with the shipped teacher cache (EfficientNet-Lite0
 label-map teacher, checked against live inference on a random sample), then runs three
 experiments round by round: the default strategy (typiclust on the teacher's features, scored
-live once) with KD, random with KD, and random with the CE-only student. Prints the label-efficiency table and writes a PNG plot and a JSON file to --out.
+live) with KD, random with KD, and random with the CE-only student. Prints the label-efficiency table and writes a PNG plot and a JSON file to --out.
 Needs the 'all' extra, redis-server and the Debian dataset-fashion-mnist package (make setup).
 """
 
@@ -99,8 +100,8 @@ def _plot(curves: dict[str, list[tuple[int, float]]], teacher_acc: float, path: 
 
 
 def _score_live(teacher: TeacherClient, pool_id: str, cfg: DemoConfig, console: Console) -> str:
-    """The teacher service scores the demo pool (probs and features) into its own pool; its cache
-    answers a second demo run with the same pool. Returns the scored pool's id."""
+    """The teacher service scores the demo pool (probs and features) into its own pool; returns
+    the scored pool's id."""
     dataset = f"fashion-mnist-demo-seed{cfg.seed}-pool{cfg.pool_size}"
     last = None
     with Progress(
@@ -110,7 +111,7 @@ def _score_live(teacher: TeacherClient, pool_id: str, cfg: DemoConfig, console: 
         TimeElapsedColumn(),
         console=console,
     ) as bar:
-        task = bar.add_task("teacher features of the pool (live, once)", total=cfg.pool_size)
+        task = bar.add_task("teacher features of the pool (live)", total=cfg.pool_size)
         for last in teacher.score_pool(pool_id=pool_id, dataset=dataset, timeout=3600):
             bar.update(task, completed=last.done, total=last.total or cfg.pool_size)
     if last is None or last.pool is None:
