@@ -99,18 +99,23 @@ def _plot(curves: dict[str, list[tuple[int, float]]], teacher_acc: float, path: 
     plt.close(fig)
 
 
-def _score_live(teacher: TeacherClient, pool_id: str, cfg: DemoConfig, console: Console) -> str:
-    """The teacher service scores the demo pool (probs and features) into its own pool; returns
-    the scored pool's id."""
-    dataset = f"fashion-mnist-demo-seed{cfg.seed}-pool{cfg.pool_size}"
-    last = None
-    with Progress(
+def _progress(console: Console) -> Progress:
+    """The demo's progress bars: description, bar, done/total, elapsed."""
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
-    ) as bar:
+    )
+
+
+def _score_live(teacher: TeacherClient, pool_id: str, cfg: DemoConfig, console: Console) -> str:
+    """The teacher service scores the demo pool (probs and features) into its own pool; returns
+    the scored pool's id."""
+    dataset = f"fashion-mnist-demo-seed{cfg.seed}-pool{cfg.pool_size}"
+    last = None
+    with _progress(console) as bar:
         task = bar.add_task("teacher features of the pool (live)", total=cfg.pool_size)
         for last in teacher.score_pool(pool_id=pool_id, dataset=dataset, timeout=3600):
             bar.update(task, completed=last.done, total=last.total or cfg.pool_size)
@@ -195,13 +200,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, list[
 
         steps_per_exp = 7 * cfg.rounds + 3
         final: dict[str, ExperimentStatus] = {}
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar:
+        with _progress(console) as bar:
             tasks = {n: bar.add_task(n, total=steps_per_exp) for n in created}
             active = dict(created)
             while active:  # interleave the experiments round by round
