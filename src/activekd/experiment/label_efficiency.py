@@ -616,14 +616,19 @@ def _paired_rounds_table(
             m, h = _ci(d)
             cells.append(f"{m:+.1f} ± {h:.1f}")
         rows.append(f"| {name} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return _per_round_table(
+        "Paired difference to random per round (points, mean ± 95% CI over shared seeds):",
+        rows,
+        labeled,
+    )
+
+
+def _per_round_table(title: str, rows: list[str], labeled: list[dict[str, Any]]) -> str:
+    """A markdown table of per-round ``rows`` (one column per round) under ``title``; "" if none."""
     if not rows:
         return ""
     head = "| config | seeds | " + " | ".join(str(r["labeled"]) for r in labeled) + " |"
-    return (
-        "\nPaired difference to random per round (points, mean ± 95% CI over shared seeds):\n\n"
-        + "\n".join([head, "|" + "---|" * (n_rounds + 2), *rows])
-        + "\n"
-    )
+    return f"\n{title}\n\n" + "\n".join([head, "|" + "---|" * (len(labeled) + 2), *rows]) + "\n"
 
 
 def _teacher_rounds_table(
@@ -647,14 +652,7 @@ def _teacher_rounds_table(
             m, h = _ci(list(arr[:, i]))
             cells.append(f"{m:.1f}" + ("" if math.isnan(h) else f" ± {h:.1f}"))
         rows.append(f"| {name} | {len(seeds)} | " + " | ".join(cells) + " |")
-    if not rows:
-        return ""
-    head = "| config | seeds | " + " | ".join(str(r["labeled"]) for r in labeled) + " |"
-    return (
-        "\nThe adapted teacher's own test accuracy per round (%):\n\n"
-        + "\n".join([head, "|" + "---|" * (n_rounds + 2), *rows])
-        + "\n"
-    )
+    return _per_round_table("The adapted teacher's own test accuracy per round (%):", rows, labeled)
 
 
 def _picks_table(

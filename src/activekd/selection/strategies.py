@@ -179,8 +179,12 @@ def coreset(inp: SelectionInputs) -> SelectionResult:
     return _kcenter(_req(inp.features), inp, normalize=True)
 
 
-def _kcenter(x: np.ndarray, inp: SelectionInputs, *, normalize: bool) -> SelectionResult:
-    centres = _centres(inp)
+def _kcenter(
+    x: np.ndarray, inp: SelectionInputs, *, normalize: bool, centres: np.ndarray | None = None
+) -> SelectionResult:
+    """Greedy k-center on ``x`` with the request's settings; ``centres`` default: the labeled
+    and excluded rows (rows of ``x``)."""
+    centres = _centres(inp) if centres is None else centres
     return kcenter_greedy(
         x,
         inp.budget,
@@ -494,16 +498,11 @@ def pcoreset_typical(inp: SelectionInputs) -> SelectionResult:
         cand = np.sort(el[_top(typ, n_cand, largest=True)])
         centres = _centres(inp)
         sub = np.union1d(centres, cand)  # sorted: position order = row order (ties kept)
-        res = kcenter_greedy(
+        res = _kcenter(
             np.ascontiguousarray(probs[sub]),
-            inp.budget,
-            centres=np.searchsorted(sub, centres),
+            inp,
             normalize=False,
-            prune=inp.prune,
-            device=inp.device,
-            backend=inp.backend,
-            threads=inp.threads,
-            progress=inp.progress,
+            centres=np.searchsorted(sub, centres),
         )
         res.indices = sub[res.indices]
     res.stats["candidates"] = float(min(n_cand, len(el)))
