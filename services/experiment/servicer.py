@@ -91,6 +91,15 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
                 trained.labeled_count,
                 trained.accuracy,
             )
+        scored = exp.rounds[exp.current_round] if before is RoundState.STUDENT_TRAINED else None
+        if scored is not None:
+            metrics.record_stop_signal(
+                exp.experiment_id,
+                exp.spec.strategy,
+                exp.spec.dataset or "unknown",
+                scored.stability,
+                scored.stop_set_teacher_agreement,
+            )
         return experiment_pb2.AdvanceRoundResponse(
             experiment=experiment_to_proto(exp),
             from_state=f"ROUND_STATE_{before.name}",
@@ -102,12 +111,17 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
     ) -> experiment_pb2.SubmitLabelsResponse:
         labels = labels_by_item((item.item_id, item.label) for item in request.labels)
         submitted = self.store.submit_labels(
-            request.experiment_id, labels, overwrite=request.overwrite
+            request.experiment_id,
+            labels,
+            overwrite=request.overwrite,
+            withdraw=list(request.withdraw_item_ids),
         )
         return experiment_pb2.SubmitLabelsResponse(
             accepted=submitted.accepted,
             unchanged=submitted.unchanged,
             remaining=submitted.remaining,
+            withdrawn=submitted.withdrawn,
+            deferred=submitted.deferred,
             experiment=experiment_to_proto(self.store.get(request.experiment_id)),
         )
 

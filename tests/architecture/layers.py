@@ -32,6 +32,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "server": SHARED | {"v1", "wire", "store", "state"},
     # deprecated re-export (one release): activekd.localstack -> activekd.orchestration
     "localstack": frozenset({"orchestration"}),
+    # the Label Studio ML backend: an HTTP adapter over the experiment service's client
+    "annotation": SHARED | {"wire", "client", "state", "store", "server"},
     "orchestration": SHARED
     | {"v1", "wire", "client", "server", "data", "selection", "store", "state", "teacher"}
     | {"experiment"},

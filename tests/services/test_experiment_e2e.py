@@ -206,8 +206,47 @@ def test_label_submission_over_grpc(stack: LocalServices) -> None:
         done = client.submit_labels("labels", {p: 1 for p in picked[2:]})
         assert done.remaining == 0
         assert done.experiment.state == experiment_pb2.ROUND_STATE_LABELS_COMPLETE
+        # the round closed: a change is queued as a correction, applied when round 1 starts
+        late = client.submit_labels("labels", {picked[2]: 2}, overwrite=True, withdraw=[picked[3]])
+        assert (late.accepted, late.deferred, late.experiment.pending_corrections) == (0, 2, 2)
         final = _run(client, "labels")
-        assert final.labeled_count == 15
+        assert final.labeled_count == 14 and final.pending_corrections == 0
+        assert final.rounds[1].corrections_applied == 2
+
+
+def test_withdraw_while_awaiting_reopens_the_pick(stack: LocalServices) -> None:
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        client.create(_spec(oracle=False, rounds=1), experiment_id="withdraw")
+        exp = client.get("withdraw")
+        while exp.state != experiment_pb2.ROUND_STATE_AWAITING_LABELS:
+            exp = client.advance("withdraw").experiment
+        picked = list(exp.rounds[0].selected_item_ids)
+        client.submit_labels("withdraw", {p: 1 for p in picked[:-1]})
+        res = client.submit_labels("withdraw", {}, withdraw=[picked[0]])
+        assert (res.withdrawn, res.remaining) == (1, 2)
+        with pytest.raises(grpc.RpcError) as exc:
+            client.submit_labels("withdraw", {picked[1]: 0}, withdraw=[picked[1]])
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        done = client.submit_labels("withdraw", {picked[0]: 2, picked[-1]: 3})
+        assert done.experiment.state == experiment_pb2.ROUND_STATE_LABELS_COMPLETE
+
+
+def test_stopping_rule_finishes_early_with_the_signal_reported(stack: LocalServices) -> None:
+    spec = _spec(rounds=6)
+    spec.stopping.min_stability = 0.01  # any agreement at all: fires after `patience` rounds
+    spec.stopping.patience = 2
+    spec.stopping.stop_set_size = 100
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        client.create(spec, experiment_id="stops")
+        exp = _run(client, "stops")
+        assert exp.stop_reason.startswith("stability >= 0.01 for 2 round(s)")
+        assert len(exp.rounds) == 3  # rounds 1 and 2 were stable: no selection in round 2
+        assert exp.rounds[0].stability is None
+        for r in exp.rounds[1:]:
+            assert 0.01 <= r.stability <= 1.0 and 0.0 <= r.stop_set_teacher_agreement <= 1.0
+        assert not exp.rounds[2].selected_item_ids
+        messages = [e.message for e in client.watch("stops", timeout=60)]
+        assert any("stability" in m for m in messages) and "stopped early" in messages[-1]
 
 
 def test_kill_each_service_mid_round_same_result(stack: LocalServices) -> None:

@@ -54,8 +54,13 @@ def test_partial_then_complete(
     events = store.events("lab")
     assert [e.kind for e in events[-4:]] == ["labels", "labels", "labels", "transition"]
     assert events[-1].state is S.LABELS_COMPLETE and events[-1].from_state is S.AWAITING_LABELS
+    # the round closed: a retried submission of the same labels is a safe no-op ...
+    res = store.submit_labels("lab", {s1: truth[s1]})
+    assert (res.accepted, res.unchanged, res.deferred, res.version) == (0, 1, 0, exp.version)
+    # ... and a label for an id nobody selected is still refused
+    outsider = next(i for i in POOL_IDS if i not in store.labels("lab"))
     with pytest.raises(FailedPrecondition, match=r"is in LABELS_COMPLETE.*only in AWAITING_LABELS"):
-        store.submit_labels("lab", {s1: truth[s1]})
+        store.submit_labels("lab", {outsider: 0})
 
 
 def test_unknown_unselected_and_out_of_range_store_nothing(
@@ -126,7 +131,11 @@ def test_labels_only_while_awaiting(
     selected = exp.rounds[0].selected_item_ids[0]
     with pytest.raises(FailedPrecondition, match="is in SELECTED"):
         store.submit_labels("early", {selected: 0})
-    initial_id = store.labeled_ids("early")[0]
-    with pytest.raises(FailedPrecondition, match="is in SELECTED"):
-        store.submit_labels("early", {initial_id: 0}, overwrite=True)
     assert store.get("early").version == exp.version
+    # changing an existing label while the round is closed is queued, not refused
+    # (tests/state/test_label_lifecycle.py)
+    initial_id = store.labeled_ids("early")[0]
+    new = (store.labels("early")[initial_id] + 1) % 3
+    res = store.submit_labels("early", {initial_id: new}, overwrite=True)
+    assert (res.accepted, res.deferred) == (0, 1)
+    assert store.labels("early")[initial_id] != new and store.get("early").pending_corrections == 1

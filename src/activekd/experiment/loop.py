@@ -30,10 +30,11 @@ import numpy as np
 from activekd.defaults import DEFAULT_STRATEGY
 from activekd.errors import InvalidArgument
 from activekd.experiment.oracle import initial_labels
+from activekd.experiment.stopping import round_signal, stop_set
 from activekd.seeds import round_seed
 from activekd.selection import select_batch
 from activekd.selection.strategies import STRATEGY_INFO
-from activekd.state.experiment_spec import TEACHER_ADAPTATIONS
+from activekd.state.experiment_spec import TEACHER_ADAPTATIONS, StoppingRule
 from activekd.student import StudentConfig, evaluate, score_pool, train_round
 
 SELECTION_PROBS: tuple[str, ...] = ("combined", "ce", "teacher")
@@ -54,6 +55,8 @@ class LoopConfig:
     selection_features: str = "auto"
     teacher_adaptation: str = "none"
     strategy_params: dict[str, float] = field(default_factory=dict)
+    #: pool rows in the stop set of the stopping signal (``activekd.experiment.stopping``)
+    stop_set_size: int = StoppingRule.stop_set_size
 
     def check(self, has_teacher_features: bool) -> None:
         """InvalidArgument for a setting outside its choices, or one that needs teacher features
@@ -106,6 +109,10 @@ class RoundResult:
     selected: list[int]
     teacher_accuracy: float | None = None
     adapt_seconds: float = 0.0
+    #: stop-set agreement with the previous round's student (None in round 0) and with the
+    #: teacher distilled from (``activekd.experiment.stopping``)
+    stability: float | None = None
+    stop_set_teacher_agreement: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,6 +159,8 @@ def run_active_learning(
     init_ids, _ = initial_labels(ids, y_pool, cfg.initial_per_class, cfg.seed, num_classes)
     labeled = np.asarray(sorted(int(i) for i in init_ids), dtype=np.int64)
     results: list[RoundResult] = []
+    stop_rows = stop_set(len(y_pool), cfg.seed, cfg.stop_set_size)
+    previous_probs: np.ndarray | None = None
     for r in range(cfg.rounds + 1):
         t_pool, t_test, t_acc, adapt_s = teacher_pool, teacher_test, None, 0.0
         if cfg.teacher_adaptation != "none":
@@ -178,9 +187,11 @@ def run_active_learning(
         train_s = time.perf_counter() - t0
         picked: list[int] = []
         select_s = 0.0
+        t1 = time.perf_counter()
+        scores = score_pool(trained.model, x_pool)
+        signal = round_signal(scores.probs, previous_probs, t_pool, stop_rows)
+        previous_probs = np.asarray(scores.probs)
         if r < cfg.rounds:
-            t1 = time.perf_counter()
-            scores = score_pool(trained.model, x_pool)
             budget = min(cfg.budget, len(y_pool) - len(labeled))
             res = select_batch(
                 cfg.strategy,
@@ -208,6 +219,8 @@ def run_active_learning(
             selected=picked,
             teacher_accuracy=t_acc,
             adapt_seconds=adapt_s,
+            stability=signal.stability,
+            stop_set_teacher_agreement=signal.teacher_agreement,
         )
         results.append(result)
         if progress is not None:

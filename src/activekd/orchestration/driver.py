@@ -30,6 +30,13 @@ import numpy as np
 from activekd.client import SelectionClient, make_channel
 from activekd.errors import ActiveKDError, FailedPrecondition
 from activekd.experiment.oracle import SimulatedOracle, initial_labels
+from activekd.experiment.stopping import (
+    StopSignal,
+    round_signal,
+    should_stop,
+    stop_reason,
+    stop_set,
+)
 from activekd.seeds import round_seed
 from activekd.selection.strategies import STRATEGY_INFO
 from activekd.state.experiment_spec import ExperimentSpec
@@ -196,7 +203,12 @@ class Driver:
             return exp.state, self.experiments.get(experiment_id)
         try:
             new = self.experiments.advance(
-                experiment_id, exp.state, to, expected_version=exp.version, updates=updates
+                experiment_id,
+                exp.state,
+                to,
+                expected_version=exp.version,
+                updates=updates,
+                message=_signal_message(updates),
             )
         except TransitionAborted as exc:
             log.info(
@@ -322,13 +334,52 @@ class Driver:
                 ),
                 timeout=self._timeout(deadline, "trainer"),
             )
-        return RoundState.POOL_SCORED, {
+        updates: dict[str, Any] = {
             "student_pool_id": resp.pool.pool_id,
             "timings": {"predict_seconds": time.perf_counter() - t0},
         }
+        signal = self._stop_signal(exp, resp.pool.pool_id)
+        if signal.stability is not None:
+            updates["stability"] = signal.stability
+        if signal.teacher_agreement is not None:
+            updates["stop_set_teacher_agreement"] = signal.teacher_agreement
+        return RoundState.POOL_SCORED, updates
+
+    def _aligned_probs(self, pool_id: str, item_ids: np.ndarray) -> np.ndarray | None:
+        """Pool ``pool_id``'s ``probs`` in the row order of ``item_ids`` (None: missing)."""
+        if not pool_id or "probs" not in self.pools.describe(pool_id).arrays:
+            return None
+        ids = self.pools.item_ids(pool_id)
+        probs = np.asarray(self.pools.open_array(pool_id, "probs"))
+        if ids.shape == item_ids.shape and np.array_equal(ids, item_ids):
+            return probs
+        row = {str(i): n for n, i in enumerate(ids)}
+        try:
+            return probs[[row[str(i)] for i in item_ids]]
+        except KeyError:
+            return None
+
+    def _stop_signal(self, exp: Experiment, student_pool: str) -> StopSignal:
+        """Stability against the previous round's student and agreement with the teacher on
+        the experiment's stop set (``activekd.experiment.stopping``)."""
+        ids = self.pools.item_ids(student_pool)
+        rows = stop_set(len(ids), exp.spec.seed, exp.spec.stopping.stop_set_size)
+        current = np.asarray(self.pools.open_array(student_pool, "probs"))
+        r = exp.current_round
+        previous = None
+        if r > 0:
+            previous = self._aligned_probs(exp.rounds[r - 1].student_pool_id, ids)
+        rec = exp.rounds[r]
+        teacher = self._aligned_probs(
+            rec.teacher_pool_id or self._first_round(exp)["teacher_pool_id"], ids
+        )
+        return round_signal(current, previous, teacher, rows)
 
     def _select(self, exp: Experiment, deadline: float | None) -> tuple[RoundState, dict[str, Any]]:
         rec, spec = exp.rounds[exp.current_round], exp.spec
+        stabilities = [r.stability for r in exp.rounds]
+        if should_stop(stabilities, spec.stopping):
+            return RoundState.FINISHED, {"stop_reason": stop_reason(stabilities, spec.stopping)}
         labels = self.experiments.labels(exp.experiment_id)
         labeled = self.experiments.labeled_ids(exp.experiment_id)
         pool_size = exp.pool_size or self.pools.describe(spec.pool_id).num_items
@@ -403,6 +454,18 @@ class Driver:
         self.selection.close()
         for channel in self._channels.values():
             channel.close()
+
+
+def _signal_message(updates: dict[str, Any]) -> str:
+    """The stopping signal in the transition's event message (WatchExperiment shows it)."""
+    parts = []
+    if "stability" in updates:
+        parts.append(f"stability {updates['stability']:.4f}")
+    if "stop_set_teacher_agreement" in updates:
+        parts.append(f"stop-set teacher agreement {updates['stop_set_teacher_agreement']:.4f}")
+    if updates.get("stop_reason"):
+        parts.append(f"stopped early: {updates['stop_reason']}")
+    return "; ".join(parts)
 
 
 __all__ = ["DeadlineExceeded", "Driver", "ServiceTargets"]

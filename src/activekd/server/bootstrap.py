@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from activekd.server import metrics
+from activekd.server.allocator import apply_malloc_settings, check_mmap_threshold
 from activekd.server.auth import AuthInterceptor, auth_from_config
 from activekd.server.config import ServerConfig
 from activekd.server.healthcheck import LIVENESS_SERVICE
@@ -318,6 +319,7 @@ def run(
     """Entry point of every service's ``__main__``: serve until SIGTERM/SIGINT, then shut down gracefully."""
     config = ServerConfig.load(service_name, argv, extra_keys)
     configure_logging(service_name, config.log_level)
+    apply_malloc_settings(check_mmap_threshold(config.malloc_mmap_threshold))
     security = prepare(config)  # fail fast, before models load
 
     async def main() -> None:

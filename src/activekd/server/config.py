@@ -30,6 +30,9 @@ class ServerConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     device: str = "auto"
     threads: int = 0
+    #: glibc malloc mmap threshold in bytes, fixed at start (server/allocator.py); 0 = glibc's
+    #: dynamic default, which lets big temporaries fragment the heap under concurrent selections
+    malloc_mmap_threshold: int = 128 << 10
     # --- security (docs/security.md) ---
     #: "required" (default) or "off" (explicit; logs a WARNING at start)
     auth: str = "required"

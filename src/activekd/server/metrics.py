@@ -17,6 +17,7 @@ series for the process. No grpc import here.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -189,6 +190,33 @@ LABEL_EFFICIENCY = Gauge(
     "Student accuracy (fraction) when the experiment had `labeled` labels: one series per round, "
     "so accuracy-vs-labels curves survive rounds shorter than the scrape interval.",
     (*_EXP, "labeled"),
+)
+STOP_STABILITY = Gauge(
+    "activekd_stop_stability",
+    "Stopping signal: share of the stop set on which the latest round's student agrees with the "
+    "previous round's (Bloodgood and Vijay-Shanker 2009).",
+    _EXP,
+)
+STOP_TEACHER_AGREEMENT = Gauge(
+    "activekd_stop_teacher_agreement",
+    "Share of the stop set on which the latest round's student agrees with the teacher.",
+    _EXP,
+)
+ANNOTATION_WEBHOOKS = Counter(
+    "activekd_annotation_webhooks_total",
+    "Label Studio webhooks received by the annotation backend, by action and outcome.",
+    ("action", "outcome"),
+)
+ANNOTATION_LABELS = Counter(
+    "activekd_annotation_labels_total",
+    "Labels the annotation backend sent to the experiment, by what became of them "
+    "(submitted, withdrawn, deferred, rejected).",
+    ("kind",),
+)
+ANNOTATION_PREDICT_SECONDS = Histogram(
+    "activekd_annotation_predict_seconds",
+    "Time to answer one Label Studio /predict call.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 MAX_POINTS_PER_EXPERIMENT = 256
 
@@ -385,6 +413,9 @@ class _ExperimentSeries:
                 for s, d in {(s, d) for s, d, _ in old_points}:
                     LABELED_ITEMS.remove(old, s, d)
                     STUDENT_ACCURACY.remove(old, s, d)
+                    for gauge in (STOP_STABILITY, STOP_TEACHER_AGREEMENT):
+                        with contextlib.suppress(KeyError):
+                            gauge.remove(old, s, d)
                 for p in old_points:
                     LABEL_EFFICIENCY.remove(old, *p)
                 evicted.append(old)
@@ -412,6 +443,28 @@ def record_round_result(
     strategy, dataset = _bounded("strategy", strategy), _bounded("dataset", dataset)
     ROUNDS_COMPLETED.labels(strategy, dataset).inc()
     return _experiments.record(experiment, strategy, dataset, labeled, acc)
+
+
+def record_stop_signal(
+    experiment: str,
+    strategy: str,
+    dataset: str,
+    stability: float | None,
+    teacher_agreement: float | None,
+) -> None:
+    """A round's stopping signal (``activekd.experiment.stopping``); None values are not set.
+    The series go when the experiment's label-efficiency series are evicted."""
+    if not experiment:
+        raise ValueError("experiment name must not be empty")
+    strategy, dataset = _bounded("strategy", strategy), _bounded("dataset", dataset)
+    if stability is not None:
+        STOP_STABILITY.labels(experiment, strategy, dataset).set(
+            _check_fraction("stability", stability)
+        )
+    if teacher_agreement is not None:
+        STOP_TEACHER_AGREEMENT.labels(experiment, strategy, dataset).set(
+            _check_fraction("teacher_agreement", teacher_agreement)
+        )
 
 
 _SAMPLE_SUFFIXES = {

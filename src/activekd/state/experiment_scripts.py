@@ -55,7 +55,8 @@ return {'ok', now}
 ADVANCE = (
     _COMMON
     + """
--- KEYS: 1 meta, 2 labels, 3 picked, 4 record r, 5 pending r, 6 events, 7 record r+1, 8 pending r+1
+-- KEYS: 1 meta, 2 labels, 3 picked, 4 record r, 5 pending r, 6 events, 7 record r+1, 8 pending r+1,
+--       9 corrections, 10 label order
 -- ARGV: 1 id, 2 round read by the caller, 3 from, 4 to, 5 expected version ('' = any),
 --       6 message, 7 nf, then nf field/value pairs, then ns, then ns selected ids
 local meta = redis.call('HMGET', KEYS[1], 'state', 'round', 'version', 'budget', 'pool_size')
@@ -99,6 +100,20 @@ local now = now_str()
 version = version + 1
 local new_round = round
 local rec = KEYS[4]
+local corrected = 0
+if to == 'AWAITING_LABELS' or to == 'CREATED' then
+  local corr = redis.call('HGETALL', KEYS[9])
+  for i = 1, #corr, 2 do
+    if corr[i + 1] == '-1' then
+      redis.call('HDEL', KEYS[2], corr[i])
+      redis.call('LREM', KEYS[10], 0, corr[i])
+    else
+      redis.call('HSET', KEYS[2], corr[i], corr[i + 1])
+    end
+  end
+  corrected = #corr / 2
+  redis.call('DEL', KEYS[9])
+end
 if to == 'CREATED' then
   new_round = round + 1
   rec = KEYS[7]
@@ -117,7 +132,12 @@ if to == 'SELECTED' then
     redis.call('SADD', KEYS[5], ARGV[sel_at + i])
   end
 end
-event(KEYS[6], ARGV[1], new_round, to, version, now, ARGV[6], 'transition', ARGV[3])
+local message = ARGV[6]
+if corrected > 0 then
+  redis.call('HINCRBY', rec, 'extra.corrections_applied', corrected)
+  message = message .. string.format(' (%d label correction(s) applied)', corrected)
+end
+event(KEYS[6], ARGV[1], new_round, to, version, now, message, 'transition', ARGV[3])
 return {'ok', tostring(version), now}
 """
 )
@@ -125,38 +145,63 @@ return {'ok', tostring(version), now}
 SUBMIT_LABELS = (
     _COMMON
     + """
--- KEYS: 1 meta, 2 labels, 3 label order, 4 pending r, 5 record r, 6 events
--- ARGV: 1 id, 2 round read by the caller, 3 overwrite ('1'/'0'), then item id / label pairs
+-- KEYS: 1 meta, 2 labels, 3 label order, 4 pending r, 5 record r, 6 events, 7 corrections
+-- ARGV: 1 id, 2 round read by the caller, 3 overwrite ('1'/'0'), 4 nw, then nw ids to
+--       withdraw, then item id / label pairs
+-- Open round (AWAITING_LABELS): new labels for pending ids are stored; changes (overwrite,
+-- withdraw) apply at once and a withdrawn pick of this round waits for a label again.
+-- Any other state: changes to existing labels are queued in the corrections hash (label, or
+-- '-1' = withdraw) and applied when the experiment next enters AWAITING_LABELS or CREATED.
 local meta = redis.call('HMGET', KEYS[1], 'state', 'round', 'version', 'num_classes')
 if not meta[1] then return {'not_found'} end
 if tonumber(meta[2]) ~= tonumber(ARGV[2]) then return {'stale'} end
-if meta[1] ~= 'AWAITING_LABELS' then return {'state', meta[1], meta[2], meta[3]} end
+local open = meta[1] == 'AWAITING_LABELS'
 local C = tonumber(meta[4])
 local overwrite = ARGV[3] == '1'
-local unknown, bad_label, conflict = {}, {}, {}
+local nw = tonumber(ARGV[4])
+local unknown, bad_label, conflict, closed_new = {}, {}, {}, {}
 local new_ids, new_labels, changed_ids, changed_labels = {}, {}, {}, {}
+local withdraw_ids, defer_ids, defer_values = {}, {}, {}
 local unchanged = 0
-for i = 4, #ARGV, 2 do
+for i = 5, 4 + nw do
+  local id = ARGV[i]
+  local cur = redis.call('HGET', KEYS[2], id)
+  local corr = redis.call('HGET', KEYS[7], id)
+  if not cur or corr == '-1' then
+    unchanged = unchanged + 1
+  elseif open then
+    withdraw_ids[#withdraw_ids + 1] = id
+  else
+    defer_ids[#defer_ids + 1] = id
+    defer_values[#defer_values + 1] = '-1'
+  end
+end
+for i = 5 + nw, #ARGV, 2 do
   local id, raw = ARGV[i], ARGV[i + 1]
   local l = tonumber(raw)
   if l == nil or l < 0 or l >= C or l ~= math.floor(l) then
     bad_label[#bad_label + 1] = id .. '=' .. raw
   else
     local cur = redis.call('HGET', KEYS[2], id)
-    if cur then
-      if tonumber(cur) == l then
-        unchanged = unchanged + 1
-      elseif overwrite then
-        changed_ids[#changed_ids + 1] = id
-        changed_labels[#changed_labels + 1] = raw
-      else
-        conflict[#conflict + 1] = id .. '=' .. cur
-      end
-    elseif redis.call('SISMEMBER', KEYS[4], id) == 1 then
+    local corr = redis.call('HGET', KEYS[7], id)
+    local effective = corr or cur
+    if effective and effective ~= '-1' and tonumber(effective) == l then
+      unchanged = unchanged + 1
+    elseif cur and effective ~= '-1' and not overwrite then
+      conflict[#conflict + 1] = id .. '=' .. effective
+    elseif cur and open then
+      changed_ids[#changed_ids + 1] = id
+      changed_labels[#changed_labels + 1] = raw
+    elseif cur then
+      defer_ids[#defer_ids + 1] = id
+      defer_values[#defer_values + 1] = (tonumber(cur) == l) and '' or raw
+    elseif open and redis.call('SISMEMBER', KEYS[4], id) == 1 then
       new_ids[#new_ids + 1] = id
       new_labels[#new_labels + 1] = raw
-    else
+    elseif open then
       unknown[#unknown + 1] = id
+    else
+      closed_new[#closed_new + 1] = id
     end
   end
 end
@@ -164,6 +209,7 @@ if #unknown > 0 or #bad_label > 0 then
   return {'invalid', tostring(#unknown), cjson.encode(head(unknown, 20)),
           tostring(#bad_label), cjson.encode(head(bad_label, 20)), tostring(C)}
 end
+if #closed_new > 0 then return {'state', meta[1], meta[2], meta[3]} end
 if #conflict > 0 then
   return {'conflict', tostring(#conflict), cjson.encode(head(conflict, 20))}
 end
@@ -173,20 +219,37 @@ for i = 1, #new_ids do
   redis.call('SREM', KEYS[4], new_ids[i])
 end
 for i = 1, #changed_ids do redis.call('HSET', KEYS[2], changed_ids[i], changed_labels[i]) end
+local selected = {}
+local raw_sel = redis.call('HGET', KEYS[5], 'selected_item_ids')
+if raw_sel then for _, id in ipairs(cjson.decode(raw_sel)) do selected[id] = true end end
+for i = 1, #withdraw_ids do
+  local id = withdraw_ids[i]
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('LREM', KEYS[3], 0, id)
+  if selected[id] then redis.call('SADD', KEYS[4], id) end
+end
+for i = 1, #defer_ids do
+  if defer_values[i] == '' then
+    redis.call('HDEL', KEYS[7], defer_ids[i])
+  else
+    redis.call('HSET', KEYS[7], defer_ids[i], defer_values[i])
+  end
+end
 local accepted = #new_ids + #changed_ids
 local version = tonumber(meta[3])
 local round = tonumber(meta[2])
-local state = 'AWAITING_LABELS'
+local state = meta[1]
 local remaining = redis.call('SCARD', KEYS[4])
 local now = now_str()
-if accepted > 0 then
+if accepted + #withdraw_ids + #defer_ids > 0 then
   version = version + 1
   redis.call('HSET', KEYS[1], 'version', tostring(version), 'updated_unix', now)
   event(KEYS[6], ARGV[1], round, state, version, now,
-    string.format('labels: %d accepted (%d new, %d changed), %d unchanged, %d remaining',
-      accepted, #new_ids, #changed_ids, unchanged, remaining), 'labels', '')
+    string.format('labels: %d accepted (%d new, %d changed), %d withdrawn, %d deferred as ' ..
+      'corrections, %d unchanged, %d remaining', accepted, #new_ids, #changed_ids,
+      #withdraw_ids, #defer_ids, unchanged, remaining), 'labels', '')
 end
-if remaining == 0 then
+if open and remaining == 0 then
   version = version + 1
   state = 'LABELS_COMPLETE'
   redis.call('HSET', KEYS[1], 'state', state, 'version', tostring(version), 'updated_unix', now)
@@ -195,6 +258,6 @@ if remaining == 0 then
     'transition', 'AWAITING_LABELS')
 end
 return {'ok', tostring(accepted), tostring(unchanged), tostring(remaining), state,
-        tostring(version)}
+        tostring(version), tostring(#withdraw_ids), tostring(#defer_ids)}
 """
 )

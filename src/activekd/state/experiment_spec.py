@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from activekd.defaults import DEFAULT_STRATEGY
-from activekd.errors import InvalidArgument
+from activekd.errors import InvalidArgument, shown
 
 MAX_CLASSES = 100_000
 MAX_SEED = 2**64 - 1  # proto uint64
@@ -21,6 +21,50 @@ MAX_SEED = 2**64 - 1  # proto uint64
 #: teacher's linear head on the labels collected so far every round and distils from that
 #: (``activekd.teacher.adapt.TeacherAdapter``; needs the teacher pool's ``features`` array)
 TEACHER_ADAPTATIONS: tuple[str, ...] = ("none", "clap")
+
+
+#: most items a stop set may hold
+MAX_STOP_SET_SIZE = 100_000
+
+
+@dataclass
+class StoppingRule:
+    """When to finish early (Bloodgood and Vijay-Shanker 2009, "stabilizing predictions").
+
+    The stop set is ``stop_set_size`` pool items drawn once with the experiment seed
+    (``activekd.experiment.stopping.stop_set``); each round's *stability* is the share of it on
+    which this round's student and the previous round's agree. The experiment stops once
+    stability >= ``min_stability`` for ``patience`` rounds in a row; ``min_stability`` 0 never
+    stops (the signal is still computed and reported).
+    """
+
+    min_stability: float = 0.0
+    patience: int = 1
+    stop_set_size: int = 2000
+
+    @property
+    def enabled(self) -> bool:
+        return self.min_stability > 0
+
+    def validate(self) -> StoppingRule:
+        if isinstance(self.min_stability, bool) or not isinstance(self.min_stability, numbers.Real):
+            raise InvalidArgument("stopping.min_stability must be a number", field="stopping")
+        if not 0.0 <= float(self.min_stability) <= 1.0:
+            raise InvalidArgument(
+                f"stopping.min_stability {self.min_stability} must be in [0, 1] (0 = never stop)",
+                field="stopping",
+            )
+        for name, low, high in (
+            ("patience", 1, 1000),
+            ("stop_set_size", 1, MAX_STOP_SET_SIZE),
+        ):
+            value = getattr(self, name)
+            if not _is_int(value) or not low <= int(value) <= high:
+                raise InvalidArgument(
+                    f"stopping.{name} {shown(value)} must be an integer in {low}..{high}",
+                    field="stopping",
+                )
+        return self
 
 
 @dataclass(kw_only=True)
@@ -46,6 +90,7 @@ class ExperimentSpec:
     num_rounds: int = 0
     seed: int = 0
     simulated_oracle: bool = False
+    stopping: StoppingRule = field(default_factory=StoppingRule)
 
     @property
     def num_classes(self) -> int:
@@ -117,6 +162,9 @@ class ExperimentSpec:
             raise InvalidArgument(f"seed {self.seed} must be in 0..2^64-1", field="seed")
         if not isinstance(self.simulated_oracle, bool):
             raise InvalidArgument("simulated_oracle must be a bool", field="simulated_oracle")
+        if not isinstance(self.stopping, StoppingRule):
+            raise InvalidArgument("stopping must be a StoppingRule", field="stopping")
+        self.stopping.validate()
         _check_int(self.initial_per_class, "initial_per_class")
         if self.initial_per_class < 0:
             raise InvalidArgument(
@@ -155,7 +203,14 @@ class ExperimentSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidArgument(f"unknown experiment spec fields: {', '.join(unknown)}")
-        return cls(**data)
+        values = dict(data)
+        if isinstance(values.get("stopping"), dict):
+            rule = values["stopping"]
+            extra = sorted(set(rule) - {f.name for f in fields(StoppingRule)})
+            if extra:
+                raise InvalidArgument(f"unknown stopping fields: {', '.join(extra)}")
+            values["stopping"] = StoppingRule(**rule)
+        return cls(**values)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ExperimentSpec:

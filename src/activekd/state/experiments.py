@@ -20,6 +20,8 @@ Keys (hash tag ``{<id>}``: a Redis Cluster keeps one experiment on one slot)::
     akd:exp:{e}:picked            set: every id selected through the machine (never re-selected)
     akd:exp:{e}:round:<r>:record  hash: the round's results (accuracy, pools, ids, timings...)
     akd:exp:{e}:round:<r>:pending set: ids selected in round r still waiting for a label
+    akd:exp:{e}:corrections       hash: item id -> label ('-1' = withdraw) changed after the
+                                  round closed; applied on entering AWAITING_LABELS or CREATED
     akd:exp:{e}:events            stream (MAXLEN ~ 10000): one entry per transition / submission
 
 ``activekd.state.selections.SelectionLog`` keeps its own keys under the same ``akd:exp:{e}:``
@@ -79,8 +81,14 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 # ---- round-record encoding: one hash field per value --------------------------------------------
-_STR_FIELDS = ("teacher_pool_id", "student_pool_id", "checkpoint_id", "selection_request_id")
-_FLOAT01_FIELDS = ("accuracy", "teacher_agreement")
+_STR_FIELDS = (
+    "teacher_pool_id",
+    "student_pool_id",
+    "checkpoint_id",
+    "selection_request_id",
+    "stop_reason",
+)
+_FLOAT01_FIELDS = ("accuracy", "teacher_agreement", "stability", "stop_set_teacher_agreement")
 UPDATE_FIELDS = frozenset((*_STR_FIELDS, *_FLOAT01_FIELDS, "selected_item_ids", "timings", "extra"))
 
 
@@ -305,6 +313,7 @@ class ExperimentStore:
             pipe.hgetall(meta_key)
             pipe.hlen(self._key(experiment_id, "labels"))
             pipe.scard(self._round_key(experiment_id, int(seen), "pending"))
+            pipe.hlen(self._key(experiment_id, "corrections"))
             for r in range(n_rounds):
                 pipe.hgetall(self._round_key(experiment_id, r, "record"))
             out = pipe.execute()
@@ -315,6 +324,7 @@ class ExperimentStore:
                 )
             if int(raw_meta["round"]) + 1 != n_rounds:
                 continue  # a round began between the two reads; read again
+            rounds = [_decode_record(r) for r in out[4:] if r]
             return Experiment(
                 experiment_id=experiment_id,
                 spec=ExperimentSpec.from_json(raw_meta["spec"]),
@@ -323,10 +333,12 @@ class ExperimentStore:
                 version=int(raw_meta["version"]),
                 labeled_count=int(out[1]),
                 pending_labels=int(out[2]),
+                pending_corrections=int(out[3]),
                 pool_size=int(raw_meta["pool_size"]) or None,
                 created_unix=float(raw_meta["created_unix"]),
                 updated_unix=float(raw_meta["updated_unix"]),
-                rounds=[_decode_record(r) for r in out[3:] if r],
+                rounds=rounds,
+                stop_reason=rounds[-1].stop_reason if rounds else "",
             )
         raise Aborted(f"experiment {shown(experiment_id)} kept changing while being read; retry")
 
@@ -382,7 +394,8 @@ class ExperimentStore:
         before or the wrong number of them, and when completing labels that are still pending.
         ``updates`` (keys in ``UPDATE_FIELDS``) are written into the round record: for
         LABELS_COMPLETE -> CREATED that is the new round's record. SELECTED requires
-        ``updates["selected_item_ids"]``.
+        ``updates["selected_item_ids"]``. POOL_SCORED -> FINISHED (stopping early) is legal
+        only with ``updates["stop_reason"]``, and then it is the only legal move.
         """
         check_experiment_id(experiment_id)
         src, dst = _state(from_state, "from_state"), _state(to_state, "to_state")
@@ -416,6 +429,8 @@ class ExperimentStore:
                 version,
             )
         legal = allowed_next(cur, round_, num_rounds)
+        if cur is RoundState.POOL_SCORED and (updates or {}).get("stop_reason"):
+            legal = (RoundState.FINISHED,)  # the stopping rule fired (ExperimentSpec.stopping)
         if dst not in legal:
             allowed = ", ".join(s.name for s in legal) or "none (the experiment is finished)"
             raise FailedPrecondition(
@@ -436,6 +451,8 @@ class ExperimentStore:
             self._key(experiment_id, "events"),
             self._round_key(experiment_id, round_ + 1, "record"),
             self._round_key(experiment_id, round_ + 1, "pending"),
+            self._key(experiment_id, "corrections"),
+            self._key(experiment_id, "label_order"),
         ]
         msg = f"{src.name} -> {dst.name}" + (f": {message}" if message else "")
         sel = selected or []
@@ -502,19 +519,43 @@ class ExperimentStore:
 
     # ---- labels ------------------------------------------------------------------------------
     def submit_labels(
-        self, experiment_id: str, labels: Mapping[str, int], overwrite: bool = False
+        self,
+        experiment_id: str,
+        labels: Mapping[str, int],
+        overwrite: bool = False,
+        withdraw: Iterable[str] = (),
     ) -> SubmitResult:
-        """Store labels for the current round's selected items; all or nothing.
+        """Store, change or withdraw labels; all or nothing (the label lifecycle).
 
-        Only in AWAITING_LABELS (``FailedPrecondition`` otherwise). Ids neither selected this
-        round nor labeled before, and labels outside ``[0, C)``, are an ``InvalidArgument``
-        listing them. The same label again is a no-op (``unchanged``). A different label for an
-        already labeled id (initial set, earlier rounds, or this round) is a
-        ``FailedPrecondition`` unless ``overwrite``. When the last pending id is labeled the
-        round moves to LABELS_COMPLETE in the same script.
+        While the round is AWAITING_LABELS: labels for this round's pending picks are stored;
+        ids neither selected this round nor labeled before, and labels outside ``[0, C)``, are
+        an ``InvalidArgument`` listing them. The same label again is a no-op (``unchanged``). A
+        different label for a labeled id (initial set, earlier rounds, or this round) is a
+        ``FailedPrecondition`` unless ``overwrite``, and then applies at once; ``withdraw``
+        removes labels at once, and a withdrawn pick of this round waits for a label again.
+        When the last pending id is labeled the round moves to LABELS_COMPLETE in the same
+        script.
+
+        In any other state (the round closed): new labels are a ``FailedPrecondition``; changes
+        to existing labels (``overwrite``, ``withdraw``) are recorded as *corrections*
+        (``deferred``), applied when the experiment next enters AWAITING_LABELS or CREATED
+        (the next round trains on them); a change back to the stored label cancels a queued
+        correction. Withdrawing an id that has no label is ``unchanged``, so retries are safe.
         """
+        withdraw_ids = [w for w in withdraw]
+        for item in withdraw_ids:
+            if not isinstance(item, str) or not item:
+                raise InvalidArgument(f"item id {shown(item)} must be a non-empty string")
+        both = sorted(set(withdraw_ids) & set(labels))
+        if both:
+            raise InvalidArgument(
+                f"{len(both)} id(s) are both labeled and withdrawn in one request: "
+                + ", ".join(shown(b, 32) for b in both[:5]),
+                field="withdraw_item_ids",
+            )
+        withdraw_ids = list(dict.fromkeys(withdraw_ids))
         check_experiment_id(experiment_id)
-        if not labels:
+        if not labels and not withdraw_ids:
             raise InvalidArgument("no labels given", field="labels")
         flat: list[str] = []
         for item, lab in labels.items():
@@ -538,11 +579,17 @@ class ExperimentStore:
                 self._round_key(experiment_id, r, "pending"),
                 self._round_key(experiment_id, r, "record"),
                 self._key(experiment_id, "events"),
+                self._key(experiment_id, "corrections"),
             ]
-            res = [
-                _text(x)
-                for x in self._submit(keys=keys, args=[experiment_id, r, int(overwrite), *flat])
+            args: list[Any] = [
+                experiment_id,
+                r,
+                int(overwrite),
+                len(withdraw_ids),
+                *withdraw_ids,
+                *flat,
             ]
+            res = [_text(x) for x in self._submit(keys=keys, args=args)]
             if res[0] != "stale":
                 break
         else:
@@ -555,14 +602,16 @@ class ExperimentStore:
                 remaining=int(res[3]),
                 state=RoundState[res[4]],
                 version=int(res[5]),
+                withdrawn=int(res[6]),
+                deferred=int(res[7]),
             )
         if status == "not_found":
             raise NotFound(f"experiment {shown(experiment_id)} not found", field="experiment_id")
         if status == "state":
-            allowed = "AWAITING_LABELS"
             raise FailedPrecondition(
                 f"experiment {shown(experiment_id)} is in {res[1]} (round {res[2]}, version {res[3]}); "
-                f"labels are accepted only in {allowed}"
+                "new labels are accepted only in AWAITING_LABELS (changes to existing labels, "
+                "with overwrite or withdraw, are queued as corrections)"
             )
         if status == "invalid":
             parts = []

@@ -78,11 +78,16 @@ class RoundRecord:
     labeled_count: int = 0
     accuracy: float | None = None
     teacher_agreement: float | None = None
+    #: stop-set agreement with the previous round's student / with the teacher
+    stability: float | None = None
+    stop_set_teacher_agreement: float | None = None
     selected_item_ids: list[str] = field(default_factory=list)
     teacher_pool_id: str = ""
     student_pool_id: str = ""
     checkpoint_id: str = ""
     selection_request_id: str = ""
+    #: set when the experiment stopped early in this round (POOL_SCORED -> FINISHED)
+    stop_reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     state_times: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +108,10 @@ class Experiment:
     created_unix: float
     updated_unix: float
     rounds: list[RoundRecord] = field(default_factory=list)
+    #: label changes queued while the round was closed (``ExperimentStore.submit_labels``)
+    pending_corrections: int = 0
+    #: why the experiment finished before its last round ("" = it did not stop early)
+    stop_reason: str = ""
 
     @property
     def allowed_next(self) -> tuple[RoundState, ...]:
@@ -118,6 +127,10 @@ class SubmitResult:
     remaining: int
     state: RoundState
     version: int
+    #: labels removed at once (open round); their picks wait for a label again
+    withdrawn: int = 0
+    #: changes recorded as corrections (round closed), applied when the next round starts
+    deferred: int = 0
 
 
 @dataclass(frozen=True)

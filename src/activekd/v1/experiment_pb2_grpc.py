@@ -108,7 +108,8 @@ class ExperimentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitLabels(self, request, context):
-        """Labels for selected items; partial submissions allowed.
+        """Labels for selected items; partial submissions allowed. Changes and withdrawals of
+        existing labels apply at once while the round awaits labels, else become corrections.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

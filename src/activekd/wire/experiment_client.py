@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +26,15 @@ class AdvanceResult:
 
 @dataclass(frozen=True)
 class SubmitLabelsResult:
-    """SubmitLabels: counts (new, same as before, still missing this round) and the experiment."""
+    """SubmitLabels: counts (stored, same as before, still missing this round), the experiment,
+    and the labels withdrawn at once / changes queued as corrections."""
 
     accepted: int
     unchanged: int
     remaining: int
     experiment: ExperimentStatus
+    withdrawn: int = 0
+    deferred: int = 0
 
 
 def spec_message(spec: SpecLike) -> experiment_pb2.ExperimentSpec:
@@ -100,12 +103,19 @@ class ExperimentClient(BaseClient):
                              RoundState(resp.from_state), RoundState(resp.to_state))  # fmt: skip
 
     def submit_labels(
-        self, experiment_id: str, labels: Mapping[str, int], overwrite: bool = False
+        self,
+        experiment_id: str,
+        labels: Mapping[str, int],
+        overwrite: bool = False,
+        withdraw: Sequence[str] = (),
     ) -> SubmitLabelsResult:
+        """Store labels; ``overwrite`` changes existing ones, ``withdraw`` removes labels (both
+        apply at once while the round awaits labels, else they are queued as corrections)."""
         resp = self.stub.SubmitLabels(
             experiment_pb2.SubmitLabelsRequest(
                 experiment_id=experiment_id,
                 overwrite=overwrite,
+                withdraw_item_ids=list(withdraw),
                 labels=[
                     experiment_pb2.ItemLabel(item_id=k, label=int(v)) for k, v in labels.items()
                 ],
@@ -113,7 +123,8 @@ class ExperimentClient(BaseClient):
             timeout=self.timeout,
         )
         return SubmitLabelsResult(resp.accepted, resp.unchanged, resp.remaining,
-                                  ExperimentStatus.from_proto(resp.experiment))  # fmt: skip
+                                  ExperimentStatus.from_proto(resp.experiment),
+                                  resp.withdrawn, resp.deferred)  # fmt: skip
 
     def watch(self, experiment_id: str, timeout: float | None = None) -> Iterator[RoundEvent]:
         """Round events from the start of the experiment until it finishes."""

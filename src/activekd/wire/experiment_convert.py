@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from activekd.state.experiment_spec import ExperimentSpec
+from activekd.state.experiment_spec import ExperimentSpec, StoppingRule
 from activekd.state.round_records import Event, Experiment, RoundState
 from activekd.v1 import experiment_pb2
 from activekd.wire.structs import dict_to_struct, struct_to_dict
@@ -33,6 +33,11 @@ def spec_from_proto(msg: experiment_pb2.ExperimentSpec) -> ExperimentSpec:
         num_rounds=msg.num_rounds,
         seed=msg.seed,
         simulated_oracle=msg.simulated_oracle,
+        stopping=StoppingRule(
+            min_stability=msg.stopping.min_stability,
+            patience=msg.stopping.patience or 1,
+            stop_set_size=msg.stopping.stop_set_size or StoppingRule.stop_set_size,
+        ),
     )
 
 
@@ -53,6 +58,11 @@ def spec_to_proto(spec: ExperimentSpec) -> experiment_pb2.ExperimentSpec:
         num_rounds=spec.num_rounds,
         seed=spec.seed,
         simulated_oracle=spec.simulated_oracle,
+        stopping=experiment_pb2.StoppingRule(
+            min_stability=spec.stopping.min_stability,
+            patience=spec.stopping.patience,
+            stop_set_size=spec.stopping.stop_set_size,
+        ),
     )
 
 
@@ -70,6 +80,8 @@ def experiment_to_proto(exp: Experiment) -> experiment_pb2.Experiment:
         version=exp.version,
         labeled_count=exp.labeled_count,
         created_unix=exp.created_unix,
+        pending_corrections=exp.pending_corrections,
+        stop_reason=exp.stop_reason,
         rounds=[
             experiment_pb2.RoundSummary(
                 round=r.round,
@@ -78,6 +90,11 @@ def experiment_to_proto(exp: Experiment) -> experiment_pb2.Experiment:
                 accuracy=r.accuracy or 0.0,
                 teacher_agreement=r.teacher_agreement or 0.0,
                 selected_item_ids=r.selected_item_ids,
+                stability=r.stability,
+                stop_set_teacher_agreement=r.stop_set_teacher_agreement,
+                corrections_applied=int(r.extra.get("corrections_applied", 0)),
+                teacher_pool_id=r.teacher_pool_id,
+                student_pool_id=r.student_pool_id,
             )
             for r in exp.rounds
         ],
@@ -106,6 +123,12 @@ class RoundSummary:
     accuracy: float
     selected_item_ids: list[str]
     teacher_agreement: float
+    #: agreement with the previous round's student on the stop set (None: not computed)
+    stability: float | None = None
+    stop_set_teacher_agreement: float | None = None
+    corrections_applied: int = 0
+    teacher_pool_id: str = ""
+    student_pool_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +143,8 @@ class ExperimentStatus:
     labeled_count: int
     rounds: list[RoundSummary] = field(default_factory=list)
     created_unix: float = 0.0
+    pending_corrections: int = 0
+    stop_reason: str = ""
 
     @classmethod
     def from_proto(cls, e: experiment_pb2.Experiment) -> ExperimentStatus:
@@ -131,12 +156,17 @@ class ExperimentStatus:
                 r.accuracy,
                 list(r.selected_item_ids),
                 r.teacher_agreement,
+                r.stability if r.HasField("stability") else None,
+                r.stop_set_teacher_agreement if r.HasField("stop_set_teacher_agreement") else None,
+                r.corrections_applied,
+                r.teacher_pool_id,
+                r.student_pool_id,
             )
             for r in e.rounds
         ]
         return cls(e.experiment_id, spec_from_proto(e.spec), e.current_round,
                    RoundState(e.state), e.version, e.labeled_count, rounds,
-                   e.created_unix)  # fmt: skip
+                   e.created_unix, e.pending_corrections, e.stop_reason)  # fmt: skip
 
 
 @dataclass(frozen=True)
