@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # One image for all four activekd services; the command picks the service
-# (`python -m activekd_services.<selection|teacher|trainer|experiment>`, see docs/architecture.md).
+# (`python -m activekd_services.<selection|teacher|trainer|experiment>`, see docs/architecture.md),
+# or `activekd-annotation` for the Label Studio backend (docs/annotation.md).
 #
 #   docker build --target cpu  -t activekd:cpu  .     # CPU torch + faiss-cpu (default target)
 #   docker build --target cuda -t activekd:cuda .     # CUDA torch + faiss-gpu
@@ -27,10 +28,11 @@ ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 # torch first from the CPU-only index (~10x smaller than the CUDA wheels), then the project with
-# the extras of the four services, every dependency at its pinned version.
+# the extras of the four services and the annotation backend (docs/annotation.md), every
+# dependency at its pinned version.
 RUN pip install --index-url "${TORCH_CPU_INDEX}" \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
- && pip install -c constraints.txt ".[selection,teacher,trainer,experiment]" \
+ && pip install -c constraints.txt ".[selection,teacher,trainer,experiment,annotation]" \
  && python -c "import torch, faiss, activekd_services; assert torch.version.cuda is None"
 
 FROM build-base AS build-cuda
@@ -42,7 +44,7 @@ ARG FAISS_GPU_VERSION=1.15.1
 # the host driver (NVIDIA container toolkit). faiss-gpu replaces faiss-cpu (same `faiss` module).
 RUN pip install --index-url "${TORCH_CUDA_INDEX}" --extra-index-url https://pypi.org/simple \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
- && pip install -c constraints.txt ".[selection,teacher,trainer,experiment]" \
+ && pip install -c constraints.txt ".[selection,teacher,trainer,experiment,annotation]" \
  && pip uninstall -y faiss-cpu \
  && pip install -c constraints.txt "faiss-gpu==${FAISS_GPU_VERSION}" \
  && python -c "import torch, faiss, activekd_services; assert torch.version.cuda"

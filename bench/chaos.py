@@ -207,19 +207,45 @@ def run_clean(stack: ChaosStack, experiment_id: str, **spec: Any) -> RunResult:
 MAX_KILL_DELAY = 0.15
 
 
+#: the round state each driver step starts from (7 per selecting round, 3 in the last)
+_ROUND_STEPS = ("CREATED", "TEACHER_SCORED", "STUDENT_TRAINED", "POOL_SCORED", "SELECTED",
+                "AWAITING_LABELS", "LABELS_COMPLETE")  # fmt: skip
+#: which services a step from that state calls (Redis and the experiment service: every step)
+USED_BY_STEP = {
+    "teacher": {"CREATED"},
+    "trainer": {"TEACHER_SCORED", "STUDENT_TRAINED"},
+    "selection": {"POOL_SCORED"},
+}
+
+
+def step_state(step: int) -> str:
+    """The state the experiment is in before driver step ``step``."""
+    return _ROUND_STEPS[step % len(_ROUND_STEPS)]
+
+
 def schedule(seed: int, kills: int, steps: int) -> list[tuple[int, str, float]]:
     """(driver step, target, seconds into that step's advance) for ``kills`` kills: every target
-    once (in a seeded order) when ``kills >= len(TARGETS)``, the rest drawn at random."""
+    once (in a seeded order) when ``kills >= len(TARGETS)``, the rest drawn at random. Each kill
+    lands on a step that calls its target (the teacher while scoring, the trainer while training
+    or predicting, selection while selecting; Redis and the experiment service on any step), so
+    the kill hits a service at work rather than an idle one, when such a step is still free."""
     rng = random.Random(seed)
     targets = list(TARGETS) if kills >= len(TARGETS) else []
     rng.shuffle(targets)
     targets += [rng.choice(TARGETS) for _ in range(kills - len(targets))]
-    at = sorted(rng.sample(range(steps), min(kills, steps)))
-    # an advance of the small CI workload takes ~0.05-0.5 s: kill early so most land mid-call
-    return [
-        (s, t, round(rng.uniform(0.0, MAX_KILL_DELAY), 3))
-        for s, t in zip(at, targets, strict=False)
-    ]
+    free = set(range(steps))
+    plan: list[tuple[int, str, float]] = []
+    # the services with few working steps choose first
+    for target in sorted(targets, key=lambda t: len(USED_BY_STEP.get(t, _ROUND_STEPS))):
+        if not free:
+            break
+        uses = USED_BY_STEP.get(target)
+        working = sorted(s for s in free if uses is None or step_state(s) in uses)
+        step = rng.choice(working or sorted(free))
+        free.discard(step)
+        # an advance of the small CI workload takes ~0.05-0.5 s: kill early so most land mid-call
+        plan.append((step, target, round(rng.uniform(0.0, MAX_KILL_DELAY), 3)))
+    return sorted(plan)
 
 
 def run_chaos(
@@ -239,16 +265,20 @@ def run_chaos(
     with stack.client() as client:
         client.create(stack.spec(**spec), experiment_id=experiment_id)
     done: list[dict[str, Any]] = []
-    step = 0
+    killed: set[int] = set()
     while True:
         with stack.client() as client:
             exp = retrying(lambda c=client: c.get(experiment_id), codes)  # type: ignore[misc]
             if exp.state == FINISHED:
                 break
-            if step not in plan:
+            # the step follows the experiment's state, so a killed (failed) advance is retried
+            # as the same step, without a second kill
+            name = experiment_pb2.RoundState.Name(exp.state).removeprefix("ROUND_STATE_")
+            step = len(_ROUND_STEPS) * exp.current_round + _ROUND_STEPS.index(name)
+            if step not in plan or step in killed:
                 retrying(lambda c=client: c.advance(experiment_id), codes)  # type: ignore[misc]
-                step += 1
                 continue
+            killed.add(step)
             target, delay = plan[step]
             outcome: list[str] = []
 
@@ -273,7 +303,6 @@ def run_chaos(
             codes[outcome[0]] += 1
             done.append({"step": step, "target": target, "after_s": delay, "state": state,
                          "advance": outcome[0]})  # fmt: skip
-            step += 1
     out = result_of(stack, experiment_id, codes)
     out.kills, out.seconds = done, time.monotonic() - start
     return out

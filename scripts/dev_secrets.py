@@ -10,11 +10,16 @@ Writes, each mode 0600 in a 0700 folder:
 - ``ca.crt``: the CA that signed both certificates (clients: ``ACTIVEKD_CLIENT_CA_FILE``);
 - ``server.crt`` / ``server.key``: SANs for every ``--host`` (DNS names and IP addresses);
 - ``client.crt`` / ``client.key``: a client certificate for mTLS;
-- ``tokens``: ``role:token:name`` lines (``ACTIVEKD_AUTH_TOKENS_FILE``): admin, writer, reader
-  and ``experiment`` (role writer: the experiment service's own token);
-- ``experiment.token``, ``admin.token``, ``writer.token``, ``reader.token``: one token each
-  (``ACTIVEKD_CLIENT_TOKEN_FILE``);
-- ``redis.password`` (``ACTIVEKD_REDIS_PASSWORD_FILE``, and redis-server ``--requirepass``).
+- ``tokens``: ``role:token:name`` lines (``ACTIVEKD_AUTH_TOKENS_FILE``): admin, writer, reader,
+  ``experiment`` (role writer: the experiment service's own token) and ``annotation`` (role
+  writer: the Label Studio backend's own token);
+- ``experiment.token``, ``annotation.token``, ``admin.token``, ``writer.token``,
+  ``reader.token``: one token each (``ACTIVEKD_CLIENT_TOKEN_FILE``);
+- ``redis.password`` (``ACTIVEKD_REDIS_PASSWORD_FILE``, and redis-server ``--requirepass``);
+- ``annotation.secret``: the secret Label Studio and the annotation backend share
+  (``ACTIVEKD_ANNOTATION_SECRET_FILE``, docs/annotation.md);
+- ``label-studio.api-key``: written **empty**, for the Label Studio API key you create in Label
+  Studio (``LABEL_STUDIO_API_KEY_FILE``); an existing one is kept, even with ``--force``.
 
 Needs the ``cryptography`` package (a dev dependency).
 """
@@ -36,8 +41,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_HOSTS = ("selection", "teacher", "trainer", "experiment", "localhost", "127.0.0.1")
-#: role of each token in ``tokens`` (the experiment service calls the others as a writer)
-TOKEN_ROLES = {"admin": "admin", "writer": "writer", "reader": "reader", "experiment": "writer"}
+#: role of each token in ``tokens`` (the experiment service calls the others as a writer; the
+#: annotation backend calls the experiment service as a writer: Get, Advance, SubmitLabels)
+TOKEN_ROLES = {
+    "admin": "admin",
+    "writer": "writer",
+    "reader": "reader",
+    "experiment": "writer",
+    "annotation": "writer",
+}
+#: files the user fills in (a key made by other software): written empty when missing, never
+#: replaced
+USER_FILES = ("label-studio.api-key",)
 FILES = (
     "ca.crt",
     "server.crt",
@@ -47,6 +62,8 @@ FILES = (
     "tokens",
     *(f"{name}.token" for name in TOKEN_ROLES),
     "redis.password",
+    "annotation.secret",
+    *USER_FILES,
 )
 _VALID_DAYS = 30
 
@@ -141,12 +158,13 @@ def write_dev_secrets(
 ) -> dict[str, Path]:
     """Write the files of the module docstring into ``out``; returns ``{file name: path}``.
 
-    Raises ``FileExistsError`` when ``out`` already holds any of them and ``overwrite`` is false.
+    Raises ``FileExistsError`` when ``out`` already holds any of them (``USER_FILES`` aside) and
+    ``overwrite`` is false.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o700)
-    existing = [name for name in FILES if (out / name).exists()]
+    existing = [name for name in FILES if name not in USER_FILES and (out / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out} already has {', '.join(existing)} (pass overwrite=True)")
 
@@ -183,10 +201,15 @@ def write_dev_secrets(
         ).encode(),
         **{f"{n}.token": f"{t}\n".encode() for n, t in tokens.items()},
         "redis.password": f"{secrets.token_urlsafe(24)}\n".encode(),
+        "annotation.secret": f"{secrets.token_urlsafe(32)}\n".encode(),
     }
     paths = {}
     for name in FILES:
-        _write(out / name, contents[name])
+        if name in USER_FILES:
+            if not (out / name).exists():
+                _write(out / name, b"")
+        else:
+            _write(out / name, contents[name])
         paths[name] = out / name
     return paths
 

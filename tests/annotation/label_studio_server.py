@@ -445,6 +445,95 @@ class LabelStudioServer:
             return status, raw.decode(errors="replace")
 
 
+class AnnotationBackend:
+    """``activekd-annotation`` as a real process."""
+
+    def __init__(
+        self,
+        stack: Any,  # activekd.orchestration.local_services.LocalServices
+        ls: LabelStudioServer,
+        project: int,
+        log: Path,
+        experiment_id: str,
+        secret: str,
+        resync_seconds: float = 3.0,
+        port: int | None = None,
+    ) -> None:
+        from activekd.orchestration.local_services import free_port as _free
+
+        self.port = port or _free()
+        self.url = f"http://127.0.0.1:{self.port}"
+        assert stack.auth is not None and stack.redis is not None
+        self.env = {
+            **os.environ,
+            **stack.auth.client_env("writer"),
+            "ACTIVEKD_ANNOTATION_EXPERIMENT": experiment_id,
+            "ACTIVEKD_ANNOTATION_PORT": str(self.port),
+            "ACTIVEKD_ANNOTATION_SECRET": secret,
+            "ACTIVEKD_ANNOTATION_METRICS_PORT": "-1",
+            "ACTIVEKD_ANNOTATION_RESYNC_SECONDS": str(resync_seconds),
+            "ACTIVEKD_EXPERIMENT_TARGET": stack.target("experiment"),
+            "ACTIVEKD_REDIS_URL": stack.redis.url,
+            "ACTIVEKD_STORE_URI": str(stack.root / "store"),
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_API_KEY": ls.api_key,
+            "LABEL_STUDIO_PROJECT": str(project),
+        }
+        self.log, self.secret = log, secret
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, connect: bool = False) -> AnnotationBackend:
+        args = [sys.executable, "-m", "activekd.annotation"]
+        if connect:
+            args += ["--connect", self.url]
+        self.proc = subprocess.Popen(
+            args, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 60
+        while not self._healthy():
+            if time.monotonic() > deadline:
+                raise LabelStudioError(f"backend not healthy: {self.log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise LabelStudioError(f"backend exited: {self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def post(self, path: str, body: Any, auth: str | None = None) -> tuple[int, Any]:
+        token = base64.b64encode(f"activekd:{self.secret}".encode()).decode()
+        req = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json",
+                     "Authorization": auth if auth is not None else f"Basic {token}"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

@@ -136,3 +136,55 @@ def test_tasks_carry_rank_round_and_rank_ordered_predictions() -> None:
         rank_score(4, 4)
     with pytest.raises(InvalidArgument, match="uint8"):
         image_data_url(np.zeros((4, 4), np.float32))
+
+
+class _Project:
+    """Label Studio's listing at the true edge: what a pull returns (tests set it)."""
+
+    project_id = 1
+
+    def __init__(self) -> None:
+        self.listing: list[tuple[dict[str, object], dict[str, object]]] = []
+
+    def label_config(self) -> str:
+        return labeling_config(CLASSES)
+
+    def annotations(self) -> list[tuple[dict[str, object], dict[str, object]]]:
+        return list(self.listing)
+
+
+class _Experiments:
+    def get(self, experiment_id: str) -> object:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(spec=SimpleNamespace(class_names=CLASSES))
+
+
+def test_resync_never_deletes_an_annotation_a_concurrent_webhook_recorded(
+    redis_client: redis.Redis,
+) -> None:
+    """A webhook can record an annotation that a pull running at that moment does not list yet:
+    one miss must not tombstone it; two pulls in a row without it (and no webhook) do."""
+    from activekd.annotation.sync import AnnotationSync
+
+    project = _Project()
+    led = AnnotationLedger(redis_client, "exp-race")
+    sync = AnnotationSync(_Experiments(), None, led, project, "exp-race")  # type: ignore[arg-type]
+    ann = _ann(11, "Bag", "2026-12-01T10:00:00Z")
+    assert sync.ingest({"action": "ANNOTATION_CREATED", "annotation": ann, "task": TASK}) == 1
+    assert sync.resync() == 0  # the pull did not list it yet: kept
+    assert resolve(led.records()) == {"p3": 2}
+    project.listing = [(ann, TASK)]
+    assert sync.resync() == 0 and resolve(led.records()) == {"p3": 2}  # listed now: still kept
+    project.listing = []  # deleted in Label Studio while its webhook was lost
+    sync.resync()
+    assert resolve(led.records()) == {"p3": 2}  # one miss
+    assert sync.resync() == 1 and resolve(led.records()) == {}  # the second miss tombstones it
+    # a delete webhook is immediate
+    ann2 = _ann(12, "Trouser", "2026-12-01T11:00:00Z")
+    sync.ingest({"action": "ANNOTATION_CREATED", "annotation": ann2, "task": TASK})
+    assert resolve(led.records()) == {"p3": 1}
+    sync.ingest({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 12}]})
+    assert resolve(led.records()) == {}
+    with pytest.raises(InvalidArgument):
+        sync.ingest({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": "x"}]})

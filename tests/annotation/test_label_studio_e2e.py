@@ -8,15 +8,8 @@ SQLite dir; its API key is a personal access token obtained the way a user does 
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +22,11 @@ from activekd.annotation.ledger import AnnotationLedger
 from activekd.client import ExperimentClient, SelectionClient
 from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from activekd.defaults import DEFAULT_STRATEGY
-from activekd.orchestration.local_services import LocalServices, free_port
+from activekd.orchestration.local_services import LocalServices
 from activekd.state.experiments import ExperimentStore, RoundState
 from activekd.state.redis_conn import connect
 from activekd.v1 import experiment_pb2
+from tests.annotation.label_studio_server import AnnotationBackend as Backend
 from tests.annotation.label_studio_server import LabelStudioServer, ensure_venv
 
 pytestmark = pytest.mark.slow
@@ -47,7 +41,11 @@ ENV = {
 N_POOL = 160
 
 
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 240.0, every: float = 0.5) -> Any:
+#: extra state a failed wait reports (set by the test once the stack exists)
+DIAGNOSE: list[Callable[[], str]] = []
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 120.0, every: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -55,7 +53,8 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 240.0, every: fl
         if last:
             return last
         time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    extra = "; ".join(d() for d in DIAGNOSE)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r}); {extra}")
 
 
 @pytest.fixture(scope="module")
@@ -79,79 +78,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
         yield s
     finally:
         s.stop()
-
-
-class Backend:
-    """``activekd-annotation`` as a real process."""
-
-    def __init__(self, stack: LocalServices, ls: LabelStudioServer, project: int, log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        assert stack.auth is not None and stack.redis is not None
-        self.env = {
-            **os.environ,
-            **stack.auth.client_env("writer"),
-            "ACTIVEKD_ANNOTATION_EXPERIMENT": EXP,
-            "ACTIVEKD_ANNOTATION_PORT": str(self.port),
-            "ACTIVEKD_ANNOTATION_SECRET": SECRET,
-            "ACTIVEKD_ANNOTATION_METRICS_PORT": "-1",
-            "ACTIVEKD_ANNOTATION_RESYNC_SECONDS": "3",
-            "ACTIVEKD_EXPERIMENT_TARGET": stack.target("experiment"),
-            "ACTIVEKD_REDIS_URL": stack.redis.url,
-            "ACTIVEKD_STORE_URI": str(stack.root / "store"),
-            "LABEL_STUDIO_URL": ls.url,
-            "LABEL_STUDIO_API_KEY": ls.api_key,
-            "LABEL_STUDIO_PROJECT": str(project),
-        }
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, connect: bool = False) -> Backend:
-        args = [sys.executable, "-m", "activekd.annotation"]
-        if connect:
-            args += ["--connect", self.url]
-        self.proc = subprocess.Popen(
-            args, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
-        )
-        wait_for("the backend's /health", self._healthy, timeout=60)
-        return self
-
-    def _healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"backend exited: {self.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def post(self, path: str, body: Any, auth: str | None = None) -> tuple[int, Any]:
-        token = base64.b64encode(f"activekd:{SECRET}".encode()).decode()
-        req = urllib.request.Request(
-            self.url + path,
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json",
-                     "Authorization": auth if auth is not None else f"Basic {token}"},
-        )  # fmt: skip
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
 
 
 def _spec() -> experiment_pb2.ExperimentSpec:
@@ -196,9 +122,21 @@ def test_annotators_drive_the_experiment_through_label_studio(
     assert stack.redis is not None
     store = ExperimentStore(connect(stack.redis.url))
     ledger = AnnotationLedger(connect(stack.redis.url), EXP)
+
+    def diagnose() -> str:
+        recs = sorted((r.annotation_id, r.item_id, r.label, r.deleted) for r in ledger.records())
+        ls_anns = sorted((a["id"], t["data"]["item_id"]) for a, t in project.annotations())
+        return (
+            f"ledger={recs} applied={ledger.applied()} rejected={ledger.rejected()} "
+            f"pending={store.pending_ids(EXP)} label_studio={ls_anns}"
+        )
+
+    DIAGNOSE[:] = [diagnose]
     with ExperimentClient(stack.target("experiment"), timeout=600) as client:
         client.create(_spec(), experiment_id=EXP)
-        backend = Backend(stack, label_studio, project.project_id, tmp_path / "backend.log")
+        backend = Backend(
+            stack, label_studio, project.project_id, tmp_path / "backend.log", EXP, SECRET
+        )
         backend.start(connect=True)
         try:
             # round 0's picks appear as tasks, in pick order, with ranked predictions
@@ -267,8 +205,16 @@ def test_annotators_drive_the_experiment_through_label_studio(
                 annotators.annotations.create(id=t["id"], result=_choice(truth[item]))
             time.sleep(1)
             assert store.get(EXP).pending_labels == 4  # nothing arrived
-            backend = Backend(stack, label_studio, project.project_id, tmp_path / "backend2.log")
-            backend.start()  # already connected: no --connect
+            backend = Backend(
+                stack,
+                label_studio,
+                project.project_id,
+                tmp_path / "backend2.log",
+                EXP,
+                SECRET,
+                port=backend.port,  # where Label Studio knows it
+            )
+            backend.start(connect=True)  # connecting again updates, never duplicates
             wait_for("the resync after restart", lambda: store.get(EXP).pending_labels == 2)
             assert ledger.rejected() == {}
             # the rest of round 1, then the experiment trains its last round and finishes
@@ -286,6 +232,8 @@ def test_annotators_drive_the_experiment_through_label_studio(
     for item in [*picks0, *(t["data"]["item_id"] for t in tasks1)]:
         assert labels[item] == truth[item], item  # every annotator label, corrections applied
     assert len(list(project.tasks())) == 10  # no task imported twice (restart included)
+    assert len(list(annotators.ml.list(project=project.project_id))) == 1
+    assert len(list(annotators.webhooks.list(project=str(project.project_id)))) == 1
 
 
 def test_data_manager_in_chromium_lists_the_picks_in_rank_order(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import subprocess
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,99 @@ def test_env_name_discovery_reads_the_code(service_env_names: Callable[[str], se
     assert {"ACTIVEKD_METRICS_MAX_EXPERIMENTS", "ACTIVEKD_TEACHER_PRETRAINED"} <= names
     assert "ACTIVEKD_TEACHER_PRETRAINED_TAG" not in names
     assert "ACTIVEKD_REDIS_URI" not in names
+
+
+# ---- annotators in the loop (docs/annotation.md): Label Studio and the annotation backend ------
+ANNOTATION_SECRET_ENV = {
+    "ACTIVEKD_CLIENT_TOKEN_FILE": "annotation.token",
+    "ACTIVEKD_CLIENT_CA_FILE": "ca.crt",
+    "ACTIVEKD_REDIS_PASSWORD_FILE": "redis.password",
+    "ACTIVEKD_ANNOTATION_SECRET_FILE": "annotation.secret",
+    "LABEL_STUDIO_API_KEY_FILE": "label-studio.api-key",
+}
+
+
+def test_annotation_services_sit_behind_a_profile(compose: dict[str, Any]) -> None:
+    """The default `docker compose up` stays the four services; the two new ones need
+    `--profile annotation` (the backend needs an experiment and a project made first)."""
+    for name in ("label-studio", "annotation"):
+        assert compose["services"][name]["profiles"] == ["annotation"], name
+    assert all(
+        "profiles" not in svc for n, svc in compose["services"].items()
+        if n not in ("label-studio", "annotation")
+    )  # fmt: skip
+
+
+def test_label_studio_service(compose: dict[str, Any]) -> None:
+    ls = compose["services"]["label-studio"]
+    assert ls["image"] == "heartexlabs/label-studio:1.23.2"
+    assert ls["ports"] == ["127.0.0.1:8080:8080"], "publish on loopback only"
+    assert "label-studio-data:/label-studio/data" in ls["volumes"]
+    env = _env(ls)
+    # the backend is on the compose network (a private address): without these Label Studio
+    # refuses its ML backend and webhook URLs (docs/annotation.md, "SSRF settings")
+    assert env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "false"
+    assert env["LABEL_STUDIO_ML_BLOCK_LOCAL_IP"] == "false"
+    assert all(k.startswith("LABEL_STUDIO_") for k in env)
+    assert "/health/" in " ".join(ls["healthcheck"]["test"])
+
+
+def test_annotation_backend_service(compose: dict[str, Any], library_env_names: set[str]) -> None:
+    svc = compose["services"]["annotation"]
+    assert svc["command"][0] == "activekd-annotation"
+    connect = svc["command"][svc["command"].index("--connect") + 1]
+    env = _env(svc)
+    assert connect == f"http://annotation:{env['ACTIVEKD_ANNOTATION_PORT']}"
+    # the console script is the project's, and the image installs the extra it needs
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["activekd-annotation"] == "activekd.annotation.__main__:main"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    for extras in re.findall(r'pip install -c constraints\.txt "\.\[([a-z,]+)\]"', dockerfile):
+        assert "annotation" in extras.split(","), "the image lacks the annotation extra"
+    # every setting is one the code reads; the user's two come from the shell (empty: the
+    # backend refuses to start, naming them)
+    unknown = {n for n in env if n.startswith("ACTIVEKD_")} - library_env_names
+    assert not unknown, f"annotation sets {sorted(unknown)}, which the code never reads"
+    for name in ("ACTIVEKD_ANNOTATION_EXPERIMENT", "LABEL_STUDIO_PROJECT"):
+        assert env[name] == f"${{{name}:-}}", name
+    assert env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
+    assert env["ACTIVEKD_EXPERIMENT_TARGET"] == "experiment:50054"
+    assert env["ACTIVEKD_ANNOTATION_HOST"] == "0.0.0.0", "Label Studio calls it over the network"
+    assert "ports" not in svc, "the backend is reached on the compose network, not the host"
+    # credentials: files from secrets, never values in env
+    mounted = _secret_names(svc)
+    for var, secret in ANNOTATION_SECRET_ENV.items():
+        assert env[var] == f"/run/secrets/{secret}", var
+        assert secret in mounted, f"annotation reads {secret} but does not mount it"
+    in_env = {"ACTIVEKD_ANNOTATION_SECRET", "LABEL_STUDIO_API_KEY", "ACTIVEKD_CLIENT_TOKEN"}
+    assert not in_env & set(env), "credentials come from files, not env values"
+    assert mounted <= set(compose["secrets"])
+    assert not mounted & {"tokens", "server.key"}, "a client: no server secrets"
+    for dep in ("redis", "experiment", "label-studio"):
+        assert svc["depends_on"][dep] == {"condition": "service_healthy"}, dep
+    test = " ".join(svc["healthcheck"]["test"])
+    assert f"127.0.0.1:{env['ACTIVEKD_ANNOTATION_PORT']}/health" in test
+    assert svc["user"] == "10001:10001" and svc["read_only"] is True
+
+
+def test_annotation_token_is_its_own_writer_token(tmp_path: Path) -> None:
+    """dev_secrets.py gives the backend its own token (role writer: AdvanceRound and
+    SubmitLabels need it), a shared secret long enough for the backend, and an empty file for
+    the Label Studio key."""
+    pytest.importorskip("cryptography")
+    from activekd.annotation.config import MIN_SECRET_CHARS
+
+    spec = importlib.util.spec_from_file_location("dev_secrets", REPO / "scripts/dev_secrets.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write_dev_secrets(tmp_path)
+    token = (tmp_path / "annotation.token").read_text().strip()
+    lines = [
+        line.split(":") for line in (tmp_path / "tokens").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]  # fmt: skip
+    assert [(role, name) for role, t, name in lines if t == token] == [("writer", "annotation")]
+    assert token != (tmp_path / "experiment.token").read_text().strip()
+    assert len((tmp_path / "annotation.secret").read_text().strip()) >= MIN_SECRET_CHARS
+    assert (tmp_path / "label-studio.api-key").read_text() == ""

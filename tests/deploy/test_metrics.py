@@ -194,6 +194,29 @@ def test_round_result_and_experiment_cap(scrape: Scrape, monkeypatch: pytest.Mon
         metrics.record_round_result(names[4], "pcoreset", "fashion-mnist", 10, 0.5)
 
 
+def test_stop_signal_gauges_follow_the_experiment_cap(
+    scrape: Scrape, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(metrics.MAX_EXPERIMENTS_ENV, "2")
+    tag = uuid.uuid4().hex[:6]
+    a, b, c = (f"stop-{tag}-{i}" for i in range(3))
+    for exp in (a, b):
+        metrics.record_round_result(exp, "typiclust", "fashion-mnist", 20, 0.6)
+    metrics.record_stop_signal(a, "typiclust", "fashion-mnist", 0.93, 0.71)
+    metrics.record_stop_signal(b, "typiclust", "fashion-mnist", None, 0.5)  # round 0: no stability
+    f = scrape()
+    stab, agree = "activekd_stop_stability", "activekd_stop_teacher_agreement"
+    assert _value(f, stab, stab, experiment=a) == pytest.approx(0.93)
+    assert _value(f, agree, agree, experiment=a) == pytest.approx(0.71)
+    assert not [lab for _, lab, _ in f.get(stab, []) if lab["experiment"] == b]
+    metrics.record_round_result(c, "typiclust", "fashion-mnist", 20, 0.6)  # evicts a
+    f = scrape()
+    assert not [lab for _, lab, _ in f.get(stab, []) if lab["experiment"] == a]
+    assert not [lab for _, lab, _ in f.get(agree, []) if lab["experiment"] == a]
+    with pytest.raises(ValueError, match="fraction"):
+        metrics.record_stop_signal(b, "typiclust", "fashion-mnist", 1.5, None)
+
+
 def test_points_per_experiment_are_capped(scrape: Scrape, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(metrics, "MAX_POINTS_PER_EXPERIMENT", 3)
     exp = "pts-" + uuid.uuid4().hex[:6]

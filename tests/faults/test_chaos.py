@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos import TARGETS, ChaosStack, RunResult, run_chaos, scan_store, schedule
+from bench.chaos import (
+    TARGETS,
+    USED_BY_STEP,
+    ChaosStack,
+    RunResult,
+    run_chaos,
+    scan_store,
+    schedule,
+    step_state,
+)
 
 pytestmark = pytest.mark.slow
 SEEDS = (11, 12)  # CI; bench/chaos.py runs more
@@ -22,6 +31,10 @@ def test_the_kill_schedule_is_seeded_and_hits_every_target() -> None:
     steps = [s for s, _, _ in a]
     assert steps == sorted(set(steps)) and all(0 <= s < 17 for s in steps)
     assert all(0.0 <= d <= 1.0 for _, _, d in a)
+    for seed in range(20):  # every kill of a stage service lands on a step that calls it
+        for step, target, _ in schedule(seed, 5, 17):
+            if target in USED_BY_STEP:
+                assert step_state(step) in USED_BY_STEP[target], (seed, step, target)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -89,7 +89,7 @@ def test_downstream_calls_carry_the_drivers_own_token(
     driver = _driver(target)
     try:
         assert driver._score_with_teacher(EXP, "p", "ds", None) == "teacher/pool"
-        driver._score(EXP, None)
+        driver._predict_pool(EXP, None)
     finally:
         driver.close()
     assert teacher.seen == [f"Bearer {TOKEN}"]
@@ -102,19 +102,19 @@ def test_the_callers_deadline_bounds_each_downstream_call(
     _, trainer, target = fakes
     driver = _driver(target, timeout=3600)
     try:
-        driver._score(EXP, time.monotonic() + 20)
+        driver._predict_pool(EXP, time.monotonic() + 20)
         remaining = trainer.seen[-1][1]
         assert remaining is not None and 15 < remaining <= 20  # not the driver's 3600 s
-        driver._score(EXP, None)
+        driver._predict_pool(EXP, None)
         assert trainer.seen[-1][1] > 3000  # type: ignore[operator]
         trainer.delay = 2.0
         start = time.monotonic()
         with pytest.raises(DeadlineExceeded, match="ran out of time"):
-            driver._score(EXP, time.monotonic() + 0.3)
+            driver._predict_pool(EXP, time.monotonic() + 0.3)
         assert time.monotonic() - start < 1.5
         calls = len(trainer.seen)
         with pytest.raises(DeadlineExceeded, match="deadline passed before the call"):
-            driver._score(EXP, time.monotonic() - 1)
+            driver._predict_pool(EXP, time.monotonic() - 1)
         assert len(trainer.seen) == calls  # no call made at all
     finally:
         driver.close()
@@ -132,7 +132,7 @@ def test_a_refused_token_is_a_clear_error(
     driver = _driver(target)
     try:
         with pytest.raises(FailedPrecondition) as info:
-            driver._score(EXP, None)
+            driver._predict_pool(EXP, None)
     finally:
         driver.close()
     message = str(info.value)
@@ -146,7 +146,7 @@ def test_close_closes_all_three_channels(fakes: tuple[FakeTeacher, FakeTrainer, 
     driver = _driver(target)
     driver.close()
     for call in (
-        lambda: driver._score(EXP, None),
+        lambda: driver._predict_pool(EXP, None),
         lambda: driver._score_with_teacher(EXP, "p", "ds", None),
         lambda: driver.selection.list_strategies(),
     ):

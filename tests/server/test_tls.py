@@ -88,6 +88,7 @@ def test_dev_secrets_files(secrets: dict[str, Path]) -> None:
     )
     assert roles == [
         ("admin", "admin"),
+        ("annotation", "writer"),
         ("experiment", "writer"),
         ("reader", "reader"),
         ("writer", "writer"),
@@ -111,8 +112,11 @@ def test_dev_secrets_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main([str(out)]) == 1  # never replaces secrets silently
     assert "--force" in capsys.readouterr().err
     assert (out / "tokens").read_text() == before
+    assert (out / "label-studio.api-key").read_text() == ""  # for the user's Label Studio key
+    (out / "label-studio.api-key").write_text("a-label-studio-key\n")
     assert main([str(out), "--force"]) == 0
     assert (out / "tokens").read_text() != before
+    assert (out / "label-studio.api-key").read_text() == "a-label-studio-key\n", "never replaced"
 
 
 def test_tls_works_with_the_ca_and_fails_without(

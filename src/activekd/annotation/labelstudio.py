@@ -120,7 +120,15 @@ class LabelStudioProject:
         ``<url>/webhook`` hook for all actions without headers: it is updated, not duplicated."""
         base = backend_url.rstrip("/")
         backends = [_plain(b) for b in self.client.ml.list(project=self.project_id)]
-        if not any(str(b.get("url", "")).rstrip("/") == base for b in backends):
+        mine = [b for b in backends if str(b.get("url", "")).rstrip("/") == base]
+        for backend in mine:  # already registered: make it use the current secret
+            self.client.ml.update(
+                id=int(backend["id"]),
+                auth_method="BASIC_AUTH",
+                basic_auth_user="activekd",
+                basic_auth_pass=secret,
+            )
+        if not mine:
             self.client.ml.create(
                 project=self.project_id,
                 url=base,

@@ -88,6 +88,7 @@ class AnnotationSync:
         self.project, self.experiment_id, self.auto_advance = project, experiment_id, auto_advance
         self._classes: ClassMap | None = None
         self._rows: dict[str, dict[str, int]] = {}
+        self._missing: set[int] = set()  # recorded, but not listed by the last resync
 
     # ---- setup -------------------------------------------------------------------------------
     @property
@@ -127,7 +128,13 @@ class AnnotationSync:
         return () if pid is None else (int(pid),)
 
     def resync(self) -> int:
-        """Pull every annotation from Label Studio; tombstone the ones that disappeared."""
+        """Pull every annotation from Label Studio; tombstone the ones that disappeared.
+
+        A recorded annotation is tombstoned only when it was recorded before this pull started
+        and is missing from two pulls in a row: a webhook can record an annotation that a pull
+        running at the same moment does not list yet, and a single miss must not delete it
+        (deletions normally arrive at once through ANNOTATIONS_DELETED)."""
+        before = self.ledger.live_ids()
         seen: set[int] = set()
         changed = 0
         for ann, task in self.project.annotations():
@@ -140,9 +147,11 @@ class AnnotationSync:
                 continue
             seen.add(rec.annotation_id)
             changed += int(self.ledger.record(rec))
+        missing = before - seen
         now = time.time()
-        for gone in self.ledger.live_ids() - seen:
+        for gone in missing & self._missing:
             changed += int(self.ledger.delete(gone, now))
+        self._missing = missing - self._missing
         return changed
 
     # ---- the loop ----------------------------------------------------------------------------

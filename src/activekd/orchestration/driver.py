@@ -323,8 +323,8 @@ class Driver:
             updates["extra"] = extra
         return RoundState.STUDENT_TRAINED, updates
 
-    def _score(self, exp: Experiment, deadline: float | None) -> tuple[RoundState, dict[str, Any]]:
-        t0 = time.perf_counter()
+    def _predict_pool(self, exp: Experiment, deadline: float | None) -> str:
+        """The trainer scores the pool with the round's student; returns the scores' pool id."""
         with self._calling("trainer"):
             resp = self.trainer.PredictPool(
                 trainer_pb2.PredictPoolRequest(
@@ -334,11 +334,16 @@ class Driver:
                 ),
                 timeout=self._timeout(deadline, "trainer"),
             )
+        return str(resp.pool.pool_id)
+
+    def _score(self, exp: Experiment, deadline: float | None) -> tuple[RoundState, dict[str, Any]]:
+        t0 = time.perf_counter()
+        student_pool = self._predict_pool(exp, deadline)
         updates: dict[str, Any] = {
-            "student_pool_id": resp.pool.pool_id,
+            "student_pool_id": student_pool,
             "timings": {"predict_seconds": time.perf_counter() - t0},
         }
-        signal = self._stop_signal(exp, resp.pool.pool_id)
+        signal = self._stop_signal(exp, student_pool)
         if signal.stability is not None:
             updates["stability"] = signal.stability
         if signal.teacher_agreement is not None:
