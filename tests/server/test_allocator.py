@@ -13,6 +13,7 @@ import pytest
 from activekd.server.allocator import (
     DEFAULT_MMAP_THRESHOLD,
     MAX_MMAP_THRESHOLD,
+    SMALLEST_MMAP_THRESHOLD,
     check_mmap_threshold,
 )
 from activekd.server.config import ServerConfig
@@ -64,6 +65,9 @@ def test_threshold_bounds_are_checked() -> None:
 
 def test_config_default_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServerConfig.load("selection", []).malloc_mmap_threshold == DEFAULT_MMAP_THRESHOLD
+    assert DEFAULT_MMAP_THRESHOLD == 128 << 10
+    for service in ("teacher", "trainer", "experiment"):  # glibc's faster dynamic default
+        assert ServerConfig.load(service, []).malloc_mmap_threshold == 0
     monkeypatch.setenv("ACTIVEKD_MALLOC_MMAP_THRESHOLD", "0")
     assert ServerConfig.load("selection", []).malloc_mmap_threshold == 0
 
@@ -71,7 +75,7 @@ def test_config_default_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.skipif(not GLIBC, reason="mallopt(M_MMAP_THRESHOLD) is a glibc setting")
 def test_fixed_threshold_keeps_big_temporaries_on_mmap() -> None:
     dynamic = _probe(0)
-    fixed = _probe(DEFAULT_MMAP_THRESHOLD)
+    fixed = _probe(SMALLEST_MMAP_THRESHOLD)
     # glibc's dynamic default: after one 16 MiB free, 1 MiB blocks come from the heap
     assert dynamic == {"applied": None, "mmapped": 0}
     # fixed threshold: each 1 MiB block gets its own mmap, returned to the OS on free

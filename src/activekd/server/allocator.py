@@ -25,8 +25,15 @@ log = logging.getLogger("activekd.server")
 M_MMAP_THRESHOLD = -3
 #: glibc ignores thresholds above HEAP_MAX_SIZE / 2 (32 MiB on 64-bit)
 MAX_MMAP_THRESHOLD = 32 << 20
-#: the default: glibc's own initial threshold, made fixed
-DEFAULT_MMAP_THRESHOLD = 128 << 10
+#: glibc's own initial threshold (128 KiB), made fixed: flat memory, but every temporary above
+#: it is a fresh mmap (+47 % per 100k x 100 pcoreset call, +80 % per teacher image, measured)
+SMALLEST_MMAP_THRESHOLD = 128 << 10
+#: per-service defaults (0 = glibc's dynamic threshold). Only the selection service grew in the
+#: soak; it gets the fixed 128 KiB (a 4 MiB threshold was faster but still grew +6-8 MiB/min);
+#: the teacher and trainer keep glibc's faster default (the teacher's RSS plateaus with it).
+#: docs/reliability.md, "Load and soak".
+SERVICE_DEFAULTS: dict[str, int] = {"selection": SMALLEST_MMAP_THRESHOLD}
+DEFAULT_MMAP_THRESHOLD = SERVICE_DEFAULTS["selection"]
 
 
 def _libc() -> Any | None:
@@ -77,6 +84,8 @@ def apply_malloc_settings(mmap_threshold: int) -> bool | None:
 __all__ = [
     "DEFAULT_MMAP_THRESHOLD",
     "MAX_MMAP_THRESHOLD",
+    "SERVICE_DEFAULTS",
+    "SMALLEST_MMAP_THRESHOLD",
     "apply_malloc_settings",
     "check_mmap_threshold",
     "set_mmap_threshold",

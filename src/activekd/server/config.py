@@ -31,8 +31,8 @@ class ServerConfig:
     device: str = "auto"
     threads: int = 0
     #: glibc malloc mmap threshold in bytes, fixed at start (server/allocator.py); 0 = glibc's
-    #: dynamic default, which lets big temporaries fragment the heap under concurrent selections
-    malloc_mmap_threshold: int = 128 << 10
+    #: dynamic default. Default per service: ``allocator.SERVICE_DEFAULTS`` (selection 128 KiB)
+    malloc_mmap_threshold: int = 0
     # --- security (docs/security.md) ---
     #: "required" (default) or "off" (explicit; logs a WARNING at start)
     auth: str = "required"
@@ -75,7 +75,13 @@ class ServerConfig:
         ``extra_keys`` are service-specific names (e.g. ``teacher_backend``) read the same way.
         """
         grpc_port, metrics_port = DEFAULT_PORTS.get(service, (0, 0))
-        values: dict[str, Any] = {"grpc_port": grpc_port, "metrics_port": metrics_port}
+        from activekd.server.allocator import SERVICE_DEFAULTS
+
+        values: dict[str, Any] = {
+            "grpc_port": grpc_port,
+            "metrics_port": metrics_port,
+            "malloc_mmap_threshold": SERVICE_DEFAULTS.get(service, 0),
+        }
         typed = {f.name: f for f in fields(cls) if f.name not in ("service", "extra")}
         for name in typed:
             env = os.environ.get(f"ACTIVEKD_{name.upper()}")
