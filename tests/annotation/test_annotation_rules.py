@@ -188,3 +188,38 @@ def test_resync_never_deletes_an_annotation_a_concurrent_webhook_recorded(
     assert resolve(led.records()) == {}
     with pytest.raises(InvalidArgument):
         sync.ingest({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": "x"}]})
+
+
+def test_config_reads_secrets_from_files_and_refuses_weak_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from activekd.annotation.config import AnnotationConfig
+
+    (tmp_path / "secret").write_text("s" * 20 + "\n")
+    (tmp_path / "key").write_text("ls-key\n")
+    env = {
+        "ACTIVEKD_ANNOTATION_EXPERIMENT": "exp",
+        "ACTIVEKD_ANNOTATION_SECRET_FILE": str(tmp_path / "secret"),
+        "LABEL_STUDIO_URL": "http://ls:8080",
+        "LABEL_STUDIO_API_KEY_FILE": str(tmp_path / "key"),
+        "LABEL_STUDIO_PROJECT": "3",
+    }
+    cfg = AnnotationConfig.from_env(env)
+    assert (cfg.secret, cfg.label_studio_api_key, cfg.label_studio_project) == (
+        "s" * 20,
+        "ls-key",
+        3,
+    )
+    assert cfg.host == "127.0.0.1" and not cfg.opens_network
+    assert AnnotationConfig.from_env({**env, "ACTIVEKD_ANNOTATION_HOST": "0.0.0.0"}).opens_network
+    for bad, msg in [
+        ({"ACTIVEKD_ANNOTATION_SECRET_FILE": "", "ACTIVEKD_ANNOTATION_SECRET": "short"}, "16"),
+        ({"ACTIVEKD_ANNOTATION_SECRET_FILE": str(tmp_path / "none")}, "cannot be read"),
+        ({"LABEL_STUDIO_API_KEY_FILE": ""}, "LABEL_STUDIO_API_KEY"),
+        ({"LABEL_STUDIO_PROJECT": "abc"}, "numeric"),
+        ({"ACTIVEKD_ANNOTATION_EXPERIMENT": ""}, "ACTIVEKD_ANNOTATION_EXPERIMENT"),
+        ({"ACTIVEKD_ANNOTATION_PORT": "x"}, "not a number"),
+    ]:
+        with pytest.raises(SystemExit, match=msg):
+            AnnotationConfig.from_env({**env, **bad})
+    with pytest.raises(SystemExit) as info:
+        AnnotationConfig.from_env({**env, "ACTIVEKD_ANNOTATION_SECRET_FILE": str(tmp_path / "x")})
+    assert str(tmp_path) not in str(info.value)  # no host path in the message

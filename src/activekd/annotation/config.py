@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from activekd.errors import InvalidArgument
 
@@ -50,7 +49,7 @@ class AnnotationConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AnnotationConfig:
-        from activekd.annotation.labelstudio import api_key_from_env
+        from activekd.annotation.labelstudio import api_key_from_env, value_or_file
 
         e = dict(os.environ if env is None else env)
 
@@ -67,13 +66,10 @@ class AnnotationConfig:
             except ValueError:
                 raise SystemExit(f"{name}={raw[:32]!r} is not a number") from None
 
-        secret = e.get("ACTIVEKD_ANNOTATION_SECRET", "").strip()
-        secret_file = e.get("ACTIVEKD_ANNOTATION_SECRET_FILE", "").strip()
-        if not secret and secret_file:
-            try:
-                secret = Path(secret_file).read_text().strip()
-            except OSError:
-                raise SystemExit("ACTIVEKD_ANNOTATION_SECRET_FILE cannot be read") from None
+        try:
+            secret = value_or_file(e, "ACTIVEKD_ANNOTATION_SECRET")
+        except Exception as exc:
+            raise SystemExit(str(exc)) from None
         if len(secret) < MIN_SECRET_CHARS:
             raise SystemExit(
                 f"set ACTIVEKD_ANNOTATION_SECRET (or _SECRET_FILE) to at least {MIN_SECRET_CHARS} "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +47,22 @@ def _iso(value: Any) -> str:
     return str(iso() if callable(iso) else value)
 
 
-def api_key_from_env(env: dict[str, str] | None = None) -> str:
-    """The API key from ``LABEL_STUDIO_API_KEY`` or the file ``LABEL_STUDIO_API_KEY_FILE``."""
-    env = dict(os.environ) if env is None else env
-    key = env.get("LABEL_STUDIO_API_KEY", "").strip()
-    path = env.get("LABEL_STUDIO_API_KEY_FILE", "").strip()
-    if not key and path:
+def value_or_file(env: Mapping[str, str], name: str) -> str:
+    """``env[name]``, else the first line of the file ``env[name + "_FILE"]`` ("" when neither
+    is set); ``FailedPrecondition`` naming the variable when the file cannot be read."""
+    value = env.get(name, "").strip()
+    path = env.get(f"{name}_FILE", "").strip()
+    if not value and path:
         try:
-            key = Path(path).read_text().strip()
+            value = Path(path).read_text().strip()
         except OSError:
-            raise FailedPrecondition("LABEL_STUDIO_API_KEY_FILE cannot be read") from None
+            raise FailedPrecondition(f"{name}_FILE cannot be read") from None
+    return value
+
+
+def api_key_from_env(env: Mapping[str, str] | None = None) -> str:
+    """The API key from ``LABEL_STUDIO_API_KEY`` or the file ``LABEL_STUDIO_API_KEY_FILE``."""
+    key = value_or_file(os.environ if env is None else env, "LABEL_STUDIO_API_KEY")
     if not key:
         raise FailedPrecondition("set LABEL_STUDIO_API_KEY or LABEL_STUDIO_API_KEY_FILE")
     return key
