@@ -67,7 +67,9 @@ class AnnotationConfig:
                 raise SystemExit(f"{name}={raw[:32]!r} is not a number") from None
 
         try:
-            secret = value_or_file(e, "ACTIVEKD_ANNOTATION_SECRET")
+            secret = value_or_file(
+                e, "ACTIVEKD_ANNOTATION_SECRET", "ACTIVEKD_ANNOTATION_SECRET_FILE"
+            )
         except Exception as exc:
             raise SystemExit(str(exc)) from None
         if len(secret) < MIN_SECRET_CHARS:

@@ -47,22 +47,24 @@ def _iso(value: Any) -> str:
     return str(iso() if callable(iso) else value)
 
 
-def value_or_file(env: Mapping[str, str], name: str) -> str:
-    """``env[name]``, else the first line of the file ``env[name + "_FILE"]`` ("" when neither
-    is set); ``FailedPrecondition`` naming the variable when the file cannot be read."""
+def value_or_file(env: Mapping[str, str], name: str, file_name: str) -> str:
+    """``env[name]``, else the first line of the file ``env[file_name]`` ("" when neither is
+    set); ``FailedPrecondition`` naming the variable when the file cannot be read."""
     value = env.get(name, "").strip()
-    path = env.get(f"{name}_FILE", "").strip()
+    path = env.get(file_name, "").strip()
     if not value and path:
         try:
             value = Path(path).read_text().strip()
         except OSError:
-            raise FailedPrecondition(f"{name}_FILE cannot be read") from None
+            raise FailedPrecondition(f"{file_name} cannot be read") from None
     return value
 
 
 def api_key_from_env(env: Mapping[str, str] | None = None) -> str:
     """The API key from ``LABEL_STUDIO_API_KEY`` or the file ``LABEL_STUDIO_API_KEY_FILE``."""
-    key = value_or_file(os.environ if env is None else env, "LABEL_STUDIO_API_KEY")
+    key = value_or_file(
+        os.environ if env is None else env, "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_API_KEY_FILE"
+    )
     if not key:
         raise FailedPrecondition("set LABEL_STUDIO_API_KEY or LABEL_STUDIO_API_KEY_FILE")
     return key
