@@ -87,7 +87,6 @@ class AnnotationSync:
         self.experiments, self.pools, self.ledger = experiments, pools, ledger
         self.project, self.experiment_id, self.auto_advance = project, experiment_id, auto_advance
         self._classes: ClassMap | None = None
-        self._rows: dict[str, dict[str, int]] = {}
         self._missing: set[int] = set()  # recorded, but not listed by the last resync
 
     # ---- setup -------------------------------------------------------------------------------
@@ -201,20 +200,13 @@ class AnnotationSync:
         except Exception as exc:
             if not _is_client_mistake(exc):
                 raise
+            why = _details(exc)
             for item in [*labels, *withdraw]:
-                why = _details(exc)
                 self.ledger.reject(item, why)
                 report.rejected[item] = why
                 log.warning("label refused", extra={"item": shown(item, 64), "why": why})
 
     # ---- tasks -------------------------------------------------------------------------------
-    def _row_of(self, pool_id: str) -> dict[str, int]:
-        if pool_id not in self._rows:
-            if len(self._rows) >= 8:
-                self._rows.pop(next(iter(self._rows)))
-            self._rows[pool_id] = {str(i): n for n, i in enumerate(self.pools.item_ids(pool_id))}
-        return self._rows[pool_id]
-
     def predicted_classes(self, exp: Any, items: list[str]) -> dict[str, int]:
         """The current model's class for each item: this round's student, else the teacher."""
         r = exp.rounds[exp.current_round] if exp.rounds else None
@@ -224,7 +216,7 @@ class AnnotationSync:
             exp.rounds[0].teacher_pool_id if exp.rounds else "",
         ):
             if pool_id and "probs" in self.pools.describe(pool_id).arrays:
-                rows = self._row_of(pool_id)
+                rows = self.pools.row_index(pool_id)
                 probs = self.pools.open_array(pool_id, "probs")
                 return {i: int(np.argmax(probs[rows[i]])) for i in items if i in rows}
         return {}
@@ -236,7 +228,7 @@ class AnnotationSync:
         picks = list(exp.rounds[r].selected_item_ids)
         have = {str((t.get("data") or {}).get("item_id")) for t in self.project.tasks()}
         new = [p for p in picks if p not in have]
-        rows = self._row_of(exp.spec.pool_id)
+        rows = self.pools.row_index(exp.spec.pool_id)
         images = self.pools.open_array(exp.spec.pool_id, "images")
         tasks = round_tasks(
             self.experiment_id,

@@ -354,15 +354,12 @@ class Driver:
         """Pool ``pool_id``'s ``probs`` in the row order of ``item_ids`` (None: missing)."""
         if not pool_id or "probs" not in self.pools.describe(pool_id).arrays:
             return None
-        ids = self.pools.item_ids(pool_id)
-        probs = np.asarray(self.pools.open_array(pool_id, "probs"))
-        if ids.shape == item_ids.shape and np.array_equal(ids, item_ids):
-            return probs
-        row = {str(i): n for n, i in enumerate(ids)}
+        index = self.pools.row_index(pool_id)
         try:
-            return probs[[row[str(i)] for i in item_ids]]
+            rows = [index[str(i)] for i in item_ids]
         except KeyError:
             return None
+        return np.asarray(self.pools.open_array(pool_id, "probs"))[rows]
 
     def _stop_signal(self, exp: Experiment, student_pool: str) -> StopSignal:
         """Stability against the previous round's student and agreement with the teacher on

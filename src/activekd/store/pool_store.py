@@ -17,6 +17,7 @@ import json
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,8 +140,8 @@ class PoolStore:
         meta = self.describe(pool_id)
         return np.load(self._dir(pool_id, meta.version) / "item_ids.npy")
 
-    def rows_for(self, pool_id: str, item_ids: builtins.list[str] | tuple[str, ...]) -> np.ndarray:
-        """Row numbers of ``item_ids`` (InvalidArgument listing unknown ids)."""
+    def row_index(self, pool_id: str) -> Mapping[str, int]:
+        """Item id -> row number, cached per pool version (read-only: shared by callers)."""
         meta = self.describe(pool_id)
         key = (pool_id, meta.version)
         index = self._row_index.get(key)
@@ -149,6 +150,11 @@ class PoolStore:
             index = {str(v): i for i, v in enumerate(ids.tolist())}
             self._row_index = {k: v for k, v in self._row_index.items() if k[0] != pool_id}
             self._row_index[key] = index
+        return index
+
+    def rows_for(self, pool_id: str, item_ids: builtins.list[str] | tuple[str, ...]) -> np.ndarray:
+        """Row numbers of ``item_ids`` (InvalidArgument listing unknown ids)."""
+        index = self.row_index(pool_id)
         rows, missing = [], []
         for item in item_ids:
             row = index.get(item)
