@@ -55,12 +55,16 @@ FROM ${PYTHON_IMAGE} AS runtime-base
 ARG UID=10001
 ARG HF_HUB_OFFLINE=1
 ARG WITH_FASHION_MNIST=1
+# libjemalloc2: the services' allocator (ACTIVEKD_MALLOC=jemalloc, preloaded below; flat memory at
+# full speed, docs/reliability.md "Load and soak"); linked to one path on every architecture.
 RUN set -eux; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends libjemalloc2; \
     if [ "${WITH_FASHION_MNIST}" = 1 ]; then \
-      apt-get update; \
       apt-get install -y --no-install-recommends dataset-fashion-mnist; \
-      rm -rf /var/lib/apt/lists/*; \
     fi; \
+    rm -rf /var/lib/apt/lists/*; \
+    ln -s "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" /usr/local/lib/libjemalloc.so.2; \
     groupadd --system --gid "${UID}" activekd; \
     useradd --system --uid "${UID}" --gid activekd --home-dir /home/activekd --create-home \
         --shell /usr/sbin/nologin activekd; \
@@ -75,7 +79,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     XDG_CACHE_HOME=/var/cache/activekd/xdg \
     MPLCONFIGDIR=/tmp/matplotlib \
     ACTIVEKD_CACHE_DIR=/var/cache/activekd/teacher-outputs \
-    ACTIVEKD_STORE_URI=/var/lib/activekd/store
+    ACTIVEKD_STORE_URI=/var/lib/activekd/store \
+    LD_PRELOAD=/usr/local/lib/libjemalloc.so.2
 VOLUME ["/var/cache/activekd", "/var/lib/activekd/store"]
 WORKDIR /home/activekd
 # gRPC 50051-50054 and metrics 9101-9104 (selection, teacher, trainer, experiment)

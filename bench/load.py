@@ -90,7 +90,7 @@ class LoadConfig:
     pool_classes: int = 100
     budget: int = 10
     labeled: int = 10
-    rotate: int = 100
+    rotate: int = 10  # in-experiment selections per experiment id (a stationary workload)
     per_method: str = "SelectBatch=8,Predict=16"
     max_concurrent: int = 0  # 0: the services' default (ACTIVEKD_MAX_CONCURRENT_RPCS=256)
     threads: int = 1
@@ -105,6 +105,7 @@ class LoadConfig:
     mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     soak: bool = False
     slope_target: float = 1.0  # MiB/min
+    extra_env: dict[str, str] = field(default_factory=dict)  # --service-env, wins over the rest
 
     def warmup_seconds(self) -> float:
         if self.warmup is not None:
@@ -125,7 +126,7 @@ class LoadConfig:
         }
         if self.max_concurrent:
             env["ACTIVEKD_MAX_CONCURRENT_RPCS"] = str(self.max_concurrent)
-        return env
+        return {**env, **self.extra_env}
 
 
 # ------------------------------------------------------------------------------ /proc readers
@@ -802,7 +803,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="seconds left out of the RSS fit (default 20%% of the run, <= 120)")  # fmt: skip
     ap.add_argument("--pool", type=parse_pool, default=(100_000, 100), metavar="ROWSxCLASSES")
     ap.add_argument("--budget", type=int, default=10)
-    ap.add_argument("--rotate", type=int, default=100)
+    ap.add_argument("--rotate", type=int, default=10)
     ap.add_argument("--per-method", default="SelectBatch=8,Predict=16",
                     help="ACTIVEKD_MAX_CONCURRENT_PER_METHOD of the services ('' = none)")  # fmt: skip
     ap.add_argument("--max-concurrent", type=int, default=0,
@@ -813,10 +814,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--slope-target", type=float, default=1.0, metavar="MIB_PER_MIN")
     ap.add_argument("--services", default=",".join(ALL_SERVICES))
+    ap.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra environment of every service (repeatable), e.g. "
+                    "ACTIVEKD_MALLOC=glibc")  # fmt: skip
     ap.add_argument("--out", type=Path, default=None, help="JSON path (the PNG goes beside it)")
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args(argv)
     soak = args.soak > 0
+    extra_env: dict[str, str] = {}
+    for item in args.service_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            ap.error(f"--service-env takes NAME=VALUE, got {item!r}")
+        extra_env[name] = value
     services = tuple(s for s in args.services.split(",") if s)
     for needed in ("selection", "teacher", "experiment"):
         if needed not in services:
@@ -838,6 +848,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         services=services,
         soak=soak,
         slope_target=args.slope_target,
+        extra_env=extra_env,
     )
     stem = f"load-soak-{cfg.seconds:g}s" if soak else f"load-{cfg.clients}c-{cfg.seconds:g}s"
     out = args.out or ROOT / "bench" / "results" / f"{stem}.json"

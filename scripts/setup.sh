@@ -47,6 +47,7 @@ system_deps() {
   [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
   command -v prometheus >/dev/null || missing+=(prometheus)
   [ -f /usr/share/games/fortunes/computers ] || missing+=(fortunes)  # the text set (activekd.data.fortunes)
+  [ -f "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" ] || missing+=(libjemalloc2)  # the services' allocator
   command -v chromium >/dev/null || missing+=(chromium)  # the Label Studio screenshot test (Playwright)
   [ ${#missing[@]} -eq 0 ] && return 0
   open_log system-deps

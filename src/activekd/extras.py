@@ -51,6 +51,7 @@ EXTRA_OF_PACKAGE: dict[str, str] = {
     "activekd.experiment.label_efficiency_cli": "bench",
     "activekd.cli": "cli",
     "activekd.annotation": "annotation",
+    "activekd.distributed": "ray",
     "activekd_services.selection": "selection",
     "activekd_services.teacher": "teacher",
     "activekd_services.trainer": "trainer",
@@ -82,6 +83,7 @@ OPTIONAL_MODULES: dict[str, str] = {
     "label_studio_sdk": "label-studio-sdk",
     "starlette": "starlette",
     "uvicorn": "uvicorn",
+    "ray": "ray",
 }
 
 _BOOTSTRAP = ("<frozen importlib._bootstrap", "<frozen importlib._bootstrap_external")

@@ -34,6 +34,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "localstack": frozenset({"orchestration"}),
     # the Label Studio ML backend: an HTTP adapter over the experiment service's client
     "annotation": SHARED | {"wire", "client", "state", "store", "server"},
+    # scale-out on Ray: wraps the library's engines in actors; no wire, no services
+    "distributed": SHARED | {"selection", "store"},
     "orchestration": SHARED
     | {"v1", "wire", "client", "server", "data", "selection", "store", "state", "teacher"}
     | {"experiment"},

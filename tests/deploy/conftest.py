@@ -264,6 +264,7 @@ THIRD_PARTY_ENV = frozenset(
         "MPLCONFIGDIR",
         "PYTHONUNBUFFERED",
         "PYTHONDONTWRITEBYTECODE",
+        "LD_PRELOAD",  # the dynamic loader: jemalloc (ACTIVEKD_MALLOC, server/allocator.py)
         "NVIDIA_VISIBLE_DEVICES",
         "NVIDIA_DRIVER_CAPABILITIES",
         "OMP_NUM_THREADS",

@@ -225,3 +225,20 @@ def test_dockerignore_keeps_only_what_the_build_copies(dockerfile) -> None:  # t
     for heavy in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", ".activekd/store/x.npy"):
         assert ignored(heavy), f"{heavy} would be sent to the Docker daemon"
     assert ignored("src/activekd/__pycache__/x.pyc")
+
+
+def test_runtime_preloads_jemalloc_where_the_code_looks(dockerfile) -> None:  # type: ignore[no-untyped-def]
+    """The image installs libjemalloc2, links it to the first path ``allocator`` searches and
+    preloads that path, so ``ACTIVEKD_MALLOC=jemalloc`` (the default) holds in the container."""
+    from activekd.server.allocator import DEFAULT_ALLOCATOR, JEMALLOC_PATHS
+
+    _, stages, _ = dockerfile
+    assert DEFAULT_ALLOCATOR == "jemalloc"
+    for target in RUNTIME_TARGETS:
+        env = _env(stages, target)
+        assert env.get("LD_PRELOAD") == JEMALLOC_PATHS[0], env.get("LD_PRELOAD")
+        runs = " ".join(r for s in _chain(stages, target) for r in s.all("RUN"))
+        assert re.search(r"apt-get install [^;]*\blibjemalloc2\b", runs), runs
+        link = re.search(r'ln -s "([^"]+)" (\S+);', runs)
+        assert link is not None and link.group(2) == JEMALLOC_PATHS[0], runs
+        assert link.group(1).endswith("-linux-gnu/libjemalloc.so.2")

@@ -709,3 +709,42 @@ def test_network_policy_evaluator_is_not_vacuous() -> None:
     assert not _admits(policy, 1, OUTSIDERS["client-in-client-namespace"])
     expr = {"matchExpressions": [{"key": "a", "operator": "In", "values": ["x"]}]}
     assert _selector_matches(expr, {"a": "x"}) and not _selector_matches(expr, {"a": "y"})
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_production_talks_to_redis_over_tls_only(kustomize_build: Build, name: str) -> None:
+    """components/redis-tls in production: Redis has no plaintext port, each service connects
+    with rediss:// and checks Redis' certificate against the CA of the Secret cert-manager
+    issues for the Redis Service name; base and dev stay plaintext (password on)."""
+    objs = kustomize_build("overlays/production")
+    configmaps = _by_kind(objs, "ConfigMap")
+    pod = _by_kind(objs, "Deployment")[f"activekd-{name}"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = _container_env(container, configmaps)
+    assert env["ACTIVEKD_REDIS_URL"] == "rediss://activekd-redis:6379/0"
+    assert _secret_file(pod, container, env["ACTIVEKD_REDIS_CA_FILE"]) == (
+        "activekd-redis-tls",
+        "ca.crt",
+    )
+    mounted = [m["name"] for m in container["volumeMounts"]]
+    assert mounted.count("redis-tls") == 1
+    redis_pod = _by_kind(objs, "Deployment")["activekd-redis"]["spec"]["template"]["spec"]
+    (redis,) = redis_pod["containers"]
+    script = " ".join(redis["args"])
+    for flag in ("--port 0", "--tls-port 6379", "--appendonly yes", "requirepass"):
+        assert flag in script, flag
+    files = dict(re.findall(r"--(tls-(?:cert|key|ca-cert)-file) (\S+)", script))
+    assert set(files) == {"tls-cert-file", "tls-key-file", "tls-ca-cert-file"}
+    keys = {_secret_file(redis_pod, redis, path) for path in files.values()}
+    assert keys == {("activekd-redis-tls", k) for k in ("tls.crt", "tls.key", "ca.crt")}
+    assert "--tls" in " ".join(redis["readinessProbe"]["exec"]["command"])
+    cert = _by_kind(objs, "Certificate")["activekd-redis"]["spec"]
+    assert cert["secretName"] == "activekd-redis-tls"
+    service = urllib.parse.urlsplit(env["ACTIVEKD_REDIS_URL"]).hostname
+    assert service in _by_kind(objs, "Service") and service in cert["dnsNames"]
+    for build in ("base", "overlays/dev"):
+        plain = _by_kind(kustomize_build(build), "ConfigMap")
+        assert any(
+            c.get("data", {}).get("ACTIVEKD_REDIS_URL", "").startswith("redis://")
+            for c in plain.values()
+        ), build

@@ -14,7 +14,12 @@ from activekd.server.allocator import (
     DEFAULT_MMAP_THRESHOLD,
     MAX_MMAP_THRESHOLD,
     SMALLEST_MMAP_THRESHOLD,
+    apply_malloc_settings,
+    check_allocator,
     check_mmap_threshold,
+    find_jemalloc,
+    launch_env,
+    loaded_allocator,
 )
 from activekd.server.config import ServerConfig
 
@@ -50,7 +55,9 @@ def _probe(threshold: int) -> dict[str, object]:
         capture_output=True,
         text=True,
         check=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
+        env={
+            k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"
+        },
     )
     return json.loads(out.stdout)
 
@@ -92,3 +99,65 @@ def test_service_refuses_a_bad_threshold_before_loading_anything() -> None:
     )
     assert out.returncode != 0
     assert "ACTIVEKD_MALLOC_MMAP_THRESHOLD" in out.stderr and "must be 0" in out.stderr
+
+
+# --- jemalloc (ACTIVEKD_MALLOC) ---------------------------------------------------------------
+_WHICH = (
+    "import json; from activekd.server.allocator import loaded_allocator; "
+    "print(json.dumps(loaded_allocator()))"
+)
+
+
+def _which(env: dict[str, str]) -> str:
+    base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    out = subprocess.run(
+        [sys.executable, "-c", _WHICH], capture_output=True, text=True, check=True,
+        env={**base, **env},
+    )  # fmt: skip
+    return str(json.loads(out.stdout))
+
+
+def test_allocator_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ServerConfig.load("selection", []).malloc == "jemalloc"
+    monkeypatch.setenv("ACTIVEKD_MALLOC", "glibc")
+    assert ServerConfig.load("teacher", []).malloc == "glibc"
+    assert check_allocator("glibc") == "glibc"
+    with pytest.raises(SystemExit, match="ACTIVEKD_MALLOC='tcmalloc' must be one of jemalloc"):
+        check_allocator("tcmalloc")
+
+
+def test_launch_env_preloads_only_when_asked_and_installed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = find_jemalloc()
+    assert path is not None, "libjemalloc2 is a system dependency (scripts/setup.sh)"
+    assert launch_env({}) == {"LD_PRELOAD": path}
+    assert launch_env({"ACTIVEKD_MALLOC": "jemalloc", "LD_PRELOAD": "/x/libfoo.so"}) == {
+        "LD_PRELOAD": f"{path} /x/libfoo.so"
+    }
+    assert launch_env({"ACTIVEKD_MALLOC": "glibc"}) == {}
+    assert launch_env({"LD_PRELOAD": path}) == {}  # already there: not twice
+    assert find_jemalloc((str(tmp_path / "none.so"),)) is None
+
+
+def test_loaded_allocator_sees_what_the_process_runs_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert _which(launch_env({})) == "jemalloc"  # a really preloaded jemalloc
+    assert _which({}) == ("glibc" if GLIBC else "system")
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n")
+    assert loaded_allocator(maps) == "jemalloc"
+    assert loaded_allocator(tmp_path / "missing") == ("glibc" if GLIBC else "system")
+
+
+def test_mismatch_is_logged_and_glibc_keeps_its_threshold(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="activekd.server")
+    active = apply_malloc_settings(0, "jemalloc")  # this test process: no preload
+    assert active == ("glibc" if GLIBC else "system")
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "ACTIVEKD_MALLOC=jemalloc but the process runs on" in warned[0].msg
+    assert "LD_PRELOAD=" in warned[0].msg
+    caplog.clear()
+    assert apply_malloc_settings(0, "glibc") == active
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -247,9 +248,15 @@ def test_rejected_upload_leaves_stored_pool_unchanged(client: SelectionClient) -
 
 def test_graceful_shutdown_on_sigterm(redis_server: RedisProcess, tmp_path) -> None:  # type: ignore[no-untyped-def]
     svc = ServiceProcess("selection", redis_server.url, str(tmp_path)).start()
+    assert svc.proc is not None
+    maps = Path(f"/proc/{svc.proc.pid}/maps").read_text()
+    assert "libjemalloc" in maps  # the launcher preloads the default allocator
     assert svc.stop() == 0
-    msgs = [json.loads(line)["msg"] for line in svc.logs().splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in svc.logs().splitlines() if line.startswith("{")]
+    msgs = [line["msg"] for line in lines]
     assert msgs.index("listening") < msgs.index("shutting down") < msgs.index("stopped")
+    assert msgs.index("allocator: jemalloc") < msgs.index("listening")
+    assert not [line for line in lines if line.get("level") == "warning"]
 
 
 def test_cli_entry_point_rejects_bad_config() -> None:

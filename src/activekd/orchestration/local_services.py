@@ -30,6 +30,7 @@ import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from activekd.server.allocator import launch_env
 from activekd.wire.channel import CLIENT_ENV, ClientCredentials
 
 #: the roles of a :class:`LocalAuth` token file (``service`` is the experiment service's, a writer)
@@ -256,6 +257,7 @@ class ServiceProcess:
             "PYTHONUNBUFFERED": "1",
             **self.env,
         }
+        env.update(launch_env(env))  # jemalloc preloaded unless ACTIVEKD_MALLOC=glibc
         fd, path = tempfile.mkstemp(prefix=f"akd-{self.name}-", suffix=".log")
         self.log_path = Path(path)
         self.proc = subprocess.Popen(

@@ -7,8 +7,8 @@ input, float32 otherwise), optionally L2-normalised, a chunk at a time: the inpu
 Kernels compute squared distances from one centre vector to a set of pool rows:
 
 * ``faiss`` (float32): ``faiss.fvec_L2sqr_by_idx`` straight on the pool when it is a C-contiguous
-  float32 array (memmaps included: no copy, only the candidate rows are touched), else
-  ``faiss.fvec_L2sqr_ny`` on gathered float32 chunks.
+  float32 array (memmaps included: no copy, only the candidate rows are touched), else on
+  gathered float32 chunks (a row's distance never depends on the rows batched with it).
 * ``numpy`` (float64 or float32): gathered chunks, ``einsum`` of the difference.
 * ``torch`` (CPU or CUDA): the pool as a tensor on the device, ``index_select`` + reduction.
 
@@ -157,7 +157,7 @@ class NumpyKernel:
 
 
 class FaissKernel(NumpyKernel):
-    """faiss' float32 distance kernels (``fvec_L2sqr_by_idx`` / ``fvec_L2sqr_ny``)."""
+    """faiss' float32 distance kernel ``fvec_L2sqr_by_idx`` (in place or on gathered chunks)."""
 
     name = "faiss"
 
@@ -231,9 +231,21 @@ class FaissKernel(NumpyKernel):
         d = self.pool.d
         if self.base is not None:
             return self.sqdist_in(self.base, c, ids)
+        # by_idx over the gathered block, not fvec_L2sqr_ny: ny's small-D kernels (D=4, ...)
+        # round a row differently by its position in the block, and a row's distance must not
+        # depend on which rows share its batch (sharded k-center equals single-process).
         for a, part in self.pool.chunks(ids):
             block = self.pool.gather(part)
-            f.fvec_L2sqr_ny(f.swig_ptr(out[a:]), f.swig_ptr(c), f.swig_ptr(block), d, len(part))
+            local = np.arange(len(part), dtype=np.int64)
+            f.fvec_L2sqr_by_idx(
+                f.swig_ptr(out[a:]),
+                f.swig_ptr(c),
+                f.swig_ptr(block),
+                f.swig_ptr(local),
+                d,
+                1,
+                len(part),
+            )
         return out
 
     def nearest(self, ids: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

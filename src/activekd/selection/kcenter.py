@@ -120,6 +120,136 @@ def kcenter_greedy(
     return res
 
 
+class KCenterShard:
+    """Greedy k-center state over one set of eligible rows: the running min-distance vector,
+    each row's nearest centre, the per-centre group bounds and the centre matrix.
+
+    The single-process engine is one shard holding every eligible row; a sharded pool is one
+    shard per part of the rows (``activekd.selection.sharded``), fed the same centres in the same
+    order. Every pick then updates each shard's rows exactly as one shard would: pruning only
+    skips rows that provably cannot get closer, so the min distances (and the picks) are the
+    same however the rows are split; only the pruning bounds are local.
+
+    Positions (``j``) index ``eligible`` (ascending row ids of ``pool``), so the lowest position at
+    the maximum is the lowest row id: the engine's ties rule.
+    """
+
+    def __init__(
+        self,
+        pool: PoolView,
+        kernel: Kernel,
+        eligible: np.ndarray,
+        cap: int,
+        *,
+        prune: bool = True,
+        margin: float | None = None,
+    ) -> None:
+        self.pool, self.kernel, self.prune = pool, kernel, prune
+        self.eligible = eligible
+        self.m_rows = len(eligible)
+        cd = pool.cd
+        self.cbuf = np.empty((cap, pool.d), dtype=cd)  # centre vectors, initial then picked
+        self.radius2 = np.zeros(cap, dtype=cd)  # upper bound on max mind^2 of each group
+        margin = _pruning_margin(pool, margin)
+        self.four = 4.0 * (1.0 + margin)
+        self.shrink = 1.0 - margin
+        self.mind = np.full(self.m_rows, np.inf, dtype=cd)
+        self.assign = np.zeros(self.m_rows, dtype=np.int32)
+        self.k = 0
+        self.evals = self.centre_evals = self.seed_evals = 0
+        self._all_pos = np.arange(self.m_rows, dtype=np.int64)
+        self._inf = np.array(np.inf, dtype=cd)
+
+    def seed(self, centres: np.ndarray) -> None:
+        """Start from ``centres`` (K >= 1, D) in the compute dtype: nearest centre per row."""
+        k0 = len(centres)
+        self.cbuf[:k0] = centres
+        if self.m_rows:
+            assign, mind = self.kernel.nearest(self.eligible, self.cbuf[:k0])
+            self.assign, self.mind = assign, mind.astype(self.pool.cd, copy=False)
+            np.maximum.at(self.radius2, self.assign, self.mind)
+        self.seed_evals += self.m_rows * k0
+        self.k = k0
+
+    def farthest_from(self, v: np.ndarray) -> tuple[float, int]:
+        """(squared distance, position) of the eligible row farthest from ``v`` (-inf, -1 when
+        there is none)."""
+        if not self.m_rows:
+            return -np.inf, -1
+        d2 = self.kernel.sqdist(v, self.eligible)
+        self.seed_evals += self.m_rows
+        j = int(np.argmax(d2))
+        return float(d2[j]), j
+
+    def seed_one(self, xv: np.ndarray, taken: int = -1) -> None:
+        """Start from the single centre ``xv`` (the first pick; ``taken``: its position here)."""
+        self.cbuf[0] = xv
+        if self.m_rows:
+            self.mind = self.kernel.sqdist(xv, self.eligible).astype(self.pool.cd, copy=False)
+            if taken >= 0:
+                self.mind[taken] = -np.inf
+            self.radius2[0] = max(float(self.mind.max()), 0.0)
+        self.seed_evals += self.m_rows
+        self.k = 1
+
+    def best(self) -> tuple[float, int]:
+        """(squared distance to the nearest centre, position) of the farthest eligible row not
+        picked yet (-inf, -1 when there is none)."""
+        if not self.m_rows:
+            return -np.inf, -1
+        j = int(np.argmax(self.mind))
+        return float(self.mind[j]), j
+
+    def take(self, j: int) -> None:
+        """Position ``j`` was picked: it is never picked again."""
+        self.mind[j] = -np.inf
+
+    def row(self, j: int) -> np.ndarray:
+        """The (transformed) vector of position ``j``."""
+        return self.pool.row(int(self.eligible[j]))
+
+    def add_centre(self, xv: np.ndarray, d2x: float) -> None:
+        """Make ``xv`` a centre; ``d2x`` is the squared distance at which it was picked (the
+        global maximum): groups with R_c <= d(x, nearest)/2 are skipped outright."""
+        k, mind, assign, radius2, four = self.k, self.mind, self.assign, self.radius2, self.four
+        self.cbuf[k] = xv
+        if not self.m_rows:
+            self.k += 1
+            return
+        if self.prune:
+            maybe = np.flatnonzero(radius2[:k] * four > d2x * self.shrink)
+            dcc2 = _centre_sqdist(self.kernel, xv, self.cbuf, maybe)
+            self.centre_evals += len(maybe)
+            act = dcc2 < four * radius2[maybe]
+            active = maybe[act]
+            thr = np.full(k + 1, self._inf, dtype=self.pool.cd)
+            thr[active] = dcc2[act] / four
+            cand = np.flatnonzero(mind > np.take(thr, assign))
+        else:
+            active = np.zeros(0, dtype=np.int64)
+            thr = np.zeros(0, dtype=self.pool.cd)
+            cand = self._all_pos[mind > -np.inf]
+        self.evals += len(cand)
+        d2 = (
+            self.kernel.sqdist(xv, np.take(self.eligible, cand))
+            if len(cand)
+            else np.zeros(0, dtype=self.pool.cd)
+        )
+        better = d2 < np.take(mind, cand)
+        moved = cand[better]
+        if self.prune and len(active):
+            # bound for active groups: non-candidates have mind <= thr; stayers are exact
+            new_r = np.full(k + 1, -np.inf, dtype=self.pool.cd)
+            new_r[active] = thr[active]
+            stay = cand[~better]
+            np.maximum.at(new_r, assign[stay], mind[stay])
+            radius2[active] = np.minimum(radius2[active], new_r[active])
+        mind[moved] = d2[better]
+        assign[moved] = k
+        radius2[k] = float(mind[moved].max()) if len(moved) else 0.0
+        self.k += 1
+
+
 def _run(
     pool: PoolView,
     kernel: Kernel,
@@ -130,7 +260,6 @@ def _run(
     progress: ProgressFn | None,
 ) -> SelectionResult:
     n = pool.n
-    cd = pool.cd
     init = np.unique(np.asarray(centres if centres is not None else [], dtype=np.int64))
     taken = np.zeros(n, dtype=bool)
     taken[init] = True
@@ -140,104 +269,53 @@ def _run(
         raise ValueError(f"budget {budget} must be in 1..{m_rows}")
 
     k0 = len(init)
-    cap = k0 + budget
-    cbuf = np.empty((cap, pool.d), dtype=cd)  # centre vectors, initial then picked
-    radius2 = np.zeros(cap, dtype=cd)  # upper bound on max mind^2 of each centre's group
-    four = 4.0 * (1.0 + margin)
-    shrink = 1.0 - margin
-
+    shard = KCenterShard(pool, kernel, eligible, k0 + budget, prune=prune, margin=margin)
     picks = np.empty(budget, dtype=np.int64)
     scores = np.empty(budget, dtype=np.float64)
-    evals = 0
     evals_plain = 0
-    centre_evals = 0
-    seed_evals = 0
     t0 = time.perf_counter()
 
     if k0:
+        cvec = np.empty((k0, pool.d), dtype=pool.cd)
         for a, part in pool.chunks(init):
-            cbuf[a : a + len(part)] = pool.gather(part)
-        assign, mind = kernel.nearest(eligible, cbuf[:k0])
-        mind = mind.astype(cd, copy=False)
-        seed_evals += m_rows * k0
-        np.maximum.at(radius2, assign, mind)
-        k = k0
+            cvec[a : a + len(part)] = pool.gather(part)
+        shard.seed(cvec)
         done = 0
     else:
         # No centres: first pick = farthest from the pool mean, then a full pass to it.
-        d2mean = kernel.sqdist(pool.mean(), eligible)
-        j = int(np.argmax(d2mean))
+        d2m, j = shard.farthest_from(pool.mean())
         picks[0] = eligible[j]
-        scores[0] = float(np.sqrt(max(float(d2mean[j]), 0.0)))
-        cbuf[0] = pool.row(int(eligible[j]))
-        mind = kernel.sqdist(cbuf[0], eligible).astype(cd, copy=False)
-        mind[j] = -np.inf
-        assign = np.zeros(m_rows, dtype=np.int32)
-        radius2[0] = max(float(mind.max()), 0.0)
-        seed_evals += 2 * m_rows
-        k = 1
+        scores[0] = float(np.sqrt(max(d2m, 0.0)))
+        shard.seed_one(shard.row(j), taken=j)
         done = 1
         if progress is not None:
             progress(done, budget)
     seed_seconds = time.perf_counter() - t0
 
-    all_pos = np.arange(m_rows, dtype=np.int64)
-    inf = np.array(np.inf, dtype=cd)
     for t in range(done, budget):
-        j = int(np.argmax(mind))
-        d2x = float(mind[j])
+        d2x, j = shard.best()
         picks[t] = eligible[j]
         scores[t] = float(np.sqrt(max(d2x, 0.0)))
-        mind[j] = -np.inf
+        shard.take(j)
         if progress is not None:
             progress(t + 1, budget)
         if t == budget - 1:
             break  # the last pick needs no update
-        xv = pool.row(int(eligible[j]))
-        cbuf[k] = xv
-        remaining = m_rows - t - 1
-        evals_plain += remaining
-        if prune:
-            # groups that might hold a row closer to x than to its centre: R_c > d(x, centres)/2
-            maybe = np.flatnonzero(radius2[:k] * four > d2x * shrink)
-            dcc2 = _centre_sqdist(kernel, xv, cbuf, maybe)
-            centre_evals += len(maybe)
-            act = dcc2 < four * radius2[maybe]
-            active = maybe[act]
-            thr = np.full(k + 1, inf, dtype=cd)
-            thr[active] = dcc2[act] / four
-            cand = np.flatnonzero(mind > np.take(thr, assign))
-        else:
-            active = np.zeros(0, dtype=np.int64)
-            thr = np.zeros(0, dtype=cd)
-            cand = all_pos[mind > -np.inf]
-        evals += len(cand)
-        d2 = kernel.sqdist(xv, np.take(eligible, cand)) if len(cand) else np.zeros(0, dtype=cd)
-        better = d2 < np.take(mind, cand)
-        moved = cand[better]
-        if prune and len(active):
-            # bound for active groups: non-candidates have mind <= thr; stayers are exact
-            new_r = np.full(k + 1, -np.inf, dtype=cd)
-            new_r[active] = thr[active]
-            stay = cand[~better]
-            np.maximum.at(new_r, assign[stay], mind[stay])
-            radius2[active] = np.minimum(radius2[active], new_r[active])
-        mind[moved] = d2[better]
-        assign[moved] = k
-        radius2[k] = float(mind[moved].max()) if len(moved) else 0.0
-        k += 1
+        evals_plain += m_rows - t - 1
+        shard.add_centre(shard.row(j), d2x)
 
     greedy_seconds = time.perf_counter() - t0 - seed_seconds
     seed_plain = m_rows * k0 if k0 else 2 * m_rows
+    evals = shard.evals
     stats = {
         "eligible_rows": float(m_rows),
         "initial_centres": float(k0),
-        "seed_distance_evals": float(seed_evals),
+        "seed_distance_evals": float(shard.seed_evals),
         "seed_distance_evals_unpruned": float(seed_plain),
         "distance_evals": float(evals),
         "distance_evals_unpruned": float(evals_plain),
         "pruned_fraction": float(1.0 - evals / evals_plain) if evals_plain else 0.0,
-        "centre_distance_evals": float(centre_evals),
+        "centre_distance_evals": float(shard.centre_evals),
         **{f"seed_{k}": float(v) for k, v in getattr(kernel, "counters", {}).items()},
         "seed_seconds": seed_seconds,
         "greedy_seconds": greedy_seconds,
@@ -245,4 +323,4 @@ def _run(
     return SelectionResult(indices=picks, scores=scores, stats=stats)
 
 
-__all__ = ["PRUNE_MARGIN", "ProgressFn", "kcenter_greedy"]
+__all__ = ["PRUNE_MARGIN", "KCenterShard", "ProgressFn", "kcenter_greedy"]

@@ -319,7 +319,7 @@ def run(
     """Entry point of every service's ``__main__``: serve until SIGTERM/SIGINT, then shut down gracefully."""
     config = ServerConfig.load(service_name, argv, extra_keys)
     configure_logging(service_name, config.log_level)
-    apply_malloc_settings(check_mmap_threshold(config.malloc_mmap_threshold))
+    apply_malloc_settings(check_mmap_threshold(config.malloc_mmap_threshold), config.malloc)
     security = prepare(config)  # fail fast, before models load
 
     async def main() -> None:

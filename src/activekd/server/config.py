@@ -33,6 +33,8 @@ class ServerConfig:
     #: glibc malloc mmap threshold in bytes, fixed at start (server/allocator.py); 0 = glibc's
     #: dynamic default. Default per service: ``allocator.SERVICE_DEFAULTS`` (selection 128 KiB)
     malloc_mmap_threshold: int = 0
+    #: allocator the service should run with: "jemalloc" (preloaded by the launcher) or "glibc"
+    malloc: str = "jemalloc"
     # --- security (docs/security.md) ---
     #: "required" (default) or "off" (explicit; logs a WARNING at start)
     auth: str = "required"

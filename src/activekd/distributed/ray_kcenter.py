@@ -1,0 +1,229 @@
+"""Greedy k-center with each row shard of a ``.npy`` pool memory-mapped by its own Ray actor.
+
+The coordinator is :func:`activekd.selection.sharded.kcenter_over_shards` (one copy of the
+algorithm and its ties rule); this module only puts :class:`~activekd.selection.sharded.LocalWorker`
+into actors. Each actor maps the pool file read-only and touches only its rows, so its memory is
+its shard plus O(shard rows) bookkeeping. The file must be readable at the same path by every
+node (a shared volume; object storage is the pool store's job).
+
+Ray's token authentication stays on: :class:`RayCluster` starts a local instance with
+``RAY_AUTH_MODE=token`` and a private token file it creates (0600) when Ray is not imported yet
+(Ray reads these variables at import); otherwise with Ray's own default for local clusters
+(token auth on since Ray 2.59, token in ``~/.ray/auth_token``), and it refuses to run when the
+instance came up without token auth. ``address`` connects to a cluster with the token the
+environment gives (``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activekd.selection._distance import DEFAULT_CHUNK_BYTES, compute_dtype
+from activekd.selection.kcenter import ProgressFn
+from activekd.selection.result import SelectionResult
+from activekd.selection.sharded import (
+    LocalWorker,
+    ShardSpec,
+    chunk_rows,
+    kcenter_over_shards,
+    owners_of,
+    shard_bounds,
+)
+
+
+def _ray() -> Any:
+    """Ray, imported on first use (its auth settings must be in the environment by then)."""
+    import ray  # without the extra: MissingExtraError naming 'ray'
+
+    return ray
+
+
+class RayCluster:
+    """A Ray connection with token auth: ``address=None`` starts a local instance (``num_cpus``)
+    in a private temp dir; otherwise connects to ``address`` (e.g. ``ray://head:10001``)."""
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None) -> None:
+        self.address, self.num_cpus = address, num_cpus
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._saved: dict[str, str | None] = {}
+
+    def _set_env(self, name: str, value: str) -> None:
+        self._saved.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+    def start(self) -> RayCluster:
+        if self.address is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="akd-ray-")
+            if "ray" not in sys.modules:  # Ray reads its auth settings at import
+                token = Path(self._tmp.name) / "token"
+                token.write_text(secrets.token_hex(32))
+                token.chmod(0o600)
+                self._set_env("RAY_AUTH_MODE", "token")
+                self._set_env("RAY_AUTH_TOKEN_PATH", str(token))
+            ray = _ray()
+            ray.init(
+                num_cpus=self.num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                _temp_dir=str(Path(self._tmp.name) / "r"),
+            )
+        else:
+            if os.environ.get("RAY_AUTH_MODE", "token") != "token":
+                raise RuntimeError("RAY_AUTH_MODE must be 'token' to connect to a cluster")
+            ray = _ray()
+            ray.init(address=self.address, log_to_driver=False)
+        if os.environ.get("RAY_AUTH_MODE") != "token":
+            ray.shutdown()
+            raise RuntimeError(
+                "the Ray instance runs without token authentication: set RAY_AUTH_MODE=token "
+                "(and RAY_AUTH_TOKEN_PATH) before Ray is imported"
+            )
+        return self
+
+    def stop(self) -> None:
+        _ray().shutdown()
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> RayCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ShardActor:
+    """A :class:`LocalWorker` over rows of the memory-mapped pool file (run as a Ray actor)."""
+
+    def __init__(self, path: str, spec: ShardSpec) -> None:
+        self.base_rss = self.rss_bytes()  # the interpreter and libraries, before any pool row
+        self.worker = LocalWorker(np.load(path, mmap_mode="r"), spec)
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self.worker, method)(*args)
+
+    @staticmethod
+    def rss_bytes() -> int:
+        """This actor process's resident memory."""
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def memory(self) -> tuple[int, int]:
+        """(resident bytes, resident bytes added since start: the shard's pages + state)."""
+        now = self.rss_bytes()
+        return now, now - self.base_rss
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+#: (actor handles, their [a, b) row bounds, the sorted initial centres, (rows, width, dtype))
+ShardActors = tuple[list[Any], list[tuple[int, int]], np.ndarray, tuple[int, int, np.dtype]]
+
+
+def start_shard_actors(
+    path: str | Path,
+    workers: int,
+    budget: int,
+    *,
+    centres: Sequence[int] | np.ndarray | None = None,
+    normalize: bool = False,
+    prune: bool = True,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    cpus_per_worker: float = 1.0,
+) -> ShardActors:
+    """Start one actor per shard of the ``.npy`` pool at ``path``: (actors, bounds, initial
+    centres, (n, d, compute dtype))."""
+    ray = _ray()
+    x = np.load(str(path), mmap_mode="r")
+    n, d = int(x.shape[0]), int(x.shape[1])
+    cd = compute_dtype(x.dtype)
+    del x
+    initial = np.unique(np.asarray(centres if centres is not None else [], dtype=np.int64))
+    bounds = shard_bounds(n, workers, align=chunk_rows(d, cd, chunk_bytes))
+    actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(ShardActor)
+    actors = [
+        actor_cls.remote(
+            str(path),
+            ShardSpec(
+                a,
+                b,
+                initial,
+                len(initial) + budget,
+                normalize=normalize,
+                prune=prune,
+                chunk_bytes=chunk_bytes,
+            ),
+        )
+        for a, b in bounds
+    ]
+    return actors, bounds, initial, (n, d, cd)
+
+
+def kcenter_on_ray(
+    path: str | Path,
+    budget: int,
+    workers: int,
+    *,
+    centres: Sequence[int] | np.ndarray | None = None,
+    progress: ProgressFn | None = None,
+    actors: ShardActors | None = None,
+    **options: Any,
+) -> SelectionResult:
+    """``budget`` greedy k-center picks over the ``.npy`` pool at ``path`` split into
+    ``workers`` Ray actors (a connected :class:`RayCluster` or ``ray.init`` first): the same
+    picks and scores as ``kcenter_greedy(np.load(path), budget, centres=centres, ...)`` on CPU.
+
+    ``options`` (normalize, prune, chunk_bytes, cpus_per_worker) go to
+    :func:`start_shard_actors`. ``actors``: reuse what it returned (the caller kills them); else
+    they are started and killed here. Stats add ``setup_seconds``, ``worker_rss_bytes_max`` and
+    ``worker_data_bytes_max`` (the most resident memory an actor added after it started: its
+    shard's pages and the k-center state).
+    """
+    ray = _ray()
+    t0 = time.perf_counter()
+    own = actors is None
+    started = actors or start_shard_actors(path, workers, budget, centres=centres, **options)
+    handles, bounds, initial, (n, d, cd) = started
+    try:
+        ray.get([h.pid.remote() for h in handles])  # every actor is up
+        setup = time.perf_counter() - t0
+
+        def call_all(method: str, args: tuple[Any, ...]) -> list[Any]:
+            return list(ray.get([h.call.remote(method, *args) for h in handles]))
+
+        def gather(w: int, rows: np.ndarray) -> np.ndarray:
+            return np.asarray(ray.get(handles[w].call.remote("gather", rows)))
+
+        res = kcenter_over_shards(
+            call_all, owners_of(bounds), gather, n, d, cd, budget, initial, progress
+        )
+        mem = ray.get([h.memory.remote() for h in handles])
+    finally:
+        if own:
+            for h in handles:
+                ray.kill(h)
+    res.stats["setup_seconds"] = setup
+    res.stats["worker_rss_bytes_max"] = float(max(m[0] for m in mem))
+    res.stats["worker_data_bytes_max"] = float(max(m[1] for m in mem))
+    res.backend = f"ray:{len(handles)}"
+    return res
+
+
+__all__ = ["RayCluster", "ShardActor", "kcenter_on_ray", "start_shard_actors"]
