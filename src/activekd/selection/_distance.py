@@ -83,13 +83,26 @@ class PoolView:
         step = self.chunk_rows
         return [(a, ids[a : a + step]) for a in range(0, len(ids), step)]
 
-    def mean(self) -> np.ndarray:
-        """Mean of all (transformed) rows, accumulated in float64, returned in the compute dtype."""
-        acc = np.zeros(self.d, dtype=np.float64)
-        for a in range(0, self.n, self.chunk_rows):
+    def chunk_sums(self) -> np.ndarray:
+        """float64 sums of the (transformed) rows, one per chunk of ``chunk_rows`` rows, (K, D)."""
+        out = np.zeros((-(-self.n // self.chunk_rows), self.d), dtype=np.float64)
+        for i, a in enumerate(range(0, self.n, self.chunk_rows)):
             b = min(self.n, a + self.chunk_rows)
-            acc += self.gather(np.arange(a, b, dtype=np.int64)).sum(axis=0, dtype=np.float64)
-        return (acc / self.n).astype(self.cd)
+            out[i] = self.gather(np.arange(a, b, dtype=np.int64)).sum(axis=0, dtype=np.float64)
+        return out
+
+    def mean(self) -> np.ndarray:
+        """Mean of all (transformed) rows: :meth:`chunk_sums` added in order (float64), in the
+        compute dtype. Sharded k-center adds its shards' chunk sums the same way."""
+        return mean_of_chunk_sums(self.chunk_sums(), self.n, self.cd)
+
+
+def mean_of_chunk_sums(sums: np.ndarray, n: int, cd: np.dtype) -> np.ndarray:
+    """The pool mean from its per-chunk float64 sums, added in chunk order."""
+    acc = np.zeros(sums.shape[1], dtype=np.float64)
+    for part in sums:
+        acc += part
+    return (acc / n).astype(cd)
 
 
 class Kernel(Protocol):

@@ -26,7 +26,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from activekd.selection._distance import DEFAULT_CHUNK_BYTES, PoolView, make_kernel
+from activekd.selection._distance import (
+    DEFAULT_CHUNK_BYTES,
+    PoolView,
+    compute_dtype,
+    make_kernel,
+    mean_of_chunk_sums,
+)
 from activekd.selection.kcenter import KCenterShard, ProgressFn
 from activekd.selection.result import SelectionResult
 
@@ -120,12 +126,8 @@ class LocalWorker:
         return self.pool.gather(np.asarray(rows, dtype=np.int64) - self.a)
 
     def chunk_sums(self) -> np.ndarray:
-        """float64 sums of this shard's rows, one per chunk of ``chunk_rows`` rows."""
-        pool, out = self.pool, []
-        for a in range(0, pool.n, pool.chunk_rows):
-            b = min(pool.n, a + pool.chunk_rows)
-            out.append(pool.gather(np.arange(a, b, dtype=np.int64)).sum(axis=0, dtype=np.float64))
-        return np.stack(out) if out else np.zeros((0, pool.d))
+        """float64 sums of this shard's rows, one per chunk (``PoolView.chunk_sums``)."""
+        return self.pool.chunk_sums()
 
     def seed(self, centres: np.ndarray) -> Best:
         t = time.perf_counter()
@@ -218,11 +220,7 @@ def kcenter_over_shards(
         answers = call_all("seed", (centres,))
         done = 0
     else:  # the pool mean, summed over the same chunks in the same order as PoolView.mean
-        sums = np.concatenate(call_all("chunk_sums", ()))
-        acc = np.zeros(d, dtype=np.float64)
-        for part in sums:
-            acc += part
-        mean = (acc / n).astype(cd)
+        mean = mean_of_chunk_sums(np.concatenate(call_all("chunk_sums", ())), n, cd)
         d2m, row, xv, _ = _argmax(call_all("farthest_from", (mean,)))
         picks[0], scores[0] = row, float(np.sqrt(max(d2m, 0.0)))
         answers = call_all("seed_one", (xv, row))
@@ -280,8 +278,8 @@ def kcenter_sharded_local(
     """:func:`kcenter_over_shards` with ``shards`` :class:`LocalWorker` s in this process: the
     same picks as ``kcenter_greedy(x, budget, centres=centres, ...)`` (CPU)."""
     n, d = int(x.shape[0]), int(x.shape[1])
-    probe = PoolView(x[:1], normalize=False, chunk_bytes=chunk_bytes)
-    bounds = shard_bounds(n, shards, align=probe.chunk_rows)
+    cd = compute_dtype(x.dtype)
+    bounds = shard_bounds(n, shards, align=chunk_rows(d, cd, chunk_bytes))
     initial = np.unique(np.asarray(centres if centres is not None else [], dtype=np.int64))
     specs = [
         ShardSpec(
@@ -304,7 +302,7 @@ def kcenter_sharded_local(
             lambda w, rows: workers[w].gather(rows),
             n,
             d,
-            probe.cd,
+            cd,
             budget,
             initial,
             progress,
