@@ -104,7 +104,9 @@ def test_the_callers_deadline_bounds_each_downstream_call(
     try:
         driver._predict_pool(EXP, time.monotonic() + 20)
         remaining = trainer.seen[-1][1]
-        assert remaining is not None and 15 < remaining <= 20  # not the driver's 3600 s
+        # grpc sends the timeout rounded up to its wire units, and the server measures it on its
+        # own clock, so the remaining time may read a little above 20 s; never near 3600 s.
+        assert remaining is not None and 15 < remaining <= 21  # not the driver's 3600 s
         driver._predict_pool(EXP, None)
         assert trainer.seen[-1][1] > 3000  # type: ignore[operator]
         trainer.delay = 2.0
