@@ -68,6 +68,35 @@ def clustered_probs(n: int, c: int, k: int, seed: int) -> np.ndarray:
     return out
 
 
+def broad_probs(n: int, c: int, k: int, seed: int) -> np.ndarray:
+    """``k`` broad clusters, the pools pruning helps least: rows are softmax(centre + noise) with
+    centre logits ~ N(0, 1) and noise ~ N(0, 1) per class, so the spread inside a cluster is
+    comparable to the distance between clusters."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, c)).astype(np.float32)
+    out = np.empty((n, c), np.float32)
+    for a in range(0, n, 20_000):
+        b = min(n, a + 20_000)
+        logits = centres[rng.integers(0, k, b - a)] + rng.normal(size=(b - a, c)).astype(np.float32)
+        logits -= logits.max(1, keepdims=True)
+        np.exp(logits, out=logits)
+        out[a:b] = logits / logits.sum(1, keepdims=True)
+    return out
+
+
+def blas_info() -> str:
+    """Which BLAS numpy was built with (name, version), from ``numpy.show_config``."""
+    try:
+        deps = np.show_config(mode="dicts")["Build Dependencies"]  # type: ignore[func-returns-value]
+        blas = deps.get("blas", {})
+        kernel = str(blas.get("openblas configuration", "")).split()
+        core = [w for w in kernel if w.isalpha() and w[0].isupper() and w != "OpenBLAS"]
+        text = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+        return f"{text} ({core[0]} kernels)" if core else text
+    except Exception:  # older numpy: no dict mode
+        return "unknown"
+
+
 def peaked_probs(n: int, c: int, seed: int) -> np.ndarray:
     """A harder mixture: one component per class (C components), rows ~ Dir(0.02 + 30 e_peak),
     mean top-1 probability 0.6. With 1000 labeled rows ~37% of the components have no labeled row,
@@ -282,6 +311,7 @@ def part_100k(
     datasets = {
         "clustered_k50": lambda: clustered_probs(n, c, 50, seed=0),
         "peaked_kC": lambda: peaked_probs(n, c, seed=0),
+        "broad_k50": lambda: broad_probs(n, c, 50, seed=0),
     }
     for name, make in datasets.items():
         t = time.perf_counter()
@@ -324,56 +354,56 @@ def part_100k(
             "picks_checked": n_first + 1,
         }
         r["speedup_vs_authors"] = authors_total / wall
-        if name == "clustered_k50":
-            # plain numpy incremental, full budget
-            wait_quiet(f"{name}: numpy incremental")
-            with progress() as prog:
-                task = prog.add_task("plain numpy incremental k-center", total=budget)
-                t0 = time.perf_counter()
-                np_picks = numpy_incremental(
-                    probs,
-                    labeled,
-                    budget,
-                    lambda t=task: prog.advance(t),  # type: ignore[misc]
-                )
-                t_np = time.perf_counter() - t0
-            wait_quiet(f"{name}: numpy incremental float64")
-            with progress() as prog:
-                task = prog.add_task("plain numpy incremental k-center, float64", total=budget)
-                p64 = probs.astype(np.float64)
-                t0 = time.perf_counter()
-                np64_picks = numpy_incremental(
-                    p64,
-                    labeled,
-                    budget,
-                    lambda t=task: prog.advance(t),  # type: ignore[misc]
-                )
-                t_np64 = time.perf_counter() - t0
-                del p64
-            r["numpy_incremental"] = {
-                "seconds": t_np,
-                "prefix_agreement": prefix_agreement(np_picks, ours_picks),
-                "same_set_fraction": len(set(np_picks) & set(ours_picks)) / budget,
-                "float64_seconds": t_np64,
-                "float64_prefix_agreement": prefix_agreement(np64_picks, ours_picks),
-            }
-            r["speedup_vs_numpy_incremental"] = t_np / wall
-            # scikit-activeml: two prefix lengths, linear fit seed + b * per_pick
-            b_small, b_big = (1, 50) if quick else (1, 100)
-            wait_quiet(f"{name}: scikit-activeml")
-            with console.status("scikit-activeml k_greedy_center ..."):
-                t_small = min(skactiveml_run(probs, labeled, b_small)[1] for _ in range(2))
-                sk_picks, t_big = skactiveml_run(probs, labeled, b_big)
-            per_pick = (t_big - t_small) / (b_big - b_small)
-            sk_total = t_small + per_pick * (budget - b_small)
-            r["skactiveml"] = {
-                "seconds_batch": {str(b_small): t_small, str(b_big): t_big},
-                "seconds_per_pick": per_pick,
-                "extrapolated_seconds": sk_total,
-                "picks_checked": b_big,
-                "prefix_agreement": prefix_agreement(sk_picks, ours_picks),
-            }
-            r["speedup_vs_skactiveml"] = sk_total / wall
+        # every pool against the same baselines
+        # plain numpy incremental, full budget
+        wait_quiet(f"{name}: numpy incremental")
+        with progress() as prog:
+            task = prog.add_task("plain numpy incremental k-center", total=budget)
+            t0 = time.perf_counter()
+            np_picks = numpy_incremental(
+                probs,
+                labeled,
+                budget,
+                lambda t=task: prog.advance(t),  # type: ignore[misc]
+            )
+            t_np = time.perf_counter() - t0
+        wait_quiet(f"{name}: numpy incremental float64")
+        with progress() as prog:
+            task = prog.add_task("plain numpy incremental k-center, float64", total=budget)
+            p64 = probs.astype(np.float64)
+            t0 = time.perf_counter()
+            np64_picks = numpy_incremental(
+                p64,
+                labeled,
+                budget,
+                lambda t=task: prog.advance(t),  # type: ignore[misc]
+            )
+            t_np64 = time.perf_counter() - t0
+            del p64
+        r["numpy_incremental"] = {
+            "seconds": t_np,
+            "prefix_agreement": prefix_agreement(np_picks, ours_picks),
+            "same_set_fraction": len(set(np_picks) & set(ours_picks)) / budget,
+            "float64_seconds": t_np64,
+            "float64_prefix_agreement": prefix_agreement(np64_picks, ours_picks),
+        }
+        r["speedup_vs_numpy_incremental"] = t_np / wall
+        # scikit-activeml: two prefix lengths, linear fit seed + b * per_pick
+        b_small, b_big = (1, 50) if quick else (1, 100)
+        wait_quiet(f"{name}: scikit-activeml")
+        with console.status("scikit-activeml k_greedy_center ..."):
+            t_small = min(skactiveml_run(probs, labeled, b_small)[1] for _ in range(2))
+            sk_picks, t_big = skactiveml_run(probs, labeled, b_big)
+        per_pick = (t_big - t_small) / (b_big - b_small)
+        sk_total = t_small + per_pick * (budget - b_small)
+        r["skactiveml"] = {
+            "seconds_batch": {str(b_small): t_small, str(b_big): t_big},
+            "seconds_per_pick": per_pick,
+            "extrapolated_seconds": sk_total,
+            "picks_checked": b_big,
+            "prefix_agreement": prefix_agreement(sk_picks, ours_picks),
+        }
+        r["speedup_vs_skactiveml"] = sk_total / wall
         # roofline
         picks = budget - 1
         bp = bytes_per_pick(res.stats, c, 4, picks)
@@ -530,6 +560,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
         "numpy": np.__version__,
+        "numpy_blas": blas_info(),
         "faiss": faiss.__version__,
         "torch": torch.__version__,
         "load_average_start": os.getloadavg(),
@@ -672,7 +703,8 @@ def markdown(r: dict[str, Any]) -> str:
     bw = r["bandwidth_GBps"]
     out = [
         f"Measured {r['meta']['date']} with `{r['meta']['command']}` "
-        f"({r['meta']['cpus']} CPUs, numpy {r['meta']['numpy']}, faiss {r['meta']['faiss']}, "
+        f"({r['meta']['cpus']} CPUs, numpy {r['meta']['numpy']} on "
+        f"{r['meta'].get('numpy_blas', '?')}, faiss {r['meta']['faiss']}, "
         f"torch {r['meta']['torch']}; total {r['meta']['total_seconds']:.0f} s).",
         "",
         f"**1-2. pcoreset, N={p['n']:,}, C={p['c']}, {p['labeled']} labeled, "

@@ -10,9 +10,9 @@ from activekd_services.experiment.servicer import ExperimentServicer
 from activekd.orchestration.driver import Driver, ServiceTargets
 from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
+from activekd.server.stores import open_pool_store
 from activekd.state.experiments import ExperimentStore
 from activekd.state.redis_conn import connect
-from activekd.store import PoolStore
 from activekd.v1 import experiment_pb2, experiment_pb2_grpc
 from activekd.wire.channel import ClientCredentials
 
@@ -50,7 +50,7 @@ async def build(config: ServerConfig) -> Service:
     )
     store = ExperimentStore(client)
     driver = Driver(
-        store, PoolStore(config.store_uri, client), targets, credentials=client_credentials()
+        store, open_pool_store(config, client), targets, credentials=client_credentials()
     )
     servicer = ExperimentServicer(store, driver)
 

@@ -9,9 +9,9 @@ from activekd_services.selection.servicer import SelectionServicer
 
 from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
+from activekd.server.stores import open_pool_store
 from activekd.state.redis_conn import connect
 from activekd.state.selections import SelectionLog
-from activekd.store import PoolStore
 from activekd.v1 import selection_pb2, selection_pb2_grpc
 
 
@@ -20,7 +20,7 @@ async def build(config: ServerConfig) -> Service:
     client.ping()
     if config.threads > 0:
         faiss.omp_set_num_threads(config.threads)
-    servicer = SelectionServicer(PoolStore(config.store_uri, client), SelectionLog(client), config)
+    servicer = SelectionServicer(open_pool_store(config, client), SelectionLog(client), config)
 
     async def close() -> None:
         client.close()

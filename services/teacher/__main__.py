@@ -20,9 +20,9 @@ from activekd.errors import ActiveKDError
 from activekd.server import metrics
 from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
+from activekd.server.stores import open_pool_store
 from activekd.state.redis_conn import connect
 from activekd.state.teacher_classes import TeacherClassStore
-from activekd.store import PoolStore
 from activekd.teacher import BatchStats, DynamicBatcher, TeacherConfig, create_teacher, run_batch
 from activekd.teacher.cache import TeacherCacheIndex, packaged_teacher_cache_dir
 from activekd.teacher.class_views import ClassViews
@@ -120,7 +120,7 @@ async def build(config: ServerConfig) -> Service:
     cache_dirs = [packaged_teacher_cache_dir()]
     if config.extra.get("cache_dir"):
         cache_dirs.insert(0, Path(config.extra["cache_dir"]).expanduser())
-    store = PoolStore(config.store_uri, client)
+    store = open_pool_store(config, client)
     scorer = PoolScorer(
         store,
         TeacherCacheIndex(cache_dirs),

@@ -14,9 +14,9 @@ from activekd_services.trainer.servicer import DEFAULT_CHUNK_BYTES, TrainerServi
 
 from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
+from activekd.server.stores import open_pool_store
 from activekd.state.experiments import ExperimentStore
 from activekd.state.redis_conn import connect
-from activekd.store import PoolStore
 from activekd.student.round_job import RoundTrainer
 from activekd.teacher.sources import SourcePolicy
 from activekd.v1 import trainer_pb2, trainer_pb2_grpc
@@ -30,7 +30,7 @@ async def build(config: ServerConfig) -> Service:
     client.ping()
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    store = PoolStore(config.store_uri, client)
+    store = open_pool_store(config, client)
     ckpt_dir = config.extra.get("checkpoint_dir") or str(store.root / "checkpoints")
     try:
         chunk = int(config.extra.get("checkpoint_chunk_bytes") or DEFAULT_CHUNK_BYTES)

@@ -11,6 +11,8 @@ with an extra (``pyproject.toml``'s ``[project.optional-dependencies]``)::
     activekd[server]      what all four services share (Redis, Prometheus, reflection, status)
     activekd[cli]         ``activekd run/status/demo`` output, YAML configs and plots
     activekd[annotation]  the Label Studio ML backend (label-studio-sdk, starlette, uvicorn)
+    activekd[ray]         k-center over pool shards in Ray actors (ray)
+    activekd[s3]          pools in object storage (fsspec, s3fs)
     activekd[all]         everything
     activekd[bench]       all, plus what the label-efficiency benchmark compares against
 
@@ -42,6 +44,7 @@ EXTRA_OF_PACKAGE: dict[str, str] = {
     "activekd.student": "trainer",
     "activekd.state": "server",
     "activekd.store": "server",
+    "activekd.store.remote": "s3",
     "activekd.server": "server",
     "activekd.orchestration.driver": "experiment",
     "activekd.orchestration.local_services": "server",

@@ -127,7 +127,7 @@ def test_stages_and_default_target(dockerfile) -> None:  # type: ignore[no-untyp
         assert "constraints.txt" in copied.split(), "the build stages need constraints.txt"
         runs = " ".join(r for s in chain for r in s.all("RUN"))
         # the project at the pinned versions, with the extras of the four services
-        installs = re.findall(r'pip install -c constraints\.txt "\.\[([a-z,]+)\]"', runs)
+        installs = re.findall(r'pip install -c constraints\.txt "\.\[([a-z0-9_,-]+)\]"', runs)
         assert len(installs) == 1, f'{build}: pip install -c constraints.txt ".[extras]" once'
         named = set(installs[0].split(","))
         assert named <= set(extras), f"{build}: unknown extras {named - set(extras)}"

@@ -24,13 +24,13 @@ def build(cfg: AnnotationConfig) -> tuple[object, object]:
     from activekd.annotation.ledger import AnnotationLedger
     from activekd.annotation.sync import AnnotationSync
     from activekd.client import ExperimentClient
+    from activekd.server.stores import open_pool_store
     from activekd.state.redis_conn import connect
-    from activekd.store import PoolStore
 
     client = connect(cfg.redis_url)
     sync = AnnotationSync(
         ExperimentClient(cfg.experiment_target, timeout=3600),
-        PoolStore(cfg.store_uri, client),
+        open_pool_store(cfg, client),
         AnnotationLedger(client, cfg.experiment_id),
         LabelStudioProject(
             cfg.label_studio_url, cfg.label_studio_api_key, cfg.label_studio_project

@@ -45,6 +45,8 @@ class AnnotationConfig:
     experiment_target: str = "localhost:50054"
     redis_url: str = "redis://localhost:6379/0"
     store_uri: str = "./.activekd/store"
+    store_cache_dir: str = ""
+    store_options: str = ""
     log_level: str = "INFO"
 
     @classmethod
@@ -102,6 +104,8 @@ class AnnotationConfig:
             experiment_target=e.get("ACTIVEKD_EXPERIMENT_TARGET", "localhost:50054"),
             redis_url=e.get("ACTIVEKD_REDIS_URL", "redis://localhost:6379/0"),
             store_uri=e.get("ACTIVEKD_STORE_URI", "./.activekd/store"),
+            store_cache_dir=e.get("ACTIVEKD_STORE_CACHE_DIR", ""),
+            store_options=e.get("ACTIVEKD_STORE_OPTIONS", ""),
             log_level=e.get("ACTIVEKD_LOG_LEVEL", "INFO"),
         )
         if cfg.resync_seconds <= 0:

@@ -25,6 +25,12 @@ class ServerConfig:
     metrics_port: int = 0
     redis_url: str = "redis://localhost:6379/0"
     store_uri: str = "./.activekd/store"
+    #: local memory-mapped cache of a remote ``store_uri`` (s3://...); empty: ~/.cache/activekd/store
+    store_cache_dir: str = ""
+    #: JSON object of fsspec storage options for a remote ``store_uri``, e.g.
+    #: ``{"endpoint_url": "http://minio:9000"}``; credentials come from the filesystem's own
+    #: settings (``AWS_*`` for S3), not from here
+    store_options: str = ""
     log_level: str = "INFO"
     grace_seconds: float = 10.0
     max_message_bytes: int = 64 * 1024 * 1024

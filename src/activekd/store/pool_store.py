@@ -8,6 +8,10 @@ every array was written, then flips the pool's current version with a compare-an
 or rejected upload never changes a stored pool. Written row ranges are recorded in Redis as they
 land, so an interrupted writer (e.g. the teacher scoring 60k images) resumes without redoing
 finished chunks.
+
+The root may also be an object-storage URI (``s3://bucket/prefix``, any fsspec protocol): the files
+then live there and every process reads them through a local memory-mapped cache
+(:mod:`activekd.store.remote`); only the local cache can resume an interrupted write.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import redis
 
 from activekd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, shown
 from activekd.ids import check_array_name, check_pool_id
+from activekd.store.remote import COMPLETE_MARKER, RemoteFiles, default_cache_dir
 
 _SUPPORTED = {"float16", "float32", "float64", "int32", "int64", "uint8"}
 
@@ -67,14 +72,23 @@ class PoolMeta:
 class PoolStore:
     """Create, read, list and delete pools. Thread-safe as far as redis-py clients are."""
 
-    def __init__(self, root: str | Path, client: redis.Redis, prefix: str = "akd") -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        client: redis.Redis,
+        prefix: str = "akd",
+        *,
+        cache_dir: str | Path | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
         root_str = str(root)
         if root_str.startswith("file://"):
             root_str = root_str[len("file://") :]
+        #: where versions are stored remotely (None: ``root`` is local and the only copy)
+        self.remote: RemoteFiles | None = None
         if "://" in root_str:
-            raise InvalidArgument(
-                f"store root {shown(str(root))}: only local paths and file:// URIs can be memory-mapped"
-            )
+            self.remote = RemoteFiles(root_str, storage_options)
+            root_str = str(cache_dir or default_cache_dir(root_str))
         self.root = Path(root_str)
         self.root.mkdir(parents=True, exist_ok=True)
         self.redis = client
@@ -94,6 +108,17 @@ class PoolStore:
 
     def _dir(self, pool_id: str, version: str) -> Path:
         return self.root / pool_id / f"v-{version}"
+
+    def _read_dir(self, pool_id: str, version: str) -> Path:
+        """The local folder of a committed version (fetched into the cache first if remote)."""
+        local = self._dir(pool_id, version)
+        if self.remote is None or (local / COMPLETE_MARKER).exists():
+            return local
+        self.remote.fetch(pool_id, version, local)
+        for other in local.parent.glob("v-*"):  # older cached copies (never an unfinished write)
+            if other != local and (other / COMPLETE_MARKER).exists():
+                shutil.rmtree(other, ignore_errors=True)
+        return local
 
     # reads --------------------------------------------------------------------------------
     def exists(self, pool_id: str) -> bool:
@@ -133,12 +158,12 @@ class PoolStore:
             raise NotFound(
                 f"pool {shown(pool_id)} has no array {shown(name)}; it has {sorted(meta.arrays) or 'none'}"
             )
-        return np.load(self._dir(pool_id, meta.version) / f"{name}.npy", mmap_mode="r")
+        return np.load(self._read_dir(pool_id, meta.version) / f"{name}.npy", mmap_mode="r")
 
     def item_ids(self, pool_id: str) -> np.ndarray:
         """Item ids in row order (numpy unicode array)."""
         meta = self.describe(pool_id)
-        return np.load(self._dir(pool_id, meta.version) / "item_ids.npy")
+        return np.load(self._read_dir(pool_id, meta.version) / "item_ids.npy")
 
     def row_index(self, pool_id: str) -> Mapping[str, int]:
         """Item id -> row number, cached per pool version (read-only: shared by callers)."""
@@ -190,8 +215,10 @@ class PoolStore:
         if resume:
             for raw in self.redis.hvals(self._writing_key(pool_id)):
                 state = json.loads(raw)
-                if state["num_items"] == num_items and state.get("metadata", {}) == (
-                    metadata or {}
+                if (
+                    state["num_items"] == num_items
+                    and state.get("metadata", {}) == (metadata or {})
+                    and self._dir(pool_id, state["version"]).is_dir()  # written on this machine
                 ):
                     return PoolWriter(self, pool_id, state["version"], num_items, metadata or {})
         version = f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}"
@@ -213,8 +240,11 @@ class PoolStore:
         pipe.execute()
         if raw is None:
             return False
-        shutil.rmtree(self._dir(pool_id, PoolMeta.from_json(raw).version), ignore_errors=True)
-        self._row_index.pop((pool_id, PoolMeta.from_json(raw).version), None)
+        version = PoolMeta.from_json(raw).version
+        if self.remote is not None:
+            self.remote.remove(pool_id, version)
+        shutil.rmtree(self._dir(pool_id, version), ignore_errors=True)
+        self._row_index.pop((pool_id, version), None)
         return True
 
     def put(
@@ -357,6 +387,9 @@ class PoolWriter:
         for name in names:
             arr = np.load(self._array_path(name), mmap_mode="r")
             arrays[name] = ArrayMeta(dtype=arr.dtype.name, shape=list(arr.shape))
+        if self.store.remote is not None:  # all files up before Redis names the version
+            self.store.remote.upload(self.dir, self.pool_id, self.version, names)
+            (self.dir / COMPLETE_MARKER).touch()
         meta = PoolMeta(
             pool_id=self.pool_id,
             num_items=self.num_items,
@@ -385,6 +418,8 @@ class PoolWriter:
                 except redis.WatchError:
                     continue
         if old_version and old_version != self.version:
+            if store.remote is not None:
+                store.remote.remove(self.pool_id, old_version)
             shutil.rmtree(store._dir(self.pool_id, old_version), ignore_errors=True)
         return meta
 
