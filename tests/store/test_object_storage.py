@@ -241,3 +241,22 @@ def test_two_selection_replicas_share_a_pool_through_the_bucket(
     assert got.rows.tolist() == want.indices.tolist()
     assert got.item_ids == [ids[i] for i in want.indices]
     assert list((tmp_path / "r2" / "s3" / "pool").glob(f"v-*/{COMPLETE_MARKER}"))
+
+
+def test_a_sharded_pool_goes_through_the_bucket_shard_by_shard(
+    tmp_path: Path, redis_client: redis.Redis, options: dict[str, Any], root: str
+) -> None:
+    writer = _store(tmp_path, "a", redis_client, options, root)
+    reader = _store(tmp_path, "b", redis_client, options, root)
+    probs = np.random.default_rng(1).dirichlet(np.ones(4), size=50).astype(np.float32)
+    meta = writer.put("big/p", [str(i) for i in range(50)], {"probs": probs}, shard_rows=20)
+    key = root.removeprefix("s3://")
+    folder = f"{key}/big/p/v-{meta.version}"
+    assert _objects(options, key) == [
+        f"{folder}/{name}"
+        for name in ("item_ids.npy", "manifest.json", *(f"probs.s0000{k}.npy" for k in range(3)))
+    ]
+    shards = reader.open_shards("big/p", "probs")
+    assert [(s.start, s.stop) for s in shards] == [(0, 20), (20, 40), (40, 50)]
+    assert all(s.path.is_relative_to(tmp_path / "b") for s in shards), "read from the cache"
+    np.testing.assert_array_equal(reader.open_array("big/p", "probs"), probs)

@@ -9,6 +9,12 @@ or rejected upload never changes a stored pool. Written row ranges are recorded 
 land, so an interrupted writer (e.g. the teacher scoring 60k images) resumes without redoing
 finished chunks.
 
+A pool may be **sharded** (``begin(..., shard_rows=R)``): each array is then stored as files of R
+rows, ``<array>.s<k>.npy`` (rows ``[k*R, (k+1)*R)``), described by ``manifest.json`` in the version
+folder, so that a worker can memory-map its rows alone (the Ray k-center engine puts one actor on
+each shard). Every reader accepts both layouts: :meth:`PoolStore.open_array` of a sharded array
+joins its shards in memory, :meth:`PoolStore.open_shards` gives the shard files.
+
 The root may also be an object-storage URI (``s3://bucket/prefix``, any fsspec protocol): the files
 then live there and every process reads them through a local memory-mapped cache
 (:mod:`activekd.store.remote`); only the local cache can resume an interrupted write.
@@ -58,6 +64,8 @@ class PoolMeta:
     metadata: dict[str, str] = field(default_factory=dict)
     created_unix: float = 0.0
     complete: bool = False
+    #: rows per shard file of every array; 0: one ``.npy`` file per array
+    shard_rows: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -67,6 +75,35 @@ class PoolMeta:
         data = json.loads(raw)
         data["arrays"] = {k: ArrayMeta(**v) for k, v in data.get("arrays", {}).items()}
         return cls(**data)
+
+    def shard_bounds(self) -> builtins.list[tuple[int, int]]:
+        """Row ranges [start, stop) of the shards (one range for an unsharded pool)."""
+        return shard_ranges(self.num_items, self.shard_rows)
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One shard of a stored array: its rows ``[start, stop)`` of the pool and its local file."""
+
+    start: int
+    stop: int
+    path: Path
+
+
+#: The manifest of a sharded version (next to its files)
+MANIFEST = "manifest.json"
+
+
+def shard_ranges(num_items: int, shard_rows: int) -> builtins.list[tuple[int, int]]:
+    """[start, stop) of each shard of ``num_items`` rows in files of ``shard_rows`` (0: one)."""
+    if shard_rows <= 0:
+        return [(0, num_items)]
+    return [(a, min(a + shard_rows, num_items)) for a in range(0, num_items, shard_rows)]
+
+
+def shard_file_name(name: str, k: int) -> str:
+    """File of shard ``k`` of array ``name`` (array names hold no dot, so this never clashes)."""
+    return f"{name}.s{k:05d}.npy"
 
 
 class PoolStore:
@@ -158,7 +195,33 @@ class PoolStore:
             raise NotFound(
                 f"pool {shown(pool_id)} has no array {shown(name)}; it has {sorted(meta.arrays) or 'none'}"
             )
-        return np.load(self._read_dir(pool_id, meta.version) / f"{name}.npy", mmap_mode="r")
+        folder = self._read_dir(pool_id, meta.version)
+        if not meta.shard_rows:
+            return np.load(folder / f"{name}.npy", mmap_mode="r")
+        parts = [np.load(f.path, mmap_mode="r") for f in self._shard_files(meta, folder, name)]
+        joined = np.concatenate(parts)  # in memory: use open_shards to keep one shard at a time
+        joined.flags.writeable = False
+        return joined
+
+    def open_shards(self, pool_id: str, name: str) -> builtins.list[ShardFile]:
+        """The files of array ``name`` with the rows each holds: one per shard of a sharded
+        pool, a single one covering every row otherwise (local paths; fetched if remote)."""
+        meta = self.describe(pool_id)
+        if name not in meta.arrays:
+            raise NotFound(
+                f"pool {shown(pool_id)} has no array {shown(name)}; it has {sorted(meta.arrays) or 'none'}"
+            )
+        folder = self._read_dir(pool_id, meta.version)
+        if not meta.shard_rows:
+            return [ShardFile(0, meta.num_items, folder / f"{name}.npy")]
+        return self._shard_files(meta, folder, name)
+
+    @staticmethod
+    def _shard_files(meta: PoolMeta, folder: Path, name: str) -> builtins.list[ShardFile]:
+        return [
+            ShardFile(a, b, folder / shard_file_name(name, k))
+            for k, (a, b) in enumerate(meta.shard_bounds())
+        ]
 
     def item_ids(self, pool_id: str) -> np.ndarray:
         """Item ids in row order (numpy unicode array)."""
@@ -205,11 +268,19 @@ class PoolStore:
         metadata: dict[str, str] | None = None,
         overwrite: bool = False,
         resume: bool = False,
+        shard_rows: int = 0,
     ) -> PoolWriter:
-        """Start writing ``pool_id``; with ``resume`` reuse an unfinished write of the same size."""
+        """Start writing ``pool_id``; with ``resume`` reuse an unfinished write of the same size
+        (and sharding). ``shard_rows`` > 0 stores every array in files of that many rows."""
         _check_pool_id(pool_id)
         if num_items <= 0:
             raise InvalidArgument(f"num_items must be positive, got {num_items}", field="num_items")
+        if shard_rows < 0:
+            raise InvalidArgument(
+                f"shard_rows must be 0 (one file per array) or positive, got {shard_rows}",
+                field="shard_rows",
+            )
+        shard_rows = 0 if shard_rows >= num_items else shard_rows
         if self.exists(pool_id) and not overwrite and not resume:
             raise AlreadyExists(f"pool {shown(pool_id)} exists; set overwrite to replace it")
         if resume:
@@ -218,17 +289,27 @@ class PoolStore:
                 if (
                     state["num_items"] == num_items
                     and state.get("metadata", {}) == (metadata or {})
+                    and state.get("shard_rows", 0) == shard_rows
                     and self._dir(pool_id, state["version"]).is_dir()  # written on this machine
                 ):
-                    return PoolWriter(self, pool_id, state["version"], num_items, metadata or {})
+                    return PoolWriter(
+                        self, pool_id, state["version"], num_items, metadata or {}, shard_rows
+                    )
         version = f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}"
         self._dir(pool_id, version).mkdir(parents=True, exist_ok=False)
         self.redis.hset(
             self._writing_key(pool_id),
             version,
-            json.dumps({"version": version, "num_items": num_items, "metadata": metadata or {}}),
+            json.dumps(
+                {
+                    "version": version,
+                    "num_items": num_items,
+                    "metadata": metadata or {},
+                    "shard_rows": shard_rows,
+                }
+            ),
         )
-        return PoolWriter(self, pool_id, version, num_items, metadata or {})
+        return PoolWriter(self, pool_id, version, num_items, metadata or {}, shard_rows)
 
     def delete(self, pool_id: str) -> bool:
         """Remove a pool (metadata first, then files); False when it did not exist."""
@@ -255,9 +336,12 @@ class PoolStore:
         *,
         metadata: dict[str, str] | None = None,
         overwrite: bool = False,
+        shard_rows: int = 0,
     ) -> PoolMeta:
         """Write a whole pool in one call (small pools, tests, the trainer's outputs)."""
-        writer = self.begin(pool_id, len(item_ids), metadata=metadata, overwrite=overwrite)
+        writer = self.begin(
+            pool_id, len(item_ids), metadata=metadata, overwrite=overwrite, shard_rows=shard_rows
+        )
         try:
             writer.write(0, item_ids=list(map(str, item_ids)), arrays=arrays)
             return writer.commit()
@@ -270,15 +354,43 @@ class PoolWriter:
     """Writes rows of one pool version; ``commit`` publishes it, ``abort`` discards it."""
 
     def __init__(
-        self, store: PoolStore, pool_id: str, version: str, num_items: int, metadata: dict[str, str]
+        self,
+        store: PoolStore,
+        pool_id: str,
+        version: str,
+        num_items: int,
+        metadata: dict[str, str],
+        shard_rows: int = 0,
     ) -> None:
         self.store, self.pool_id, self.version = store, pool_id, version
-        self.num_items, self.metadata = num_items, metadata
+        self.num_items, self.metadata, self.shard_rows = num_items, metadata, shard_rows
+        self.shards = shard_ranges(num_items, shard_rows)
         self.dir = store._dir(pool_id, version)
         self._ranges_key = f"{store.prefix}:pool:{{{pool_id}}}:ranges:{version}"
 
     def _array_path(self, name: str) -> Path:
-        return self.dir / f"{name}.npy"
+        """The file of ``name`` (its first shard's in a sharded pool: dtype and width checks)."""
+        return self.dir / (shard_file_name(name, 0) if self.shard_rows else f"{name}.npy")
+
+    def _existing_file(self, name: str) -> Path | None:
+        """A file of ``name`` written by an earlier chunk (any shard), or None."""
+        if not self.shard_rows:
+            path = self.dir / f"{name}.npy"
+            return path if path.exists() else None
+        return next(iter(sorted(self.dir.glob(f"{name}.s*.npy"))), None)
+
+    def _targets(self, name: str, offset: int, n: int) -> list[tuple[Path, int, int, int, int]]:
+        """(file, file rows, rows in the file, rows in the chunk) pieces of ``[offset, +n)``."""
+        if not self.shard_rows:
+            return [(self.dir / f"{name}.npy", self.num_items, offset, 0, n)]
+        out = []
+        for k, (a, b) in enumerate(self.shards):
+            lo, hi = max(a, offset), min(b, offset + n)
+            if lo < hi:
+                out.append(
+                    (self.dir / shard_file_name(name, k), b - a, lo - a, lo - offset, hi - lo)
+                )
+        return out
 
     def done_ranges(self, name: str = "item_ids") -> list[tuple[int, int]]:
         """Row ranges [start, end) already written for ``name`` (sorted)."""
@@ -314,8 +426,8 @@ class PoolWriter:
             arr = np.asarray(array)
             if arr.dtype.name not in _SUPPORTED:
                 raise InvalidArgument(f"array {shown(name)}: dtype {arr.dtype} not supported")
-            path = self._array_path(name)
-            if path.exists():
+            path = self._existing_file(name)
+            if path is not None:
                 existing = np.load(path, mmap_mode="r")
                 if existing.dtype != arr.dtype or existing.shape[1:] != arr.shape[1:]:
                     raise InvalidArgument(
@@ -325,16 +437,16 @@ class PoolWriter:
                     )
             prepared[name] = arr
         for name, arr in prepared.items():
-            path = self._array_path(name)
-            if path.exists():
-                out = np.load(path, mmap_mode="r+")
-            else:
-                out = np.lib.format.open_memmap(
-                    path, mode="w+", dtype=arr.dtype, shape=(self.num_items, *arr.shape[1:])
-                )
-            out[offset : offset + n] = arr
-            out.flush()
-            del out
+            for path, rows, at, src, count in self._targets(name, offset, n):
+                if path.exists():
+                    out = np.load(path, mmap_mode="r+")
+                else:
+                    out = np.lib.format.open_memmap(
+                        path, mode="w+", dtype=arr.dtype, shape=(rows, *arr.shape[1:])
+                    )
+                out[at : at + count] = arr[src : src + count]
+                out.flush()
+                del out
             self.store.redis.sadd(f"{self._ranges_key}:{name}", f"{offset}:{offset + n}")
         if item_ids is not None:
             np.save(self.dir / f"ids-{offset:012d}.npy", np.asarray(item_ids, dtype=str))
@@ -359,9 +471,11 @@ class PoolWriter:
     def commit(self) -> PoolMeta:
         """Check coverage and unique ids, then publish this version (replacing any older one)."""
         names = sorted(
-            p.stem
-            for p in self.dir.glob("*.npy")
-            if not p.stem.startswith("ids-") and p.stem != "item_ids"
+            {
+                p.name.split(".")[0]
+                for p in self.dir.glob("*.npy")
+                if not p.stem.startswith("ids-") and p.stem != "item_ids"
+            }
         )
         id_files = sorted(self.dir.glob("ids-*.npy"))
         if id_files:
@@ -386,9 +500,25 @@ class PoolWriter:
         arrays = {}
         for name in names:
             arr = np.load(self._array_path(name), mmap_mode="r")
-            arrays[name] = ArrayMeta(dtype=arr.dtype.name, shape=list(arr.shape))
+            arrays[name] = ArrayMeta(dtype=arr.dtype.name, shape=[self.num_items, *arr.shape[1:]])
+        files = ["item_ids.npy"]
+        for name in names:
+            files += [p.name for p, *_ in self._targets(name, 0, self.num_items)]
+        if self.shard_rows:
+            manifest = {
+                "layout": "sharded",
+                "num_items": self.num_items,
+                "shard_rows": self.shard_rows,
+                "shards": [
+                    {"start": a, "stop": b, "files": {n: shard_file_name(n, k) for n in names}}
+                    for k, (a, b) in enumerate(self.shards)
+                ],
+                "arrays": {n: asdict(m) for n, m in arrays.items()},
+            }
+            (self.dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+            files.append(MANIFEST)
         if self.store.remote is not None:  # all files up before Redis names the version
-            self.store.remote.upload(self.dir, self.pool_id, self.version, names)
+            self.store.remote.upload(self.dir, self.pool_id, self.version, files)
             (self.dir / COMPLETE_MARKER).touch()
         meta = PoolMeta(
             pool_id=self.pool_id,
@@ -398,6 +528,7 @@ class PoolWriter:
             metadata=dict(self.metadata),
             created_unix=time.time(),
             complete=True,
+            shard_rows=self.shard_rows,
         )
         store, key = self.store, self.store._meta_key(self.pool_id)
         old_version = None

@@ -69,15 +69,15 @@ class RemoteFiles:
                 f"object storage did not answer while {what} ({type(exc).__name__}); retry"
             ) from exc
 
-    def upload(self, local_dir: Path, pool_id: str, version: str, names: list[str]) -> None:
-        """Copy ``<name>.npy`` for each name (and the item ids) of one version up."""
+    def upload(self, local_dir: Path, pool_id: str, version: str, files: list[str]) -> None:
+        """Copy the named files of one local version folder up."""
         target = self._version(pool_id, version)
-        for name in ["item_ids", *names]:
+        for name in files:
             self._call(
                 f"uploading pool {pool_id}",
                 self.fs.put_file,
-                str(local_dir / f"{name}.npy"),
-                f"{target}/{name}.npy",
+                str(local_dir / name),
+                f"{target}/{name}",
             )
 
     def fetch(self, pool_id: str, version: str, local_dir: Path) -> Path:
@@ -99,7 +99,7 @@ class RemoteFiles:
         try:
             for remote in listed:
                 name = str(remote).rstrip("/").rsplit("/", 1)[-1]
-                if name.endswith(".npy"):
+                if name.endswith((".npy", ".json")):
                     self._call(
                         f"downloading pool {pool_id}", self.fs.get_file, remote, str(tmp / name)
                     )
