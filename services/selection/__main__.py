@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import faiss
 from activekd_services.selection.servicer import SelectionServicer
 
+from activekd.distributed.pool_select import ShardedSelector
 from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
 from activekd.server.stores import open_pool_store
@@ -14,15 +16,28 @@ from activekd.state.redis_conn import connect
 from activekd.state.selections import SelectionLog
 from activekd.v1 import selection_pb2, selection_pb2_grpc
 
+log = logging.getLogger("activekd.selection.service")
+
 
 async def build(config: ServerConfig) -> Service:
     client = connect(config.redis_url)
     client.ping()
     if config.threads > 0:
         faiss.omp_set_num_threads(config.threads)
-    servicer = SelectionServicer(open_pool_store(config, client), SelectionLog(client), config)
+    sharded = None
+    if config.ray_address:  # pcoreset/coreset over sharded pools in Ray actors
+        sharded = ShardedSelector(config.ray_address, cpus_per_shard=config.ray_cpus_per_shard)
+        sharded.connect()
+        log.info(
+            "k-center over sharded pools runs on Ray",
+            extra={"ray_address": config.ray_address.split("@")[-1]},
+        )
+    store = open_pool_store(config, client)
+    servicer = SelectionServicer(store, SelectionLog(client), config, sharded)
 
     async def close() -> None:
+        if sharded is not None:
+            sharded.close()
         client.close()
 
     return grpc_service(

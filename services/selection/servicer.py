@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 
 from activekd import selection
+from activekd.distributed.pool_select import ShardedRequest, ShardedSelector
 from activekd.errors import InvalidArgument
 from activekd.server import metrics
 from activekd.server.config import ServerConfig
@@ -43,8 +44,14 @@ def _params_hash(request: Request) -> str:
 class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
     """Adapts SelectionService to the library; holds no state of its own beyond its clients."""
 
-    def __init__(self, store: PoolStore, log: SelectionLog, config: ServerConfig) -> None:
-        self.store, self.log, self.config = store, log, config
+    def __init__(
+        self,
+        store: PoolStore,
+        log: SelectionLog,
+        config: ServerConfig,
+        sharded: ShardedSelector | None = None,
+    ) -> None:
+        self.store, self.log, self.config, self.sharded = store, log, config, sharded
 
     def _pool(self, request: Request) -> PoolArrays:
         which = request.WhichOneof("pool")
@@ -94,9 +101,48 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
             )
         return np.asarray(feats[rows])
 
+    def _select_sharded(
+        self, request: Request, earlier: set[str]
+    ) -> tuple[selection.SelectionResult, np.ndarray] | None:
+        """k-center over a sharded pool's files on Ray, when configured and it applies."""
+        if self.sharded is None or request.WhichOneof("pool") != "pool_ref":
+            return None
+        ref, opts = request.pool_ref, request.options
+        plain = (
+            not opts.strategy_params
+            and ref.features_pool_id in ("", ref.pool_id)
+            and (opts.device or self.config.device) in ("auto", "cpu")
+        )
+        if not self.sharded.applies(self.store, ref.pool_id, request.strategy, plain=plain):
+            return None
+        ids = PoolArrays(None, None, self.store.item_ids(ref.pool_id), self.store, ref.pool_id)
+        array = ref.probs_array or "probs"
+        if request.strategy == "coreset":
+            array = ref.features_array or "features"
+        res = self.sharded.select(
+            self.store,
+            ShardedRequest(
+                ref.pool_id,
+                request.strategy,
+                request.budget,
+                array,
+                labeled=ids.rows_for(request.labeled_item_ids, "labeled_item_ids"),
+                exclude=ids.rows_present(earlier),
+                prune=not opts.disable_pruning,
+            ),
+        )
+        return res, ids.item_ids
+
     def _select(
         self, request: Request, earlier: set[str]
     ) -> tuple[selection.SelectionResult, np.ndarray]:
+        sharded = self._select_sharded(request, earlier)
+        if sharded is not None:
+            res, item_ids = sharded
+            metrics.observe_selection(
+                request.strategy, len(item_ids), res.elapsed_seconds, len(res.indices)
+            )
+            return sharded
         pool = self._pool(request)
         opts = request.options
         res = selection.select_batch(

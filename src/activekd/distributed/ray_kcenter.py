@@ -7,8 +7,9 @@ its shard plus O(shard rows) bookkeeping. The file must be readable at the same 
 node (a shared volume; object storage is the pool store's job).
 
 Ray's token authentication stays on: :class:`RayCluster` starts a local instance with
-``RAY_AUTH_MODE=token`` and a private token file it creates (0600) when Ray is not imported yet
-(Ray reads these variables at import); otherwise with Ray's own default for local clusters
+``RAY_AUTH_MODE=token`` and a private token file (0600, one per process, kept while it lives)
+when Ray is not imported yet (Ray reads these variables at import, so later local instances in
+the same process reuse that file); otherwise with Ray's own default for local clusters
 (token auth on since Ray 2.59, token in ``~/.ray/auth_token``), and it refuses to run when the
 instance came up without token auth. ``address`` connects to a cluster with the token the
 environment gives (``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``).
@@ -16,14 +17,17 @@ environment gives (``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``).
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -47,6 +51,23 @@ def _ray() -> Any:
     return ray
 
 
+#: the token file this process made for Ray (Ray reads RAY_AUTH_TOKEN_PATH once, at import, so
+#: the file lives as long as the process and every later local instance reuses it)
+_PROCESS_TOKEN: list[Path] = []
+
+
+def _process_token() -> Path:
+    """The private (0600) token file of this process's local Ray instances, made once."""
+    if not _PROCESS_TOKEN:
+        folder = Path(tempfile.mkdtemp(prefix="akd-ray-token-"))
+        atexit.register(shutil.rmtree, folder, True)
+        token = folder / "token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        _PROCESS_TOKEN.append(token)
+    return _PROCESS_TOKEN[0]
+
+
 class RayCluster:
     """A Ray connection with token auth: ``address=None`` starts a local instance (``num_cpus``)
     in a private temp dir; otherwise connects to ``address`` (e.g. ``ray://head:10001``)."""
@@ -54,21 +75,17 @@ class RayCluster:
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None) -> None:
         self.address, self.num_cpus = address, num_cpus
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._saved: dict[str, str | None] = {}
-
-    def _set_env(self, name: str, value: str) -> None:
-        self._saved.setdefault(name, os.environ.get(name))
-        os.environ[name] = value
 
     def start(self) -> RayCluster:
         if self.address is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="akd-ray-")
-            if "ray" not in sys.modules:  # Ray reads its auth settings at import
-                token = Path(self._tmp.name) / "token"
-                token.write_text(secrets.token_hex(32))
-                token.chmod(0o600)
-                self._set_env("RAY_AUTH_MODE", "token")
-                self._set_env("RAY_AUTH_TOKEN_PATH", str(token))
+            ours = bool(_PROCESS_TOKEN) and os.environ.get("RAY_AUTH_TOKEN_PATH") == str(
+                _PROCESS_TOKEN[0]
+            )
+            if "ray" not in sys.modules or ours:  # Ray reads its auth settings at import
+                # set for the process's lifetime: a Ray imported with them keeps using them
+                os.environ["RAY_AUTH_MODE"] = "token"
+                os.environ["RAY_AUTH_TOKEN_PATH"] = str(_process_token())
             ray = _ray()
             ray.init(
                 num_cpus=self.num_cpus,
@@ -90,13 +107,7 @@ class RayCluster:
         return self
 
     def stop(self) -> None:
-        _ray().shutdown()
-        for name, value in self._saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        self._saved.clear()
+        _ray().shutdown()  # the token settings stay: Ray read them at import
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -112,6 +123,8 @@ class ShardActor:
     """A :class:`LocalWorker` over rows of the memory-mapped pool file (run as a Ray actor)."""
 
     def __init__(self, path: str, spec: ShardSpec) -> None:
+        """``path``: the whole pool's ``.npy`` file, or (``spec.file_offset`` set) a shard file
+        holding rows from ``spec.file_offset``."""
         self.base_rss = self.rss_bytes()  # the interpreter and libraries, before any pool row
         self.worker = LocalWorker(np.load(path, mmap_mode="r"), spec)
 
@@ -135,6 +148,87 @@ class ShardActor:
 
 #: (actor handles, their [a, b) row bounds, the sorted initial centres, (rows, width, dtype))
 ShardActors = tuple[list[Any], list[tuple[int, int]], np.ndarray, tuple[int, int, np.dtype]]
+
+
+class ShardFileRef(Protocol):
+    """A file holding rows ``[start, stop)`` of a pool (``activekd.store.ShardFile``)."""
+
+    @property
+    def start(self) -> int: ...
+    @property
+    def stop(self) -> int: ...
+    @property
+    def path(self) -> Path: ...
+
+
+def start_file_shard_actors(
+    shards: Sequence[ShardFileRef],
+    budget: int,
+    *,
+    centres: Sequence[int] | np.ndarray | None = None,
+    normalize: bool = False,
+    prune: bool = True,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    cpus_per_worker: float = 1.0,
+) -> ShardActors:
+    """One actor per shard file of a stored sharded pool (``PoolStore.open_shards``), each
+    memory-mapping its file alone; same return as :func:`start_shard_actors`."""
+    ray = _ray()
+    shards = sorted(shards, key=lambda s: s.start)
+    if (
+        not shards
+        or shards[0].start != 0
+        or any(a.stop != b.start for a, b in itertools.pairwise(shards))
+    ):
+        raise ValueError("the shard files must cover rows 0..n in order, without gaps")
+    first = np.load(str(shards[0].path), mmap_mode="r")
+    n, d, cd = int(shards[-1].stop), int(first.shape[1]), compute_dtype(first.dtype)
+    del first
+    initial = np.unique(np.asarray(centres if centres is not None else [], dtype=np.int64))
+    actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(ShardActor)
+    actors = [
+        actor_cls.remote(
+            str(s.path),
+            ShardSpec(
+                s.start,
+                s.stop,
+                initial,
+                len(initial) + budget,
+                normalize=normalize,
+                prune=prune,
+                chunk_bytes=chunk_bytes,
+                file_offset=s.start,
+            ),
+        )
+        for s in shards
+    ]
+    return actors, [(s.start, s.stop) for s in shards], initial, (n, d, cd)
+
+
+def kcenter_on_ray_files(
+    shards: Sequence[ShardFileRef],
+    budget: int,
+    *,
+    centres: Sequence[int] | np.ndarray | None = None,
+    progress: ProgressFn | None = None,
+    **options: Any,
+) -> SelectionResult:
+    """:func:`kcenter_on_ray` over the shard files of a stored sharded pool, one actor each:
+    the picks and scores of ``kcenter_greedy`` on the joined pool, whatever the shard size
+    (the pool mean is summed over the single-process chunk grid). ``options`` as for
+    :func:`start_file_shard_actors`."""
+    chunk_bytes = int(options.get("chunk_bytes", DEFAULT_CHUNK_BYTES))
+    started = start_file_shard_actors(shards, budget, centres=centres, **options)
+    _, _, _, (_, d, cd) = started
+    return kcenter_on_ray(
+        "",
+        budget,
+        len(started[0]),
+        progress=progress,
+        actors=started,
+        grid=chunk_rows(d, cd, chunk_bytes),
+        own=True,
+    )
 
 
 def start_shard_actors(
@@ -184,6 +278,8 @@ def kcenter_on_ray(
     centres: Sequence[int] | np.ndarray | None = None,
     progress: ProgressFn | None = None,
     actors: ShardActors | None = None,
+    grid: int = 0,
+    own: bool | None = None,
     **options: Any,
 ) -> SelectionResult:
     """``budget`` greedy k-center picks over the ``.npy`` pool at ``path`` split into
@@ -194,11 +290,12 @@ def kcenter_on_ray(
     :func:`start_shard_actors`. ``actors``: reuse what it returned (the caller kills them); else
     they are started and killed here. Stats add ``setup_seconds``, ``worker_rss_bytes_max`` and
     ``worker_data_bytes_max`` (the most resident memory an actor added after it started: its
-    shard's pages and the k-center state).
+    shard's pages and the k-center state). ``grid``: see :func:`kcenter_over_shards`; ``own``:
+    kill the actors at the end (default: when started here).
     """
     ray = _ray()
     t0 = time.perf_counter()
-    own = actors is None
+    own = actors is None if own is None else own
     started = actors or start_shard_actors(path, workers, budget, centres=centres, **options)
     handles, bounds, initial, (n, d, cd) = started
     try:
@@ -212,7 +309,7 @@ def kcenter_on_ray(
             return np.asarray(ray.get(handles[w].call.remote("gather", rows)))
 
         res = kcenter_over_shards(
-            call_all, owners_of(bounds), gather, n, d, cd, budget, initial, progress
+            call_all, owners_of(bounds), gather, n, d, cd, budget, initial, progress, grid=grid
         )
         mem = ray.get([h.memory.remote() for h in handles])
     finally:
@@ -226,4 +323,12 @@ def kcenter_on_ray(
     return res
 
 
-__all__ = ["RayCluster", "ShardActor", "kcenter_on_ray", "start_shard_actors"]
+__all__ = [
+    "RayCluster",
+    "ShardActor",
+    "ShardFileRef",
+    "kcenter_on_ray",
+    "kcenter_on_ray_files",
+    "start_file_shard_actors",
+    "start_shard_actors",
+]

@@ -63,6 +63,7 @@ class KCenterWorker(Protocol):
 
     def gather(self, rows: np.ndarray) -> np.ndarray: ...
     def chunk_sums(self) -> np.ndarray: ...
+    def grid_chunk_sums(self, grid: int, n: int) -> tuple[int, np.ndarray]: ...
     def seed(self, centres: np.ndarray) -> Best: ...
     def farthest_from(self, v: np.ndarray) -> Best: ...
     def seed_one(self, xv: np.ndarray, taken_row: int) -> Best: ...
@@ -84,6 +85,8 @@ class ShardSpec:
     device: str = "cpu"
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     prune_margin: float | None = None
+    #: the global row of ``x``'s first row (a shard file of a sharded pool holds rows from here)
+    file_offset: int = 0
 
 
 class LocalWorker:
@@ -91,8 +94,11 @@ class LocalWorker:
 
     def __init__(self, x: np.ndarray, spec: ShardSpec) -> None:
         self.a = spec.start
+        off = spec.file_offset
         self.pool = PoolView(
-            x[spec.start : spec.stop], normalize=spec.normalize, chunk_bytes=spec.chunk_bytes
+            x[spec.start - off : spec.stop - off],
+            normalize=spec.normalize,
+            chunk_bytes=spec.chunk_bytes,
         )
         self.kernel = make_kernel(self.pool, spec.backend, spec.device)
         init = spec.initial[(spec.initial >= spec.start) & (spec.initial < spec.stop)] - spec.start
@@ -128,6 +134,21 @@ class LocalWorker:
     def chunk_sums(self) -> np.ndarray:
         """float64 sums of this shard's rows, one per chunk (``PoolView.chunk_sums``)."""
         return self.pool.chunk_sums()
+
+    def grid_chunk_sums(self, grid: int, n: int) -> tuple[int, np.ndarray]:
+        """(first chunk, sums) of the chunks of the whole pool's grid (``grid`` rows each, ``n``
+        rows in all) that lie wholly in this shard, summed as ``PoolView.chunk_sums`` does."""
+        a, b = self.a, self.a + self.pool.n
+        first, sums = -(-a // grid), []
+        for c in range(first, -(-n // grid)):
+            lo, hi = c * grid, min(n, (c + 1) * grid)
+            if hi > b:
+                break
+            sums.append(
+                self.gather(np.arange(lo, hi, dtype=np.int64)).sum(axis=0, dtype=np.float64)
+            )
+        width = self.pool.d
+        return first, np.asarray(sums, dtype=np.float64).reshape(len(sums), width)
 
     def seed(self, centres: np.ndarray) -> Best:
         t = time.perf_counter()
@@ -184,6 +205,28 @@ def _argmax(answers: Sequence[Best]) -> Best:
     return best
 
 
+def _grid_mean(
+    call_all: CallAll,
+    owners: Callable[[np.ndarray], list[tuple[int, np.ndarray]]],
+    gather: Callable[[int, np.ndarray], np.ndarray],
+    n: int,
+    d: int,
+    cd: np.dtype,
+    grid: int,
+) -> np.ndarray:
+    """The pool mean over the single-process chunk grid, whatever the workers' bounds."""
+    sums = np.zeros((-(-n // grid), d), dtype=np.float64)
+    done = np.zeros(len(sums), dtype=bool)
+    for first, part in call_all("grid_chunk_sums", (grid, n)):
+        sums[first : first + len(part)] = part
+        done[first : first + len(part)] = True
+    for c in np.flatnonzero(~done).tolist():  # cut by a shard bound: its rows, in row order
+        rows = np.arange(c * grid, min(n, (c + 1) * grid), dtype=np.int64)
+        block = np.concatenate([gather(w, r) for w, r in owners(rows)])
+        sums[c] = block.sum(axis=0, dtype=np.float64)
+    return mean_of_chunk_sums(sums, n, cd)
+
+
 def kcenter_over_shards(
     call_all: CallAll,
     owners: Callable[[np.ndarray], list[tuple[int, np.ndarray]]],
@@ -194,8 +237,15 @@ def kcenter_over_shards(
     budget: int,
     initial: np.ndarray,
     progress: ProgressFn | None = None,
+    *,
+    grid: int = 0,
 ) -> SelectionResult:
     """The coordinator: ``budget`` greedy picks over the workers behind ``call_all``.
+
+    ``grid``: the chunk rows of the single-process engine, given when the workers' bounds may
+    not be multiples of it (the shard files of a stored sharded pool); the pool mean (no initial
+    centre) is then summed over that grid, chunks cut by a shard bound gathered here, so it
+    stays bitwise that of ``PoolView.mean``.
 
     ``owners(rows)`` splits sorted global rows into (worker index, rows) in worker order and
     ``gather(worker, rows)`` fetches their vectors; ``initial`` are the sorted unique initial
@@ -220,7 +270,10 @@ def kcenter_over_shards(
         answers = call_all("seed", (centres,))
         done = 0
     else:  # the pool mean, summed over the same chunks in the same order as PoolView.mean
-        mean = mean_of_chunk_sums(np.concatenate(call_all("chunk_sums", ())), n, cd)
+        if grid:
+            mean = _grid_mean(call_all, owners, gather, n, d, cd, grid)
+        else:
+            mean = mean_of_chunk_sums(np.concatenate(call_all("chunk_sums", ())), n, cd)
         d2m, row, xv, _ = _argmax(call_all("farthest_from", (mean,)))
         picks[0], scores[0] = row, float(np.sqrt(max(d2m, 0.0)))
         answers = call_all("seed_one", (xv, row))
@@ -274,12 +327,18 @@ def kcenter_sharded_local(
     backend: str = "auto",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: ProgressFn | None = None,
+    bounds: Sequence[tuple[int, int]] | None = None,
 ) -> SelectionResult:
     """:func:`kcenter_over_shards` with ``shards`` :class:`LocalWorker` s in this process: the
-    same picks as ``kcenter_greedy(x, budget, centres=centres, ...)`` (CPU)."""
+    same picks as ``kcenter_greedy(x, budget, centres=centres, ...)`` (CPU). ``bounds``: the
+    shards' [a, b) rows instead (any split, e.g. a stored pool's shard files; ``shards``
+    ignored), the pool mean then summed over the single-process chunk grid."""
     n, d = int(x.shape[0]), int(x.shape[1])
     cd = compute_dtype(x.dtype)
-    bounds = shard_bounds(n, shards, align=chunk_rows(d, cd, chunk_bytes))
+    grid = chunk_rows(d, cd, chunk_bytes)
+    if bounds is None:
+        bounds, grid = shard_bounds(n, shards, align=grid), 0
+    bounds = list(bounds)
     initial = np.unique(np.asarray(centres if centres is not None else [], dtype=np.int64))
     specs = [
         ShardSpec(
@@ -306,6 +365,7 @@ def kcenter_sharded_local(
             budget,
             initial,
             progress,
+            grid=grid,
         )
     finally:
         for w in workers:

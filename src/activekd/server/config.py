@@ -36,6 +36,11 @@ class ServerConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     device: str = "auto"
     threads: int = 0
+    #: selection: Ray cluster for pcoreset/coreset over sharded pools ("" off, "local" a private
+    #: local instance, or ray://head:10001); docs/scale-out.md
+    ray_address: str = ""
+    #: selection: CPUs each shard actor reserves on the Ray cluster
+    ray_cpus_per_shard: float = 1.0
     #: glibc malloc mmap threshold in bytes, fixed at start (server/allocator.py); 0 = glibc's
     #: dynamic default. Default per service: ``allocator.SERVICE_DEFAULTS`` (selection 128 KiB)
     malloc_mmap_threshold: int = 0

@@ -1,0 +1,116 @@
+"""SelectBatch over a stored sharded pool (``PoolStore.begin(..., shard_rows=R)``) on Ray.
+
+The k-center strategies (``pcoreset`` on the probabilities, ``coreset`` on L2-normalised
+features) run with one Ray actor per shard file, each memory-mapping its file alone, so no
+process holds the whole pool: the picks and scores are those of ``select_batch`` on the joined
+pool (tests/selection/test_ray_pool_select.py). Every other strategy, and any request this path
+does not cover (strategy parameters, a features pool joined by id, a non-CPU device), reads the
+pool through ``PoolStore.open_array``, which joins the shards in memory, and runs in-process:
+uncertainty and random are row-local and would shard trivially, the others need the whole
+matrix (k-means, kNN graphs) and have no sharded form yet (docs/scale-out.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from activekd.errors import InvalidArgument
+from activekd.selection.result import SelectionResult
+from activekd.selection.validation import validate_budget, validate_indices
+from activekd.store.pool_store import PoolStore
+
+#: strategy -> (the array it reads by default, whether rows are L2-normalised first)
+KCENTER_ON_SHARDS: dict[str, tuple[str, bool]] = {
+    "pcoreset": ("probs", False),
+    "coreset": ("features", True),
+}
+
+
+@dataclass(frozen=True)
+class ShardedRequest:
+    """What a sharded selection needs: the pool, the strategy, the budget and the centres."""
+
+    pool_id: str
+    strategy: str
+    budget: int
+    array: str
+    labeled: np.ndarray
+    exclude: np.ndarray
+    prune: bool = True
+
+
+class ShardedSelector:
+    """Runs :data:`KCENTER_ON_SHARDS` strategies over sharded pools on a Ray cluster, connected
+    on first use: ``address`` ``"local"`` starts a private local instance (token auth on),
+    else ``ray://host:10001`` (the token from ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``)."""
+
+    def __init__(self, address: str, *, cpus_per_shard: float = 1.0) -> None:
+        if not address:
+            raise ValueError("a Ray address is required ('local' or ray://host:port)")
+        self.address, self.cpus_per_shard = address, cpus_per_shard
+        self._cluster: object | None = None
+        self._lock = threading.Lock()
+
+    def applies(self, store: PoolStore, pool_id: str, strategy: str, *, plain: bool) -> bool:
+        """Whether this request runs here: a k-center strategy over a sharded pool, ``plain``
+        meaning no strategy parameters, no joined features pool and a CPU device."""
+        return plain and strategy in KCENTER_ON_SHARDS and store.describe(pool_id).shard_rows > 0
+
+    def connect(self) -> ShardedSelector:
+        """Connect now (the service does at start, from its main thread); idempotent."""
+        with self._lock:
+            if self._cluster is None:
+                from activekd.distributed.ray_kcenter import RayCluster
+
+                address = None if self.address == "local" else self.address
+                self._cluster = RayCluster(address).start()
+        return self
+
+    def close(self) -> None:
+        """Disconnect (and stop a local instance started here)."""
+        with self._lock:
+            cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            cluster.stop()  # type: ignore[attr-defined]
+
+    def select(self, store: PoolStore, req: ShardedRequest) -> SelectionResult:
+        """``req.budget`` k-center picks; labeled and excluded rows are centres, never picked."""
+        meta = store.describe(req.pool_id)
+        if req.array not in meta.arrays:
+            raise InvalidArgument(
+                f"strategy {req.strategy!r} needs array {req.array!r}, which pool "
+                f"{req.pool_id!r} lacks; it has {sorted(meta.arrays) or 'none'}",
+                field="pool_ref",
+            )
+        n = meta.num_items
+        labeled = validate_indices(req.labeled, n, "labeled")
+        exclude = validate_indices(req.exclude, n, "exclude")
+        centres = np.union1d(labeled, exclude).astype(np.int64)
+        if centres.size >= n:
+            raise InvalidArgument(
+                f"all {n} pool rows are labeled or excluded: nothing left to select",
+                field="budget",
+            )
+        budget = validate_budget(req.budget, n - int(centres.size))
+        self.connect()
+        from activekd.distributed.ray_kcenter import kcenter_on_ray_files
+
+        shards: Sequence[object] = store.open_shards(req.pool_id, req.array)
+        res = kcenter_on_ray_files(
+            shards,  # type: ignore[arg-type]
+            budget,
+            centres=centres,
+            normalize=KCENTER_ON_SHARDS[req.strategy][1],
+            prune=req.prune,
+            cpus_per_worker=self.cpus_per_shard,
+        )
+        res.strategy = req.strategy
+        res.elapsed_seconds = res.stats.get("elapsed_seconds", 0.0) + res.stats["setup_seconds"]
+        return res
+
+
+__all__ = ["KCENTER_ON_SHARDS", "ShardedRequest", "ShardedSelector"]

@@ -1,0 +1,137 @@
+"""SelectBatch over a stored sharded pool on a real local Ray instance (token auth on): one actor
+per shard file, picks and scores equal to ``select_batch`` on the joined pool, in the library and
+through a selection service that joins the running cluster with the token, as a deployment does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from activekd.distributed.pool_select import ShardedRequest, ShardedSelector
+from activekd.distributed.ray_kcenter import RayCluster, kcenter_on_ray_files
+from activekd.errors import InvalidArgument
+from activekd.selection import select_batch
+from activekd.store import PoolStore
+from tests.procs import RedisProcess, ServiceProcess
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RayCluster]:
+    imported_before = "ray" in sys.modules
+    with RayCluster(num_cpus=2) as c:
+        assert os.environ["RAY_AUTH_MODE"] == "token"
+        if not imported_before:
+            assert Path(os.environ["RAY_AUTH_TOKEN_PATH"]).stat().st_mode & 0o077 == 0
+        yield c
+
+
+def _pool(n: int = 3000, seed: int = 5) -> tuple[list[str], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(9, 0.4), size=n).astype(np.float32)
+    feats = rng.normal(size=(n, 16)).astype(np.float16)
+    return [f"it-{i:05d}" for i in range(n)], probs, feats
+
+
+@pytest.mark.parametrize("shard_rows", [1000, 777])
+def test_shard_files_on_ray_equal_select_batch(
+    cluster: RayCluster, pool_store: PoolStore, shard_rows: int
+) -> None:
+    """Shard sizes that are and are not a multiple of anything the engine uses (777: every
+    bound cuts a chunk), with labeled rows and from the pool mean (no labeled row)."""
+    ids, probs, _ = _pool()
+    pool_store.put("ray/p", ids, {"probs": probs}, shard_rows=shard_rows)
+    shards = pool_store.open_shards("ray/p", "probs")
+    assert len(shards) == -(-3000 // shard_rows)
+    labeled = np.random.default_rng(1).choice(3000, 20, replace=False)
+    for lab in (labeled, np.array([], dtype=np.int64)):
+        want = select_batch("pcoreset", 30, probs=probs, labeled=lab)
+        got = kcenter_on_ray_files(shards, 30, centres=lab, cpus_per_worker=0.5)
+        assert got.indices.tolist() == want.indices.tolist()
+        np.testing.assert_array_equal(got.scores, want.scores)
+        assert got.backend == f"ray:{len(shards)}"
+
+
+def test_selector_runs_pcoreset_and_coreset_over_shards(
+    cluster: RayCluster, pool_store: PoolStore
+) -> None:
+    ids, probs, feats = _pool(n=2000, seed=8)
+    pool_store.put("ray/q", ids, {"probs": probs, "features": feats}, shard_rows=600)
+    sel = ShardedSelector("unused://not-connected", cpus_per_shard=0.5)
+    sel._cluster = cluster  # the module's cluster is already connected
+    assert sel.applies(pool_store, "ray/q", "pcoreset", plain=True)
+    assert not sel.applies(pool_store, "ray/q", "pcoreset", plain=False)
+    assert not sel.applies(pool_store, "ray/q", "margin", plain=True)
+    labeled, exclude = np.arange(0, 2000, 97), np.arange(5, 2000, 131)
+    for strategy, array in (("pcoreset", "probs"), ("coreset", "features")):
+        got = sel.select(pool_store, ShardedRequest("ray/q", strategy, 25, array, labeled, exclude))
+        want = select_batch(
+            strategy, 25, probs=probs, features=feats, labeled=labeled, exclude=exclude
+        )
+        assert got.strategy == strategy and got.indices.tolist() == want.indices.tolist()
+        np.testing.assert_array_equal(got.scores, want.scores)
+        assert not set(got.indices.tolist()) & (set(labeled.tolist()) | set(exclude.tolist()))
+    with pytest.raises(InvalidArgument, match=r"budget 1999 must be in 1\.\.1963"):
+        sel.select(pool_store, ShardedRequest("ray/q", "pcoreset", 1999, "probs", labeled, exclude))
+    with pytest.raises(InvalidArgument, match="needs array 'embeddings'"):
+        sel.select(
+            pool_store, ShardedRequest("ray/q", "coreset", 5, "embeddings", labeled, exclude)
+        )
+    sel._cluster = None  # the module fixture stops it
+
+
+def test_select_batch_service_uses_the_sharded_pool_on_ray(
+    cluster: RayCluster, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """A selection service configured with the cluster's address answers SelectBatch on a
+    sharded pool from Ray actors (backend ray:N in its stats path), the same picks as on the
+    one-file copy of the pool, and replays the record within an experiment."""
+    import ray
+
+    from activekd.client import SelectionClient
+    from activekd.state.redis_conn import connect
+
+    ids, probs, _ = _pool(n=2500, seed=11)
+    root = tmp_path / "store"
+    client = connect(redis_server.url)
+    store = PoolStore(root, client)
+    store.put("big/sharded", ids, {"probs": probs}, shard_rows=900)
+    store.put("big/flat", ids, {"probs": probs})
+    address = ray.get_runtime_context().gcs_address
+    env = {"ACTIVEKD_RAY_ADDRESS": address, "ACTIVEKD_RAY_CPUS_PER_SHARD": "0.25"}
+    proc = ServiceProcess("selection", redis_server.url, str(root), env=env).start()
+    try:
+        with SelectionClient(proc.target, timeout=120) as sel:
+            sel.wait_ready(timeout=120)
+            on_ray = sel.select_batch(
+                "pcoreset", 12, pool_id="big/sharded", labeled=ids[:5], experiment_id="e1"
+            )
+            flat = sel.select_batch("pcoreset", 12, pool_id="big/flat", labeled=ids[:5])
+            again = sel.select_batch(
+                "pcoreset",
+                12,
+                pool_id="big/sharded",
+                labeled=ids[:5],
+                experiment_id="e1",
+                request_id=on_ray.request_id,
+            )
+            margin = sel.select_batch("margin", 4, pool_id="big/sharded", labeled=ids[:5])
+        logs = proc.logs()
+    finally:
+        proc.stop()
+        client.close()
+    want = select_batch("pcoreset", 12, probs=probs, labeled=np.arange(5))
+    assert on_ray.item_ids == [ids[i] for i in want.indices]
+    assert flat.item_ids == on_ray.item_ids
+    assert on_ray.stats["shards"] == 3 and "shards" not in flat.stats  # 3 actors vs in-process
+    np.testing.assert_allclose(on_ray.scores, want.scores, rtol=0, atol=1e-6)
+    assert again.replayed and again.item_ids == on_ray.item_ids
+    # margin is not a k-center strategy: it reads the joined shards in the service
+    want_m = select_batch("margin", 4, probs=probs, labeled=np.arange(5))
+    assert margin.item_ids == [ids[i] for i in want_m.indices]
+    assert "k-center over sharded pools runs on Ray" in logs
