@@ -200,7 +200,11 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
                     h = msg.header
                     meta = dict(h.metadata)
                     writer = self.store.begin(
-                        h.pool_id, h.num_items, metadata=meta, overwrite=h.overwrite
+                        h.pool_id,
+                        h.num_items,
+                        metadata=meta,
+                        overwrite=h.overwrite,
+                        shard_rows=h.shard_rows,
                     )
                     continue
                 if writer is None:

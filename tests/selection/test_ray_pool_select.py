@@ -88,8 +88,8 @@ def test_selector_runs_pcoreset_and_coreset_over_shards(
 def test_select_batch_service_uses_the_sharded_pool_on_ray(
     cluster: RayCluster, redis_server: RedisProcess, tmp_path: Path
 ) -> None:
-    """A selection service configured with the cluster's address answers SelectBatch on a
-    sharded pool from Ray actors (backend ray:N in its stats path), the same picks as on the
+    """A selection service configured with the cluster's address answers SelectBatch on a pool
+    uploaded sharded (UploadPool shard_rows) from Ray actors (backend ray:N in its stats path), the same picks as on the
     one-file copy of the pool, and replays the record within an experiment."""
     import ray
 
@@ -100,7 +100,6 @@ def test_select_batch_service_uses_the_sharded_pool_on_ray(
     root = tmp_path / "store"
     client = connect(redis_server.url)
     store = PoolStore(root, client)
-    store.put("big/sharded", ids, {"probs": probs}, shard_rows=900)
     store.put("big/flat", ids, {"probs": probs})
     address = ray.get_runtime_context().gcs_address
     env = {"ACTIVEKD_RAY_ADDRESS": address, "ACTIVEKD_RAY_CPUS_PER_SHARD": "0.25"}
@@ -108,6 +107,10 @@ def test_select_batch_service_uses_the_sharded_pool_on_ray(
     try:
         with SelectionClient(proc.target, timeout=120) as sel:
             sel.wait_ready(timeout=120)
+            info = sel.upload_pool(
+                "big/sharded", item_ids=ids, arrays={"probs": probs}, shard_rows=900
+            )
+            assert info.shard_rows == 900
             on_ray = sel.select_batch(
                 "pcoreset", 12, pool_id="big/sharded", labeled=ids[:5], experiment_id="e1"
             )

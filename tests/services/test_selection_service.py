@@ -220,6 +220,36 @@ def test_bad_requests_get_clear_statuses(
     assert _code(exc) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+def test_sharded_upload_is_described_and_selected_without_ray(client: SelectionClient) -> None:
+    """UploadPool with shard_rows stores the pool in shard files; a service without a Ray
+    address joins them, so every strategy answers as for the one-file pool."""
+    probs, feats, ids = _pool(n=400)
+    arrays = {"probs": probs, "features": feats}
+    info = client.upload_pool(
+        "svc/sharded", item_ids=ids, arrays=arrays, chunk_bytes=3000, shard_rows=150, overwrite=True
+    )
+    assert info.shard_rows == 150 and info.complete
+    assert client.describe_pool("svc/sharded").shard_rows == 150
+    assert {a.name: list(a.shape) for a in info.arrays} == {"probs": [400, 6], "features": [400, 5]}
+    for strategy in ("pcoreset", "coreset", "margin"):
+        got = client.select_batch(strategy, 9, pool_id="svc/sharded", labeled=ids[:4])
+        want = select_batch(strategy, 9, probs=probs, features=feats, labeled=np.arange(4))
+        assert got.rows.tolist() == want.indices.tolist(), strategy
+        assert "shards" not in got.stats  # no Ray address: in-process
+    many = [f"x{i}" for i in range(4400)]
+    for rows, n, needle in ((-3, 400, "shard_rows must be 0"), (1, 4400, "shard_rows >= 2")):
+        with pytest.raises(grpc.RpcError) as exc:
+            client.upload_pool(
+                "svc/sharded-bad",
+                item_ids=many[:n],
+                arrays={"probs": probs[:1].repeat(n, 0)},
+                shard_rows=rows,
+            )
+        assert _code(exc) == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
+        assert needle in exc.value.details(), exc.value.details()
+    assert "svc/sharded-bad" not in [p.pool_id for p in client.list_pools()]
+
+
 def test_rejected_upload_leaves_stored_pool_unchanged(client: SelectionClient) -> None:
     probs, _, ids = _pool(n=40)
     client.upload_pool("svc/keep", item_ids=ids, arrays={"probs": probs}, overwrite=True)

@@ -14,7 +14,7 @@ import redis
 from activekd.errors import FailedPrecondition, InvalidArgument, NotFound
 from activekd.store import PoolStore
 from activekd.store.pool_arrays import PoolArrays
-from activekd.store.pool_store import MANIFEST, shard_file_name, shard_ranges
+from activekd.store.pool_store import MANIFEST, MAX_SHARDS, shard_file_name, shard_ranges
 
 
 def _pool(n: int = 230, c: int = 7, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -122,6 +122,12 @@ def test_bad_settings_and_incomplete_shards_are_clear(pool_store: PoolStore) -> 
     ids, probs, _ = _pool(n=20)
     with pytest.raises(InvalidArgument, match="shard_rows must be 0"):
         pool_store.begin("sharded/x", 20, shard_rows=-1)
+    n = MAX_SHARDS * 3 + 1
+    with pytest.raises(
+        InvalidArgument, match=f"into {n} files; at most {MAX_SHARDS}: use shard_rows >= 4"
+    ):
+        pool_store.begin("sharded/x", n, shard_rows=1)
+    pool_store.begin("sharded/x", n, shard_rows=4).abort()  # 3073 files: allowed
     one = pool_store.put("sharded/one", ids, {"probs": probs}, shard_rows=20)
     assert one.shard_rows == 0, "one shard holding every row is the one-file layout"
     w = pool_store.begin("sharded/x", 20, shard_rows=8)

@@ -90,6 +90,9 @@ class ShardFile:
     path: Path
 
 
+#: The most shard files an array may have (each shard is a file and, on Ray, an actor)
+MAX_SHARDS = 4096
+
 #: The manifest of a sharded version (next to its files)
 MANIFEST = "manifest.json"
 
@@ -281,6 +284,13 @@ class PoolStore:
                 field="shard_rows",
             )
         shard_rows = 0 if shard_rows >= num_items else shard_rows
+        if shard_rows and -(-num_items // shard_rows) > MAX_SHARDS:
+            raise InvalidArgument(
+                f"shard_rows {shard_rows} splits the {num_items} rows into "
+                f"{-(-num_items // shard_rows)} files; at most {MAX_SHARDS}: use shard_rows >= "
+                f"{-(-num_items // MAX_SHARDS)}",
+                field="shard_rows",
+            )
         if self.exists(pool_id) and not overwrite and not resume:
             raise AlreadyExists(f"pool {shown(pool_id)} exists; set overwrite to replace it")
         if resume:

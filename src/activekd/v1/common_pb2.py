@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x63tivekd/v1/common.proto\x12\x0b\x61\x63tivekd.v1\"K\n\x06Tensor\x12$\n\x05\x64type\x18\x01 \x01(\x0e\x32\x15.activekd.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"O\n\x06Timing\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"N\n\tArrayInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05\x64type\x18\x02 \x01(\x0e\x32\x15.activekd.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xe6\x01\n\x08PoolInfo\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x11\n\tnum_items\x18\x02 \x01(\x03\x12&\n\x06\x61rrays\x18\x03 \x03(\x0b\x32\x16.activekd.v1.ArrayInfo\x12\x35\n\x08metadata\x18\x04 \x03(\x0b\x32#.activekd.v1.PoolInfo.MetadataEntry\x12\x14\n\x0c\x63reated_unix\x18\x05 \x01(\x01\x12\x10\n\x08\x63omplete\x18\x06 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xa9\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x02\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x63tivekd/v1/common.proto\x12\x0b\x61\x63tivekd.v1\"K\n\x06Tensor\x12$\n\x05\x64type\x18\x01 \x01(\x0e\x32\x15.activekd.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"O\n\x06Timing\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"N\n\tArrayInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x05\x64type\x18\x02 \x01(\x0e\x32\x15.activekd.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xfa\x01\n\x08PoolInfo\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x11\n\tnum_items\x18\x02 \x01(\x03\x12&\n\x06\x61rrays\x18\x03 \x03(\x0b\x32\x16.activekd.v1.ArrayInfo\x12\x35\n\x08metadata\x18\x04 \x03(\x0b\x32#.activekd.v1.PoolInfo.MetadataEntry\x12\x14\n\x0c\x63reated_unix\x18\x05 \x01(\x01\x12\x10\n\x08\x63omplete\x18\x06 \x01(\x08\x12\x12\n\nshard_rows\x18\x07 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xa9\x01\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT16\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x02\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT64\x10\x03\x12\x13\n\x0f\x44\x41TA_TYPE_INT32\x10\x04\x12\x13\n\x0f\x44\x41TA_TYPE_INT64\x10\x05\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_POOLINFO_METADATAENTRY']._loaded_options = None
   _globals['_POOLINFO_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_DATATYPE']._serialized_start=557
-  _globals['_DATATYPE']._serialized_end=726
+  _globals['_DATATYPE']._serialized_start=577
+  _globals['_DATATYPE']._serialized_end=746
   _globals['_TENSOR']._serialized_start=41
   _globals['_TENSOR']._serialized_end=116
   _globals['_TIMING']._serialized_start=118
@@ -44,7 +44,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ARRAYINFO']._serialized_start=243
   _globals['_ARRAYINFO']._serialized_end=321
   _globals['_POOLINFO']._serialized_start=324
-  _globals['_POOLINFO']._serialized_end=554
-  _globals['_POOLINFO_METADATAENTRY']._serialized_start=507
-  _globals['_POOLINFO_METADATAENTRY']._serialized_end=554
+  _globals['_POOLINFO']._serialized_end=574
+  _globals['_POOLINFO_METADATAENTRY']._serialized_start=527
+  _globals['_POOLINFO_METADATAENTRY']._serialized_end=574
 # @@protoc_insertion_point(module_scope)

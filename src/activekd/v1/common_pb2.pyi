@@ -63,7 +63,7 @@ class ArrayInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PoolInfo(_message.Message):
-    __slots__ = ("pool_id", "num_items", "arrays", "metadata", "created_unix", "complete")
+    __slots__ = ("pool_id", "num_items", "arrays", "metadata", "created_unix", "complete", "shard_rows")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -77,10 +77,12 @@ class PoolInfo(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ROWS_FIELD_NUMBER: _ClassVar[int]
     pool_id: str
     num_items: int
     arrays: _containers.RepeatedCompositeFieldContainer[ArrayInfo]
     metadata: _containers.ScalarMap[str, str]
     created_unix: float
     complete: bool
-    def __init__(self, pool_id: _Optional[str] = ..., num_items: _Optional[int] = ..., arrays: _Optional[_Iterable[_Union[ArrayInfo, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_unix: _Optional[float] = ..., complete: _Optional[bool] = ...) -> None: ...
+    shard_rows: int
+    def __init__(self, pool_id: _Optional[str] = ..., num_items: _Optional[int] = ..., arrays: _Optional[_Iterable[_Union[ArrayInfo, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_unix: _Optional[float] = ..., complete: _Optional[bool] = ..., shard_rows: _Optional[int] = ...) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from activekd.v1 import common_pb2 as activekd_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61\x63tivekd/v1/selection.proto\x12\x0b\x61\x63tivekd.v1\x1a\x18\x61\x63tivekd/v1/common.proto\"i\n\nInlinePool\x12\"\n\x05probs\x18\x01 \x01(\x0b\x32\x13.activekd.v1.Tensor\x12%\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x13.activekd.v1.Tensor\x12\x10\n\x08item_ids\x18\x03 \x03(\t\"g\n\rPoolReference\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x13\n\x0bprobs_array\x18\x02 \x01(\t\x12\x16\n\x0e\x66\x65\x61tures_array\x18\x03 \x01(\t\x12\x18\n\x10\x66\x65\x61tures_pool_id\x18\x04 \x01(\t\"\xcf\x01\n\x10SelectionOptions\x12\x17\n\x0f\x64isable_pruning\x18\x01 \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x0f\n\x07threads\x18\x03 \x01(\x05\x12J\n\x0fstrategy_params\x18\x04 \x03(\x0b\x32\x31.activekd.v1.SelectionOptions.StrategyParamsEntry\x1a\x35\n\x13StrategyParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc0\x02\n\x12SelectBatchRequest\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x0e\n\x06\x62udget\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12.\n\x08pool_ref\x18\x05 \x01(\x0b\x32\x1a.activekd.v1.PoolReferenceH\x00\x12.\n\x0binline_pool\x18\x06 \x01(\x0b\x32\x17.activekd.v1.InlinePoolH\x00\x12\x18\n\x10labeled_item_ids\x18\x07 \x03(\t\x12\x15\n\rexperiment_id\x18\x08 \x01(\t\x12\r\n\x05round\x18\t \x01(\r\x12.\n\x07options\x18\n \x01(\x0b\x32\x1d.activekd.v1.SelectionOptions\x12\x0e\n\x06labels\x18\x0b \x03(\x03\x42\x06\n\x04pool\"\x8c\x02\n\x13SelectBatchResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x0c\n\x04rows\x18\x02 \x03(\x03\x12\x0e\n\x06scores\x18\x03 \x03(\x01\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12#\n\x06timing\x18\x05 \x01(\x0b\x32\x13.activekd.v1.Timing\x12\x10\n\x08replayed\x18\x06 \x01(\x08\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12:\n\x05stats\x18\x08 \x03(\x0b\x32+.activekd.v1.SelectBatchResponse.StatsEntry\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb9\x01\n\x10UploadPoolHeader\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x11\n\tnum_items\x18\x02 \x01(\x03\x12\x11\n\toverwrite\x18\x03 \x01(\x08\x12=\n\x08metadata\x18\x04 \x03(\x0b\x32+.activekd.v1.UploadPoolHeader.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb1\x01\n\x0fUploadPoolChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x38\n\x06\x61rrays\x18\x03 \x03(\x0b\x32(.activekd.v1.UploadPoolChunk.ArraysEntry\x1a\x42\n\x0b\x41rraysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.activekd.v1.Tensor:\x02\x38\x01\"{\n\x11UploadPoolRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.activekd.v1.UploadPoolHeaderH\x00\x12-\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1c.activekd.v1.UploadPoolChunkH\x00\x42\x06\n\x04part\"9\n\x12UploadPoolResponse\x12#\n\x04pool\x18\x01 \x01(\x0b\x32\x15.activekd.v1.PoolInfo\"&\n\x13\x44\x65scribePoolRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\";\n\x14\x44\x65scribePoolResponse\x12#\n\x04pool\x18\x01 \x01(\x0b\x32\x15.activekd.v1.PoolInfo\"9\n\x10ListPoolsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x11ListPoolsResponse\x12$\n\x05pools\x18\x01 \x03(\x0b\x32\x15.activekd.v1.PoolInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x11\x44\x65letePoolRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"%\n\x12\x44\x65letePoolResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x17\n\x15ListStrategiesRequest\"\xde\x01\n\x0cStrategyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x13\n\x0bneeds_probs\x18\x03 \x01(\x08\x12\x16\n\x0eneeds_features\x18\x04 \x01(\x08\x12\x35\n\x06params\x18\x05 \x03(\x0b\x32%.activekd.v1.StrategyInfo.ParamsEntry\x12\x18\n\x10teacher_features\x18\x06 \x01(\x08\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"G\n\x16ListStrategiesResponse\x12-\n\nstrategies\x18\x01 \x03(\x0b\x32\x19.activekd.v1.StrategyInfo\"-\n\x14GetSelectionsRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"~\n\x0fSelectionRecord\x12\r\n\x05round\x18\x01 \x01(\r\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12\x0e\n\x06scores\x18\x05 \x03(\x01\x12\x14\n\x0c\x63reated_unix\x18\x06 \x01(\x01\"F\n\x15GetSelectionsResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.activekd.v1.SelectionRecord2\xd8\x04\n\x10SelectionService\x12P\n\x0bSelectBatch\x12\x1f.activekd.v1.SelectBatchRequest\x1a .activekd.v1.SelectBatchResponse\x12O\n\nUploadPool\x12\x1e.activekd.v1.UploadPoolRequest\x1a\x1f.activekd.v1.UploadPoolResponse(\x01\x12S\n\x0c\x44\x65scribePool\x12 .activekd.v1.DescribePoolRequest\x1a!.activekd.v1.DescribePoolResponse\x12J\n\tListPools\x12\x1d.activekd.v1.ListPoolsRequest\x1a\x1e.activekd.v1.ListPoolsResponse\x12M\n\nDeletePool\x12\x1e.activekd.v1.DeletePoolRequest\x1a\x1f.activekd.v1.DeletePoolResponse\x12Y\n\x0eListStrategies\x12\".activekd.v1.ListStrategiesRequest\x1a#.activekd.v1.ListStrategiesResponse\x12V\n\rGetSelections\x12!.activekd.v1.GetSelectionsRequest\x1a\".activekd.v1.GetSelectionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61\x63tivekd/v1/selection.proto\x12\x0b\x61\x63tivekd.v1\x1a\x18\x61\x63tivekd/v1/common.proto\"i\n\nInlinePool\x12\"\n\x05probs\x18\x01 \x01(\x0b\x32\x13.activekd.v1.Tensor\x12%\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x13.activekd.v1.Tensor\x12\x10\n\x08item_ids\x18\x03 \x03(\t\"g\n\rPoolReference\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x13\n\x0bprobs_array\x18\x02 \x01(\t\x12\x16\n\x0e\x66\x65\x61tures_array\x18\x03 \x01(\t\x12\x18\n\x10\x66\x65\x61tures_pool_id\x18\x04 \x01(\t\"\xcf\x01\n\x10SelectionOptions\x12\x17\n\x0f\x64isable_pruning\x18\x01 \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x0f\n\x07threads\x18\x03 \x01(\x05\x12J\n\x0fstrategy_params\x18\x04 \x03(\x0b\x32\x31.activekd.v1.SelectionOptions.StrategyParamsEntry\x1a\x35\n\x13StrategyParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc0\x02\n\x12SelectBatchRequest\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x0e\n\x06\x62udget\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12.\n\x08pool_ref\x18\x05 \x01(\x0b\x32\x1a.activekd.v1.PoolReferenceH\x00\x12.\n\x0binline_pool\x18\x06 \x01(\x0b\x32\x17.activekd.v1.InlinePoolH\x00\x12\x18\n\x10labeled_item_ids\x18\x07 \x03(\t\x12\x15\n\rexperiment_id\x18\x08 \x01(\t\x12\r\n\x05round\x18\t \x01(\r\x12.\n\x07options\x18\n \x01(\x0b\x32\x1d.activekd.v1.SelectionOptions\x12\x0e\n\x06labels\x18\x0b \x03(\x03\x42\x06\n\x04pool\"\x8c\x02\n\x13SelectBatchResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x0c\n\x04rows\x18\x02 \x03(\x03\x12\x0e\n\x06scores\x18\x03 \x03(\x01\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12#\n\x06timing\x18\x05 \x01(\x0b\x32\x13.activekd.v1.Timing\x12\x10\n\x08replayed\x18\x06 \x01(\x08\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12:\n\x05stats\x18\x08 \x03(\x0b\x32+.activekd.v1.SelectBatchResponse.StatsEntry\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xcd\x01\n\x10UploadPoolHeader\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x11\n\tnum_items\x18\x02 \x01(\x03\x12\x11\n\toverwrite\x18\x03 \x01(\x08\x12=\n\x08metadata\x18\x04 \x03(\x0b\x32+.activekd.v1.UploadPoolHeader.MetadataEntry\x12\x12\n\nshard_rows\x18\x05 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb1\x01\n\x0fUploadPoolChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x38\n\x06\x61rrays\x18\x03 \x03(\x0b\x32(.activekd.v1.UploadPoolChunk.ArraysEntry\x1a\x42\n\x0b\x41rraysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.activekd.v1.Tensor:\x02\x38\x01\"{\n\x11UploadPoolRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.activekd.v1.UploadPoolHeaderH\x00\x12-\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1c.activekd.v1.UploadPoolChunkH\x00\x42\x06\n\x04part\"9\n\x12UploadPoolResponse\x12#\n\x04pool\x18\x01 \x01(\x0b\x32\x15.activekd.v1.PoolInfo\"&\n\x13\x44\x65scribePoolRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\";\n\x14\x44\x65scribePoolResponse\x12#\n\x04pool\x18\x01 \x01(\x0b\x32\x15.activekd.v1.PoolInfo\"9\n\x10ListPoolsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x11ListPoolsResponse\x12$\n\x05pools\x18\x01 \x03(\x0b\x32\x15.activekd.v1.PoolInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x11\x44\x65letePoolRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"%\n\x12\x44\x65letePoolResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x17\n\x15ListStrategiesRequest\"\xde\x01\n\x0cStrategyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x13\n\x0bneeds_probs\x18\x03 \x01(\x08\x12\x16\n\x0eneeds_features\x18\x04 \x01(\x08\x12\x35\n\x06params\x18\x05 \x03(\x0b\x32%.activekd.v1.StrategyInfo.ParamsEntry\x12\x18\n\x10teacher_features\x18\x06 \x01(\x08\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"G\n\x16ListStrategiesResponse\x12-\n\nstrategies\x18\x01 \x03(\x0b\x32\x19.activekd.v1.StrategyInfo\"-\n\x14GetSelectionsRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"~\n\x0fSelectionRecord\x12\r\n\x05round\x18\x01 \x01(\r\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x10\n\x08item_ids\x18\x04 \x03(\t\x12\x0e\n\x06scores\x18\x05 \x03(\x01\x12\x14\n\x0c\x63reated_unix\x18\x06 \x01(\x01\"F\n\x15GetSelectionsResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.activekd.v1.SelectionRecord2\xd8\x04\n\x10SelectionService\x12P\n\x0bSelectBatch\x12\x1f.activekd.v1.SelectBatchRequest\x1a .activekd.v1.SelectBatchResponse\x12O\n\nUploadPool\x12\x1e.activekd.v1.UploadPoolRequest\x1a\x1f.activekd.v1.UploadPoolResponse(\x01\x12S\n\x0c\x44\x65scribePool\x12 .activekd.v1.DescribePoolRequest\x1a!.activekd.v1.DescribePoolResponse\x12J\n\tListPools\x12\x1d.activekd.v1.ListPoolsRequest\x1a\x1e.activekd.v1.ListPoolsResponse\x12M\n\nDeletePool\x12\x1e.activekd.v1.DeletePoolRequest\x1a\x1f.activekd.v1.DeletePoolResponse\x12Y\n\x0eListStrategies\x12\".activekd.v1.ListStrategiesRequest\x1a#.activekd.v1.ListStrategiesResponse\x12V\n\rGetSelections\x12!.activekd.v1.GetSelectionsRequest\x1a\".activekd.v1.GetSelectionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,43 +57,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SELECTBATCHRESPONSE_STATSENTRY']._serialized_start=1040
   _globals['_SELECTBATCHRESPONSE_STATSENTRY']._serialized_end=1084
   _globals['_UPLOADPOOLHEADER']._serialized_start=1087
-  _globals['_UPLOADPOOLHEADER']._serialized_end=1272
-  _globals['_UPLOADPOOLHEADER_METADATAENTRY']._serialized_start=1225
-  _globals['_UPLOADPOOLHEADER_METADATAENTRY']._serialized_end=1272
-  _globals['_UPLOADPOOLCHUNK']._serialized_start=1275
-  _globals['_UPLOADPOOLCHUNK']._serialized_end=1452
-  _globals['_UPLOADPOOLCHUNK_ARRAYSENTRY']._serialized_start=1386
-  _globals['_UPLOADPOOLCHUNK_ARRAYSENTRY']._serialized_end=1452
-  _globals['_UPLOADPOOLREQUEST']._serialized_start=1454
-  _globals['_UPLOADPOOLREQUEST']._serialized_end=1577
-  _globals['_UPLOADPOOLRESPONSE']._serialized_start=1579
-  _globals['_UPLOADPOOLRESPONSE']._serialized_end=1636
-  _globals['_DESCRIBEPOOLREQUEST']._serialized_start=1638
-  _globals['_DESCRIBEPOOLREQUEST']._serialized_end=1676
-  _globals['_DESCRIBEPOOLRESPONSE']._serialized_start=1678
-  _globals['_DESCRIBEPOOLRESPONSE']._serialized_end=1737
-  _globals['_LISTPOOLSREQUEST']._serialized_start=1739
-  _globals['_LISTPOOLSREQUEST']._serialized_end=1796
-  _globals['_LISTPOOLSRESPONSE']._serialized_start=1798
-  _globals['_LISTPOOLSRESPONSE']._serialized_end=1880
-  _globals['_DELETEPOOLREQUEST']._serialized_start=1882
-  _globals['_DELETEPOOLREQUEST']._serialized_end=1918
-  _globals['_DELETEPOOLRESPONSE']._serialized_start=1920
-  _globals['_DELETEPOOLRESPONSE']._serialized_end=1957
-  _globals['_LISTSTRATEGIESREQUEST']._serialized_start=1959
-  _globals['_LISTSTRATEGIESREQUEST']._serialized_end=1982
-  _globals['_STRATEGYINFO']._serialized_start=1985
-  _globals['_STRATEGYINFO']._serialized_end=2207
-  _globals['_STRATEGYINFO_PARAMSENTRY']._serialized_start=2162
-  _globals['_STRATEGYINFO_PARAMSENTRY']._serialized_end=2207
-  _globals['_LISTSTRATEGIESRESPONSE']._serialized_start=2209
-  _globals['_LISTSTRATEGIESRESPONSE']._serialized_end=2280
-  _globals['_GETSELECTIONSREQUEST']._serialized_start=2282
-  _globals['_GETSELECTIONSREQUEST']._serialized_end=2327
-  _globals['_SELECTIONRECORD']._serialized_start=2329
-  _globals['_SELECTIONRECORD']._serialized_end=2455
-  _globals['_GETSELECTIONSRESPONSE']._serialized_start=2457
-  _globals['_GETSELECTIONSRESPONSE']._serialized_end=2527
-  _globals['_SELECTIONSERVICE']._serialized_start=2530
-  _globals['_SELECTIONSERVICE']._serialized_end=3130
+  _globals['_UPLOADPOOLHEADER']._serialized_end=1292
+  _globals['_UPLOADPOOLHEADER_METADATAENTRY']._serialized_start=1245
+  _globals['_UPLOADPOOLHEADER_METADATAENTRY']._serialized_end=1292
+  _globals['_UPLOADPOOLCHUNK']._serialized_start=1295
+  _globals['_UPLOADPOOLCHUNK']._serialized_end=1472
+  _globals['_UPLOADPOOLCHUNK_ARRAYSENTRY']._serialized_start=1406
+  _globals['_UPLOADPOOLCHUNK_ARRAYSENTRY']._serialized_end=1472
+  _globals['_UPLOADPOOLREQUEST']._serialized_start=1474
+  _globals['_UPLOADPOOLREQUEST']._serialized_end=1597
+  _globals['_UPLOADPOOLRESPONSE']._serialized_start=1599
+  _globals['_UPLOADPOOLRESPONSE']._serialized_end=1656
+  _globals['_DESCRIBEPOOLREQUEST']._serialized_start=1658
+  _globals['_DESCRIBEPOOLREQUEST']._serialized_end=1696
+  _globals['_DESCRIBEPOOLRESPONSE']._serialized_start=1698
+  _globals['_DESCRIBEPOOLRESPONSE']._serialized_end=1757
+  _globals['_LISTPOOLSREQUEST']._serialized_start=1759
+  _globals['_LISTPOOLSREQUEST']._serialized_end=1816
+  _globals['_LISTPOOLSRESPONSE']._serialized_start=1818
+  _globals['_LISTPOOLSRESPONSE']._serialized_end=1900
+  _globals['_DELETEPOOLREQUEST']._serialized_start=1902
+  _globals['_DELETEPOOLREQUEST']._serialized_end=1938
+  _globals['_DELETEPOOLRESPONSE']._serialized_start=1940
+  _globals['_DELETEPOOLRESPONSE']._serialized_end=1977
+  _globals['_LISTSTRATEGIESREQUEST']._serialized_start=1979
+  _globals['_LISTSTRATEGIESREQUEST']._serialized_end=2002
+  _globals['_STRATEGYINFO']._serialized_start=2005
+  _globals['_STRATEGYINFO']._serialized_end=2227
+  _globals['_STRATEGYINFO_PARAMSENTRY']._serialized_start=2182
+  _globals['_STRATEGYINFO_PARAMSENTRY']._serialized_end=2227
+  _globals['_LISTSTRATEGIESRESPONSE']._serialized_start=2229
+  _globals['_LISTSTRATEGIESRESPONSE']._serialized_end=2300
+  _globals['_GETSELECTIONSREQUEST']._serialized_start=2302
+  _globals['_GETSELECTIONSREQUEST']._serialized_end=2347
+  _globals['_SELECTIONRECORD']._serialized_start=2349
+  _globals['_SELECTIONRECORD']._serialized_end=2475
+  _globals['_GETSELECTIONSRESPONSE']._serialized_start=2477
+  _globals['_GETSELECTIONSRESPONSE']._serialized_end=2547
+  _globals['_SELECTIONSERVICE']._serialized_start=2550
+  _globals['_SELECTIONSERVICE']._serialized_end=3150
 # @@protoc_insertion_point(module_scope)

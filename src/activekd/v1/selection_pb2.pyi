@@ -102,7 +102,7 @@ class SelectBatchResponse(_message.Message):
     def __init__(self, item_ids: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ..., strategy: _Optional[str] = ..., timing: _Optional[_Union[_common_pb2.Timing, _Mapping]] = ..., replayed: _Optional[bool] = ..., request_id: _Optional[str] = ..., stats: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class UploadPoolHeader(_message.Message):
-    __slots__ = ("pool_id", "num_items", "overwrite", "metadata")
+    __slots__ = ("pool_id", "num_items", "overwrite", "metadata", "shard_rows")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -114,11 +114,13 @@ class UploadPoolHeader(_message.Message):
     NUM_ITEMS_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ROWS_FIELD_NUMBER: _ClassVar[int]
     pool_id: str
     num_items: int
     overwrite: bool
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, pool_id: _Optional[str] = ..., num_items: _Optional[int] = ..., overwrite: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    shard_rows: int
+    def __init__(self, pool_id: _Optional[str] = ..., num_items: _Optional[int] = ..., overwrite: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., shard_rows: _Optional[int] = ...) -> None: ...
 
 class UploadPoolChunk(_message.Message):
     __slots__ = ("offset", "item_ids", "arrays")

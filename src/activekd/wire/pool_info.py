@@ -25,4 +25,5 @@ def pool_info(meta: PoolMeta) -> common_pb2.PoolInfo:
         metadata=meta.metadata,
         created_unix=meta.created_unix,
         complete=meta.complete,
+        shard_rows=meta.shard_rows,
     )

@@ -29,6 +29,8 @@ class PoolInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     created_unix: float = 0.0
     complete: bool = False
+    #: rows per shard file of a sharded pool; 0: one file per array
+    shard_rows: int = 0
 
     @classmethod
     def from_proto(cls, p: common_pb2.PoolInfo) -> PoolInfo:
@@ -36,7 +38,15 @@ class PoolInfo:
             ArrayInfo(a.name, np.dtype(dtype_from_proto(a.dtype)).name, tuple(a.shape))
             for a in p.arrays
         ]
-        return cls(p.pool_id, p.num_items, arrays, dict(p.metadata), p.created_unix, p.complete)
+        return cls(
+            p.pool_id,
+            p.num_items,
+            arrays,
+            dict(p.metadata),
+            p.created_unix,
+            p.complete,
+            int(p.shard_rows),
+        )
 
     def array(self, name: str) -> ArrayInfo:
         """The array called ``name`` (KeyError listing the pool's arrays when there is none)."""

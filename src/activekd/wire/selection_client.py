@@ -146,9 +146,11 @@ class SelectionClient(BaseClient):
         overwrite: bool = False,
         metadata: dict[str, str] | None = None,
         chunk_bytes: int = CHUNK_BYTES,
+        shard_rows: int = 0,
         timeout: float | None = None,
     ) -> PoolInfo:
-        """Client-streaming upload in chunks of about ``chunk_bytes``."""
+        """Client-streaming upload in chunks of about ``chunk_bytes``; ``shard_rows`` > 0 stores
+        the pool sharded in files of that many rows (docs/scale-out.md)."""
         n = len(next(iter(arrays.values()))) if arrays else len(item_ids or [])
         row_bytes = sum(a[:1].nbytes for a in arrays.values()) + 32
         rows_per_chunk = max(1, chunk_bytes // max(row_bytes, 1))
@@ -156,7 +158,11 @@ class SelectionClient(BaseClient):
         def messages() -> Iterator[selection_pb2.UploadPoolRequest]:
             yield selection_pb2.UploadPoolRequest(
                 header=selection_pb2.UploadPoolHeader(
-                    pool_id=pool_id, num_items=n, overwrite=overwrite, metadata=metadata or {}
+                    pool_id=pool_id,
+                    num_items=n,
+                    overwrite=overwrite,
+                    metadata=metadata or {},
+                    shard_rows=shard_rows,
                 )
             )
             for start in range(0, n, rows_per_chunk):
