@@ -435,6 +435,45 @@ def check_score_request(kind: str | None, chunk_size: int) -> str:
     return kind
 
 
+def cached_pool(
+    store: PoolStore, pool_id: str, fingerprint: str, source: ImageSource
+) -> PoolMeta | None:
+    """The complete pool ``pool_id`` when it holds the outputs of the teacher ``fingerprint`` for
+    exactly ``source`` (any layout, whoever scored it: ScorePool or the Ray Data job)."""
+    if not store.exists(pool_id):
+        return None
+    meta = store.describe(pool_id)
+    md = meta.metadata
+    if (
+        meta.complete
+        and "probs" in meta.arrays
+        and meta.num_items == source.total
+        and md.get("teacher_fingerprint") == fingerprint
+        and md.get("source_signature") == source.signature
+    ):
+        return meta
+    return None
+
+
+def teacher_output_metadata(
+    teacher: BaseTeacher, source: ImageSource, dataset: str, **extra: str
+) -> dict[str, str]:
+    """The metadata of a pool of teacher outputs (what :func:`cached_pool` and a resumed write
+    compare); ``extra``: how it was scored (chunk size, features, probs source, scorer)."""
+    ident = teacher.identity
+    return {
+        "kind": "teacher-outputs",
+        "teacher_fingerprint": ident.fingerprint,
+        "teacher_backend": ident.backend,
+        "teacher_model": ident.model,
+        "class_names": json.dumps(list(ident.class_names)),
+        "dataset": dataset,
+        "source": source.description,
+        "source_signature": source.signature,
+        **extra,
+    }
+
+
 class PoolWriterSink:
     """A :class:`~activekd.teacher.scoring.ChunkSink` writing into the pool store: a chunk is held
     when the store recorded its row range for every array it writes (``probs``, ``features`` when
@@ -502,19 +541,7 @@ class PoolScorer:
 
     def cached(self, pool_id: str, fingerprint: str, source: ImageSource) -> PoolMeta | None:
         """The complete pool when it holds this teacher's outputs for exactly this source."""
-        if not self.store.exists(pool_id):
-            return None
-        meta = self.store.describe(pool_id)
-        md = meta.metadata
-        if (
-            meta.complete
-            and "probs" in meta.arrays
-            and meta.num_items == source.total
-            and md.get("teacher_fingerprint") == fingerprint
-            and md.get("source_signature") == source.signature
-        ):
-            return meta
-        return None
+        return cached_pool(self.store, pool_id, fingerprint, source)
 
     def _begin(self, pool_id: str, total: int, metadata: dict[str, str], force: bool) -> PoolWriter:
         writer = self.store.begin(pool_id, total, metadata=metadata, resume=True)
@@ -608,19 +635,14 @@ class PoolScorer:
             return
         cache_file, cached_probs = await self._cache_file_probs(fp, source, pool_id)
         store_features = cached_probs is None and teacher.feature_dim > 0
-        metadata = {
-            "kind": "teacher-outputs",
-            "teacher_fingerprint": fp,
-            "teacher_backend": ident.backend,
-            "teacher_model": ident.model,
-            "class_names": json.dumps(list(ident.class_names)),
-            "dataset": dataset,
-            "source": source.description,
-            "source_signature": source.signature,
-            "chunk_size": str(chunk_size),
-            "features": "true" if store_features else "false",
-            "probs_source": "model" if cached_probs is None else f"precomputed:{cache_file}",
-        }
+        metadata = teacher_output_metadata(
+            teacher,
+            source,
+            dataset,
+            chunk_size=str(chunk_size),
+            features="true" if store_features else "false",
+            probs_source="model" if cached_probs is None else f"precomputed:{cache_file}",
+        )
         writer = await asyncio.to_thread(self._begin, pool_id, total, metadata, force)
 
         def score(start: int, stop: int) -> TeacherOutput:
