@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import fields
+import urllib.parse
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from activekd_services.teacher.servicer import TeacherServicer
@@ -20,7 +22,7 @@ from activekd.errors import ActiveKDError
 from activekd.server import metrics
 from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
-from activekd.server.stores import open_pool_store
+from activekd.server.stores import open_pool_store, storage_options
 from activekd.state.redis_conn import connect
 from activekd.state.teacher_classes import TeacherClassStore
 from activekd.teacher import BatchStats, DynamicBatcher, TeacherConfig, create_teacher, run_batch
@@ -33,7 +35,24 @@ from activekd.v1 import teacher_pb2, teacher_pb2_grpc
 log = logging.getLogger("activekd.teacher.service")
 
 TEACHER_KEYS = tuple(f"teacher_{f.name}" for f in fields(TeacherConfig))
-EXTRA_KEYS = ("max_batch_size", "max_queue_delay_ms", "cache_dir", "score_pause_ms", *TEACHER_KEYS)
+#: ScorePool on a Ray cluster (docs/scale-out.md): the Jobs API URL, the smallest source sent
+#: there, rows per shard, actors, GPUs per actor, and the interpreter the job runs
+RAY_JOBS_KEYS = (
+    "ray_jobs_address",
+    "ray_jobs_min_rows",
+    "ray_jobs_shard_rows",
+    "ray_jobs_concurrency",
+    "ray_jobs_num_gpus",
+    "ray_jobs_python",
+)
+EXTRA_KEYS = (
+    "max_batch_size",
+    "max_queue_delay_ms",
+    "cache_dir",
+    "score_pause_ms",
+    *TEACHER_KEYS,
+    *RAY_JOBS_KEYS,
+)
 
 
 def _number(config: ServerConfig, key: str, default: float, kind: type = float) -> float:
@@ -89,6 +108,44 @@ def teacher_config(config: ServerConfig) -> TeacherConfig:
     return TeacherConfig.from_mapping(values)
 
 
+def ray_offload(config: ServerConfig, tcfg: TeacherConfig) -> Any:
+    """ScorePool's hand-off to a Ray cluster when ``ACTIVEKD_RAY_JOBS_ADDRESS`` is set."""
+    address = config.extra.get("ray_jobs_address", "")
+    if not address:
+        return None
+    from activekd.distributed.ray_jobs import RayJobs, RayScoringOffload
+    from activekd.distributed.ray_scoring import StoreSpec
+
+    redis_url = config.redis_url
+    if urllib.parse.urlsplit(redis_url).password:  # never in a job's command line
+        redis_url = ""  # the cluster's ACTIVEKD_REDIS_URL
+    teacher = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(tcfg).items()} | {
+        "device": "auto"
+    }  # each actor picks its own device (a GPU when it has one)
+    offload = RayScoringOffload(
+        RayJobs(address, python=config.extra.get("ray_jobs_python") or "python"),
+        teacher,
+        StoreSpec(
+            config.store_uri,
+            redis_url,
+            cache_dir=config.store_cache_dir,
+            storage_options=storage_options(config.store_options) or None,
+        ),
+        min_rows=int(_number(config, "ray_jobs_min_rows", 1_000_000, int)),
+        shard_rows=int(_number(config, "ray_jobs_shard_rows", 16384, int)) or 16384,
+        concurrency=max(1, int(_number(config, "ray_jobs_concurrency", 2, int))),
+        num_gpus=_number(config, "ray_jobs_num_gpus", 0.0),
+        data_roots=config.data_roots,
+        source_schemes=config.source_schemes,
+    )
+    log.info(
+        "ScorePool of large sources runs on Ray",
+        extra={"jobs_api": urllib.parse.urlsplit(address).netloc, "min_rows": offload.min_rows,
+               "shard_rows": offload.shard_rows, "actors": offload.concurrency},
+    )  # fmt: skip
+    return offload
+
+
 async def build(config: ServerConfig) -> Service:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -129,6 +186,7 @@ async def build(config: ServerConfig) -> Service:
             backend, dataset, n, 0.0, s
         ),
         policy=source_policy(config, store.root),
+        offload=ray_offload(config, tcfg),
     )
     servicer = TeacherServicer(ClassViews(teacher, TeacherClassStore(client)), batcher, scorer)
 

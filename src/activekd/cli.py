@@ -362,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-prune", action="store_true", help="k-center without exact pruning")
     s.add_argument("--out", metavar="FILE", help="also write the JSON result here")
 
+    _forwarded(
+        sub,
+        "score-on-ray",
+        "score a pool with a teacher as a Ray Data job on a Ray cluster (the 'ray' extra)",
+    )
+
     t = sub.add_parser(
         "teacher",
         help="teacher tools (teacher eval: top-1 of a teacher on a dataset split)",
@@ -399,6 +405,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: l
         return teacher_eval_main(rest)
     if args.cmd == "serve":
         return _cmd_serve(args, rest)
+    if args.cmd == "score-on-ray":
+        from activekd.distributed.score_cli import main as score_main
+
+        return score_main(rest)
     if args.cmd == "demo":
         from activekd.orchestration.demo import demo_main
 

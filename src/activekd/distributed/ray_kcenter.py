@@ -68,13 +68,27 @@ def _process_token() -> Path:
     return _PROCESS_TOKEN[0]
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class RayCluster:
     """A Ray connection with token auth: ``address=None`` starts a local instance (``num_cpus``)
-    in a private temp dir; otherwise connects to ``address`` (e.g. ``ray://head:10001``)."""
+    in a private temp dir; otherwise connects to ``address`` (e.g. ``ray://head:10001``).
+    ``dashboard``: the local instance also serves the dashboard and Jobs API on loopback
+    (``dashboard_url`` once started; token auth covers it too)."""
 
-    def __init__(self, address: str | None = None, *, num_cpus: int | None = None) -> None:
-        self.address, self.num_cpus = address, num_cpus
+    def __init__(
+        self, address: str | None = None, *, num_cpus: int | None = None, dashboard: bool = False
+    ) -> None:
+        self.address, self.num_cpus, self.dashboard = address, num_cpus, dashboard
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        #: ``http://127.0.0.1:PORT`` of the local dashboard / Jobs API ("" when none)
+        self.dashboard_url = ""
 
     def start(self) -> RayCluster:
         if self.address is None:
@@ -87,12 +101,16 @@ class RayCluster:
                 os.environ["RAY_AUTH_MODE"] = "token"
                 os.environ["RAY_AUTH_TOKEN_PATH"] = str(_process_token())
             ray = _ray()
-            ray.init(
+            web = {"dashboard_host": "127.0.0.1", "dashboard_port": _free_port()}
+            ctx = ray.init(
                 num_cpus=self.num_cpus,
-                include_dashboard=False,
+                include_dashboard=self.dashboard,
                 log_to_driver=False,
                 _temp_dir=str(Path(self._tmp.name) / "r"),
+                **(web if self.dashboard else {}),
             )
+            if self.dashboard and ctx.dashboard_url:
+                self.dashboard_url = f"http://{ctx.dashboard_url}"
         else:
             if os.environ.get("RAY_AUTH_MODE", "token") != "token":
                 raise RuntimeError("RAY_AUTH_MODE must be 'token' to connect to a cluster")

@@ -43,10 +43,12 @@ DEFAULT_SHARD_ROWS = 16384
 
 @dataclass(frozen=True)
 class StoreSpec:
-    """How a process reaches the pool store (sent to the actors, which open it themselves)."""
+    """How a process reaches the pool store (sent to the actors, which open it themselves).
+    ``redis_url`` empty: the process's ``ACTIVEKD_REDIS_URL``, so a password never travels in a
+    job's command line."""
 
     root: str
-    redis_url: str
+    redis_url: str = ""
     prefix: str = "akd"
     cache_dir: str = ""
     storage_options: dict[str, Any] | None = None
@@ -54,9 +56,15 @@ class StoreSpec:
     def open(self) -> PoolStore:
         from activekd.state.redis_conn import connect
 
+        url = self.redis_url or os.environ.get("ACTIVEKD_REDIS_URL", "")
+        if not url:
+            raise InvalidArgument(
+                "no Redis URL: give the store's redis_url or set ACTIVEKD_REDIS_URL",
+                field="redis_url",
+            )
         return PoolStore(
             self.root,
-            connect(self.redis_url),
+            connect(url),
             self.prefix,
             cache_dir=self.cache_dir or None,
             storage_options=self.storage_options,

@@ -19,9 +19,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -521,8 +522,28 @@ class PoolWriterSink:
         self._done.add((start, stop))
 
 
+class ScoreOffload(Protocol):
+    """Somewhere else to score large sources (the Ray Data job on a cluster:
+    :class:`activekd.distributed.ray_jobs.RayScoringOffload`)."""
+
+    def wants(self, total: int) -> bool: ...
+
+    def run(
+        self,
+        teacher: BaseTeacher,
+        source: ImageSource,
+        store: PoolStore,
+        *,
+        pool_id: str,
+        dataset: str,
+        force: bool,
+    ) -> AsyncIterator[ScoreUpdate]: ...
+
+
 class PoolScorer:
-    """Runs ScorePool jobs: cache check, resume, chunked compute off the event loop, commit."""
+    """Runs ScorePool jobs: cache check, resume, chunked compute off the event loop, commit.
+    ``offload``: sources it ``wants`` (by row count) are scored there instead, after the cache
+    check; builtin datasets stay here (their teacher cache files make them cheap)."""
 
     def __init__(
         self,
@@ -532,8 +553,10 @@ class PoolScorer:
         pause_s: float = 0.0,
         on_chunk: Callable[[str, str, int, float], None] | None = None,
         policy: SourcePolicy | None = None,
+        offload: ScoreOffload | None = None,
     ) -> None:
         self.store, self.cache_files, self.pause_s = store, cache_files, pause_s
+        self.offload = offload
         #: Where sources may be read from (default: :meth:`SourcePolicy.default` of the store).
         self.policy = policy if policy is not None else SourcePolicy.default(store.root)
         self.on_chunk = on_chunk
@@ -632,6 +655,13 @@ class PoolScorer:
         hit = None if force else await asyncio.to_thread(self.cached, pool_id, fp, source)
         if hit is not None:
             yield ScoreUpdate(total, total, 0, cached=True, meta=hit)
+            return
+        if self.offload is not None and source.builtin is None and self.offload.wants(total):
+            log.info("scoring on the ray cluster", extra={"pool_id": pool_id, "rows": total})
+            async for update in self.offload.run(
+                teacher, source, self.store, pool_id=pool_id, dataset=dataset, force=force
+            ):
+                yield update
             return
         cache_file, cached_probs = await self._cache_file_probs(fp, source, pool_id)
         store_features = cached_probs is None and teacher.feature_dim > 0
