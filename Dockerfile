@@ -32,7 +32,7 @@ ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 # dependency at its pinned version.
 RUN pip install --index-url "${TORCH_CPU_INDEX}" \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
- && pip install -c constraints.txt ".[selection,teacher,trainer,experiment,annotation,s3]" \
+ && pip install -c constraints.txt ".[selection,teacher,trainer,experiment,annotation,s3,ray]" \
  && python -c "import torch, faiss, activekd_services; assert torch.version.cuda is None"
 
 FROM build-base AS build-cuda
@@ -44,7 +44,7 @@ ARG FAISS_GPU_VERSION=1.15.1
 # the host driver (NVIDIA container toolkit). faiss-gpu replaces faiss-cpu (same `faiss` module).
 RUN pip install --index-url "${TORCH_CUDA_INDEX}" --extra-index-url https://pypi.org/simple \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
- && pip install -c constraints.txt ".[selection,teacher,trainer,experiment,annotation,s3]" \
+ && pip install -c constraints.txt ".[selection,teacher,trainer,experiment,annotation,s3,ray]" \
  && pip uninstall -y faiss-cpu \
  && pip install -c constraints.txt "faiss-gpu==${FAISS_GPU_VERSION}" \
  && python -c "import torch, faiss, activekd_services; assert torch.version.cuda"

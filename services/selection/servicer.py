@@ -8,13 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from functools import partial
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 import numpy as np
 
 from activekd import selection
-from activekd.distributed.pool_select import ShardedRequest, ShardedSelector
 from activekd.errors import InvalidArgument
 from activekd.server import metrics
 from activekd.server.config import ServerConfig
@@ -24,6 +23,9 @@ from activekd.store.pool_arrays import PoolArrays, check_chunk
 from activekd.v1 import common_pb2, selection_pb2, selection_pb2_grpc
 from activekd.wire.pool_info import pool_info
 from activekd.wire.tensors import from_proto
+
+if TYPE_CHECKING:
+    from activekd.distributed.pool_select import ShardedSelector
 
 pb = selection_pb2
 Ctx: TypeAlias = grpc.aio.ServicerContext
@@ -115,6 +117,8 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
         )
         if not self.sharded.applies(self.store, ref.pool_id, request.strategy, plain=plain):
             return None
+        from activekd.distributed.pool_select import ShardedRequest
+
         ids = PoolArrays(None, None, self.store.item_ids(ref.pool_id), self.store, ref.pool_id)
         array = ref.probs_array or "probs"
         if request.strategy == "coreset":

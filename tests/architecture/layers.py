@@ -34,8 +34,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "localstack": frozenset({"orchestration"}),
     # the Label Studio ML backend: an HTTP adapter over the experiment service's client
     "annotation": SHARED | {"wire", "client", "state", "store", "server"},
-    # scale-out on Ray: wraps the library's engines in actors; no wire, no services
-    "distributed": SHARED | {"selection", "store"},
+    # scale-out on Ray: wraps the library's engines (k-center, the teacher's pool scoring) in
+    # Ray actors and jobs; no wire, no services
+    "distributed": SHARED | {"selection", "store", "state", "teacher"},
     "orchestration": SHARED
     | {"v1", "wire", "client", "server", "data", "selection", "store", "state", "teacher"}
     | {"experiment"},

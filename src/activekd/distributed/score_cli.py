@@ -28,8 +28,10 @@ from activekd.teacher.pool_job import SOURCE_KINDS
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="activekd score-on-ray",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Submit a pool-scoring job to a Ray cluster's Jobs API and follow it: the job "
+        "scores a ScorePool source with a teacher into a sharded pool of the pool store, one "
+        "line per finished shard, the pool at the end. With --local the same job runs on a local "
+        "Ray instance in this process (token auth on).",
     )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument(
