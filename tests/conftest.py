@@ -40,3 +40,20 @@ def pool_store(redis_client: redis.Redis, tmp_path: Path):  # type: ignore[no-un
     from activekd.store import PoolStore
 
     return PoolStore(tmp_path / "store", redis_client)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[object]:
+    """A real local Ray instance per test module (2 CPUs) with Ray's token auth on: the first
+    one in the process makes this process's private 0600 token file, later ones reuse it."""
+    import sys
+
+    from activekd.distributed.ray_kcenter import RayCluster
+
+    imported_before = "ray" in sys.modules
+    with RayCluster(num_cpus=2) as c:
+        assert os.environ["RAY_AUTH_MODE"] == "token"  # Ray's token auth stays on
+        token = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+        if not imported_before:  # our private token, not Ray's shared default file
+            assert token.stat().st_mode & 0o077 == 0 and len(token.read_text()) == 64
+        yield c

@@ -3,9 +3,6 @@ per module: the picks equal the single-process engine's."""
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +10,6 @@ import pytest
 
 from activekd.distributed.ray_kcenter import RayCluster, kcenter_on_ray, start_shard_actors
 from activekd.selection.kcenter import kcenter_greedy
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RayCluster]:
-    imported_before = "ray" in sys.modules
-    with RayCluster(num_cpus=2) as c:
-        assert os.environ["RAY_AUTH_MODE"] == "token"  # Ray's token auth stays on
-        if not imported_before:  # our private token, not Ray's shared default file
-            token = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
-            assert token.stat().st_mode & 0o077 == 0 and len(token.read_text()) == 64
-        yield c
 
 
 def _ray():  # type: ignore[no-untyped-def]

@@ -5,9 +5,6 @@ through a selection service that joins the running cluster with the token, as a 
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +16,6 @@ from activekd.errors import InvalidArgument
 from activekd.selection import select_batch
 from activekd.store import PoolStore
 from tests.procs import RedisProcess, ServiceProcess
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RayCluster]:
-    imported_before = "ray" in sys.modules
-    with RayCluster(num_cpus=2) as c:
-        assert os.environ["RAY_AUTH_MODE"] == "token"
-        if not imported_before:
-            assert Path(os.environ["RAY_AUTH_TOKEN_PATH"]).stat().st_mode & 0o077 == 0
-        yield c
 
 
 def _pool(n: int = 3000, seed: int = 5) -> tuple[list[str], np.ndarray, np.ndarray]:

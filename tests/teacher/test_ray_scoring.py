@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +29,6 @@ from activekd.teacher.pool_job import PoolScorer, resolve_source
 from tests.procs import RedisProcess
 
 TEACHER = {"backend": "label-map", "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RayCluster]:
-    imported_before = "ray" in sys.modules
-    with RayCluster(num_cpus=2) as c:
-        assert os.environ["RAY_AUTH_MODE"] == "token"
-        if not imported_before:
-            assert Path(os.environ["RAY_AUTH_TOKEN_PATH"]).stat().st_mode & 0o077 == 0
-        yield c
 
 
 @pytest.fixture

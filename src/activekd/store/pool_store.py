@@ -193,15 +193,10 @@ class PoolStore:
 
     def open_array(self, pool_id: str, name: str) -> np.ndarray:
         """A read-only memory map of array ``name`` (NotFound naming the arrays that exist)."""
-        meta = self.describe(pool_id)
-        if name not in meta.arrays:
-            raise NotFound(
-                f"pool {shown(pool_id)} has no array {shown(name)}; it has {sorted(meta.arrays) or 'none'}"
-            )
-        folder = self._read_dir(pool_id, meta.version)
-        if not meta.shard_rows:
-            return np.load(folder / f"{name}.npy", mmap_mode="r")
-        parts = [np.load(f.path, mmap_mode="r") for f in self._shard_files(meta, folder, name)]
+        files = self.open_shards(pool_id, name)
+        if len(files) == 1:  # the one-file layout (a sharded pool has two shards or more)
+            return np.load(files[0].path, mmap_mode="r")
+        parts = [np.load(f.path, mmap_mode="r") for f in files]
         joined = np.concatenate(parts)  # in memory: use open_shards to keep one shard at a time
         joined.flags.writeable = False
         return joined
