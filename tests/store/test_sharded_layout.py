@@ -152,3 +152,35 @@ def test_a_pool_meta_without_the_field_reads_as_unsharded(
     redis_client.set(store._meta_key("old/p"), json.dumps(raw))
     assert store.describe("old/p").shard_rows == 0
     np.testing.assert_array_equal(store.open_array("old/p", "probs"), probs)
+
+
+def test_a_commit_retried_after_a_failed_upload_keeps_the_item_ids(pool_store: PoolStore) -> None:
+    """commit() writes item_ids.npy before it uploads and publishes; when the upload fails, the
+    resumed writer's commit must reuse those ids, not number the rows afresh."""
+    from activekd.errors import Unavailable
+
+    ids, probs, _ = _pool(n=30)
+
+    class StorageDown:  # the object-storage edge failing mid-commit
+        removed: list[str] = []
+
+        def upload(self, *args: object) -> None:
+            raise Unavailable("object storage did not answer; retry")
+
+        def remove(self, pool_id: str, version: str) -> None:
+            self.removed.append(version)
+
+    w = pool_store.begin("sharded/retry", 30, shard_rows=12)
+    w.write(0, item_ids=ids, arrays={"probs": probs})
+    pool_store.remote = StorageDown()  # type: ignore[assignment]
+    try:
+        with pytest.raises(Unavailable):
+            w.commit()
+    finally:
+        pool_store.remote = None
+    assert not pool_store.exists("sharded/retry")
+    again = pool_store.begin("sharded/retry", 30, resume=True, shard_rows=12)
+    assert again.version == w.version
+    again.commit()
+    assert pool_store.item_ids("sharded/retry").tolist() == ids
+    np.testing.assert_array_equal(pool_store.open_array("sharded/retry", "probs"), probs)

@@ -23,6 +23,7 @@ then live there and every process reads them through a local memory-mapped cache
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import shutil
 import time
@@ -35,7 +36,14 @@ from typing import Any
 import numpy as np
 import redis
 
-from activekd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, shown
+from activekd.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    shown,
+)
 from activekd.ids import check_array_name, check_pool_id
 from activekd.store.remote import COMPLETE_MARKER, RemoteFiles, default_cache_dir
 
@@ -491,6 +499,8 @@ class PoolWriter:
             raise FailedPrecondition("pool is incomplete: " + "; ".join(problems))
         if id_files:
             ids = np.concatenate([np.load(p) for p in id_files])
+        elif (self.dir / "item_ids.npy").exists():  # an earlier commit of this version got here
+            ids = np.load(self.dir / "item_ids.npy")  # (then failed to upload or publish)
         else:
             ids = np.arange(self.num_items).astype(str)
         if len(np.unique(ids)) != len(ids):
@@ -560,9 +570,13 @@ class PoolWriter:
         return meta
 
     def abort(self) -> None:
-        """Discard this unfinished version (files and Redis bookkeeping)."""
+        """Discard this unfinished version (files, any part a failed commit uploaded, and Redis
+        bookkeeping)."""
         keys: list[Any] = list(self.store.redis.scan_iter(match=f"{self._ranges_key}:*"))
         self.store.redis.hdel(self.store._writing_key(self.pool_id), self.version)
         if keys:
             self.store.redis.delete(*keys)
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.store.remote is not None:  # storage down: the orphan is only bucket space
+            with contextlib.suppress(Unavailable, FailedPrecondition):
+                self.store.remote.remove(self.pool_id, self.version)

@@ -33,6 +33,7 @@ from activekd.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    Unavailable,
     shown,
 )
 from activekd.ids import check_segment
@@ -700,6 +701,8 @@ class PoolScorer:
                         await asyncio.sleep(self.pause_s)
                 yield ScoreUpdate(p.done, total, resumed, computed=computed)
             meta = await asyncio.to_thread(writer.commit)
+        except Unavailable:
+            raise  # storage or Redis away: the written chunks stay for the next run to resume
         except ActiveKDError:
             await asyncio.to_thread(writer.abort)  # bad data: nothing half-written survives
             raise
