@@ -114,6 +114,7 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
             not opts.strategy_params
             and ref.features_pool_id in ("", ref.pool_id)
             and (opts.device or self.config.device) in ("auto", "cpu")
+            and (request.strategy != "pcoreset" or ref.probs_array in ("", "probs"))
         )
         if not self.sharded.applies(self.store, ref.pool_id, request.strategy, plain=plain):
             return None

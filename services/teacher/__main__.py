@@ -22,7 +22,7 @@ from activekd.errors import ActiveKDError
 from activekd.server import metrics
 from activekd.server.bootstrap import Service, grpc_service, run
 from activekd.server.config import ServerConfig
-from activekd.server.stores import open_pool_store, storage_options
+from activekd.server.stores import open_pool_store
 from activekd.state.redis_conn import connect
 from activekd.state.teacher_classes import TeacherClassStore
 from activekd.teacher import BatchStats, DynamicBatcher, TeacherConfig, create_teacher, run_batch
@@ -113,24 +113,23 @@ def ray_offload(config: ServerConfig, tcfg: TeacherConfig) -> Any:
     address = config.extra.get("ray_jobs_address", "")
     if not address:
         return None
-    from activekd.distributed.ray_jobs import RayJobs, RayScoringOffload
+    from activekd.distributed.ray_jobs import RayJobs, RayScoringOffload, has_credentials
     from activekd.distributed.ray_scoring import StoreSpec
 
     redis_url = config.redis_url
-    if urllib.parse.urlsplit(redis_url).password:  # never in a job's command line
+    if has_credentials(redis_url):  # never in a job's command line
         redis_url = ""  # the cluster's ACTIVEKD_REDIS_URL
+    root = config.store_uri  # the job's working folder differs: a local root must be absolute
+    if "://" not in root or root.startswith("file://"):
+        root = str(Path(root.removeprefix("file://")).expanduser().resolve())
     teacher = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(tcfg).items()} | {
         "device": "auto"
     }  # each actor picks its own device (a GPU when it has one)
     offload = RayScoringOffload(
         RayJobs(address, python=config.extra.get("ray_jobs_python") or "python"),
         teacher,
-        StoreSpec(
-            config.store_uri,
-            redis_url,
-            cache_dir=config.store_cache_dir,
-            storage_options=storage_options(config.store_options) or None,
-        ),
+        # storage options (credentials possible) come from the cluster's ACTIVEKD_STORE_OPTIONS
+        StoreSpec(root, redis_url, cache_dir=config.store_cache_dir),
         min_rows=int(_number(config, "ray_jobs_min_rows", 1_000_000, int)),
         shard_rows=int(_number(config, "ray_jobs_shard_rows", 16384, int)) or 16384,
         concurrency=max(1, int(_number(config, "ray_jobs_concurrency", 2, int))),

@@ -65,6 +65,13 @@ def test_selector_runs_pcoreset_and_coreset_over_shards(
         assert not set(got.indices.tolist()) & (set(labeled.tolist()) | set(exclude.tolist()))
     with pytest.raises(InvalidArgument, match=r"budget 1999 must be in 1\.\.1963"):
         sel.select(pool_store, ShardedRequest("ray/q", "pcoreset", 1999, "probs", labeled, exclude))
+    pool_store.put("ray/flatvec", ids, {"probs": probs[:, 0].copy()}, shard_rows=600)
+    with pytest.raises(
+        InvalidArgument, match=r"needs a 2-D float array; 'probs' .* float32\[2000\]"
+    ):
+        sel.select(
+            pool_store, ShardedRequest("ray/flatvec", "pcoreset", 5, "probs", labeled, exclude)
+        )
     with pytest.raises(InvalidArgument, match="needs array 'embeddings'"):
         sel.select(
             pool_store, ShardedRequest("ray/q", "coreset", 5, "embeddings", labeled, exclude)

@@ -162,13 +162,8 @@ def test_a_commit_retried_after_a_failed_upload_keeps_the_item_ids(pool_store: P
     ids, probs, _ = _pool(n=30)
 
     class StorageDown:  # the object-storage edge failing mid-commit
-        removed: list[str] = []
-
         def upload(self, *args: object) -> None:
             raise Unavailable("object storage did not answer; retry")
-
-        def remove(self, pool_id: str, version: str) -> None:
-            self.removed.append(version)
 
     w = pool_store.begin("sharded/retry", 30, shard_rows=12)
     w.write(0, item_ids=ids, arrays={"probs": probs})

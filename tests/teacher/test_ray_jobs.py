@@ -79,6 +79,25 @@ def test_cli_submits_and_follows_a_scoring_job(
     assert store.open_array(done["pool_id"], "probs").shape == (40, 10)
 
 
+def test_no_credential_reaches_a_job_command_line(tmp_path: Path) -> None:
+    """The Jobs API shows every job's entrypoint: Redis URLs with a credential and storage
+    options are refused there (the cluster reads ACTIVEKD_REDIS_URL / ACTIVEKD_STORE_OPTIONS)."""
+    from activekd.distributed.ray_jobs import has_credentials
+    from activekd.errors import InvalidArgument
+
+    job = ScoringJob(TEACHER, "array_uri", "/x.npy")
+    for url in ("redis://:s3cret@redis:6379/0", "rediss://user:pw@r/0", "redis://r/0?password=x"):
+        assert has_credentials(url)
+        with pytest.raises(InvalidArgument, match="set ACTIVEKD_REDIS_URL on the cluster") as e:
+            entrypoint(job, StoreSpec(str(tmp_path), url))
+        assert "s3cret" not in str(e.value) and "pw" not in str(e.value)
+    assert not has_credentials("redis://redis:6379/0") and not has_credentials("unix:///r.sock")
+    with pytest.raises(InvalidArgument, match="ACTIVEKD_STORE_OPTIONS"):
+        entrypoint(job, StoreSpec("s3://b/p", "", storage_options={"secret": "k"}))
+    line = entrypoint(job, StoreSpec("s3://b/p", ""), "python")
+    assert '"redis_url": ""' in line and "secret" not in line
+
+
 def test_a_failed_job_is_a_clear_error(cluster: RayCluster, images: tuple[Path, str]) -> None:
     root, ref = images
     jobs = RayJobs(cluster.dashboard_url, python=sys.executable, poll_s=0.2)

@@ -22,7 +22,7 @@ from activekd.distributed.ray_scoring import (
     StoreSpec,
     score_on_ray,
 )
-from activekd.errors import InvalidArgument, PermissionDenied
+from activekd.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from activekd.store import PoolStore
 from activekd.teacher.cache import TeacherCacheIndex
 from activekd.teacher.pool_job import PoolScorer, resolve_source
@@ -181,6 +181,10 @@ def test_sources_obey_the_data_roots_and_settings_are_checked(
     with pytest.raises(PermissionDenied) as exc:
         score_on_ray(_job(str(outside)), spec)
     assert "is not under an allowed data root" in str(exc.value)  # ScorePool's rule and words
+    with pytest.raises(FailedPrecondition, match="fingerprint") as exc:
+        score_on_ray(_job(ref, expected_fingerprint="0" * 16, pool_id="ray/other"), spec)
+    assert "0" * 16 in str(exc.value)
+    assert not store.exists("ray/other") and not store.redis.keys("*ray/other*writing*")
     with pytest.raises(InvalidArgument, match="shard_rows 0 must be positive"):
         score_on_ray(_job(ref, shard_rows=0), spec)
     with pytest.raises(InvalidArgument, match="concurrency 0"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from activekd.errors import InvalidArgument
+from activekd.errors import InvalidArgument, Unavailable
 from activekd.selection.result import SelectionResult
 from activekd.selection.validation import validate_budget, validate_indices
 from activekd.store.pool_store import PoolStore
@@ -57,7 +57,8 @@ class ShardedSelector:
 
     def applies(self, store: PoolStore, pool_id: str, strategy: str, *, plain: bool) -> bool:
         """Whether this request runs here: a k-center strategy over a sharded pool, ``plain``
-        meaning no strategy parameters, no joined features pool and a CPU device."""
+        meaning no strategy parameters, no joined features pool, a CPU device and (pcoreset)
+        the ``probs`` array, whose rows UploadPool checked as probabilities."""
         return plain and strategy in KCENTER_ON_SHARDS and store.describe(pool_id).shard_rows > 0
 
     def connect(self) -> ShardedSelector:
@@ -86,6 +87,13 @@ class ShardedSelector:
                 f"{req.pool_id!r} lacks; it has {sorted(meta.arrays) or 'none'}",
                 field="pool_ref",
             )
+        info = meta.arrays[req.array]
+        if len(info.shape) != 2 or not info.dtype.startswith("float"):
+            raise InvalidArgument(
+                f"strategy {req.strategy!r} needs a 2-D float array; {req.array!r} of pool "
+                f"{req.pool_id!r} is {info.dtype}{info.shape}",
+                field="pool_ref",
+            )
         n = meta.num_items
         labeled = validate_indices(req.labeled, n, "labeled")
         exclude = validate_indices(req.exclude, n, "exclude")
@@ -97,17 +105,24 @@ class ShardedSelector:
             )
         budget = validate_budget(req.budget, n - int(centres.size))
         self.connect()
+        from ray.exceptions import RayError
+
         from activekd.distributed.ray_kcenter import kcenter_on_ray_files
 
         shards: Sequence[object] = store.open_shards(req.pool_id, req.array)
-        res = kcenter_on_ray_files(
-            shards,  # type: ignore[arg-type]
-            budget,
-            centres=centres,
-            normalize=KCENTER_ON_SHARDS[req.strategy][1],
-            prune=req.prune,
-            cpus_per_worker=self.cpus_per_shard,
-        )
+        try:
+            res = kcenter_on_ray_files(
+                shards,  # type: ignore[arg-type]
+                budget,
+                centres=centres,
+                normalize=KCENTER_ON_SHARDS[req.strategy][1],
+                prune=req.prune,
+                cpus_per_worker=self.cpus_per_shard,
+            )
+        except RayError as exc:  # a shard actor died or could not start: no partial result
+            raise Unavailable(
+                f"a Ray shard worker failed during the selection ({type(exc).__name__}); retry"
+            ) from exc
         res.strategy = req.strategy
         res.elapsed_seconds = res.stats.get("elapsed_seconds", 0.0) + res.stats["setup_seconds"]
         return res

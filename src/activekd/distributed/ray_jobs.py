@@ -17,12 +17,13 @@ import asyncio
 import json
 import shlex
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from activekd.distributed.ray_scoring import ScoringJob, StoreSpec
-from activekd.errors import FailedPrecondition, Unavailable
+from activekd.errors import FailedPrecondition, InvalidArgument, Unavailable
 from activekd.store import PoolStore
 from activekd.teacher.base import BaseTeacher
 from activekd.teacher.pool_job import ImageSource, ScoreUpdate
@@ -31,8 +32,29 @@ from activekd.teacher.pool_job import ImageSource, ScoreUpdate
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
+def has_credentials(url: str) -> bool:
+    """Whether a URL carries a secret (user:password@, or a password/token query field)."""
+    parts = urllib.parse.urlsplit(url)
+    query = {k.lower() for k in urllib.parse.parse_qs(parts.query)}
+    return bool(parts.password or parts.username) or bool(query & {"password", "token", "auth"})
+
+
 def entrypoint(job: ScoringJob, store: StoreSpec, python: str = "python") -> str:
-    """The shell command a Ray job runs for ``job``."""
+    """The shell command a Ray job runs for ``job``. The Jobs API shows it to anyone who may
+    list jobs, so it never holds a credential: InvalidArgument for a Redis URL with one or
+    for storage options (the cluster reads ``ACTIVEKD_REDIS_URL`` / ``ACTIVEKD_STORE_OPTIONS``)."""
+    if has_credentials(store.redis_url):
+        raise InvalidArgument(
+            "the Redis URL holds a credential and would show in the Ray job's command line: "
+            "leave it empty and set ACTIVEKD_REDIS_URL on the cluster",
+            field="redis_url",
+        )
+    if store.storage_options:
+        raise InvalidArgument(
+            "storage options would show in the Ray job's command line: set "
+            "ACTIVEKD_STORE_OPTIONS on the cluster instead",
+            field="storage_options",
+        )
     return shlex.join(
         [
             python,
@@ -96,7 +118,9 @@ class RayJobs:
         (``watch.events`` holds only the new ones)."""
         client = self.client()
         watch.status = str(client.get_job_status(watch.job_id).value)
-        lines = str(client.get_job_logs(watch.job_id)).splitlines()
+        lines = str(client.get_job_logs(watch.job_id)).splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n") and watch.status not in TERMINAL:
+            lines.pop()  # still being written: read it whole on a later poll
         watch.events = []
         for line in lines[watch.lines_read :]:
             if line.startswith("{"):
@@ -179,6 +203,7 @@ class RayScoringOffload:
             force=force,
             data_roots=self.data_roots,
             source_schemes=self.source_schemes,
+            expected_fingerprint=ident.fingerprint,
         )
 
     async def run(

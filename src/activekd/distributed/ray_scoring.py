@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from activekd.errors import InvalidArgument
+from activekd.errors import FailedPrecondition, InvalidArgument
 from activekd.store import PoolMeta, PoolStore
 from activekd.store.pool_store import MAX_SHARDS, shard_ranges
 from activekd.teacher.sources import SourcePolicy
@@ -44,8 +44,8 @@ DEFAULT_SHARD_ROWS = 16384
 @dataclass(frozen=True)
 class StoreSpec:
     """How a process reaches the pool store (sent to the actors, which open it themselves).
-    ``redis_url`` empty: the process's ``ACTIVEKD_REDIS_URL``, so a password never travels in a
-    job's command line."""
+    ``redis_url`` empty: the process's ``ACTIVEKD_REDIS_URL``; ``storage_options`` None: its
+    ``ACTIVEKD_STORE_OPTIONS``; so that credentials never travel in a job's command line."""
 
     root: str
     redis_url: str = ""
@@ -62,12 +62,15 @@ class StoreSpec:
                 "no Redis URL: give the store's redis_url or set ACTIVEKD_REDIS_URL",
                 field="redis_url",
             )
+        options = self.storage_options
+        if options is None and os.environ.get("ACTIVEKD_STORE_OPTIONS", "").strip():
+            options = json.loads(os.environ["ACTIVEKD_STORE_OPTIONS"])
         return PoolStore(
             self.root,
             connect(url),
             self.prefix,
             cache_dir=self.cache_dir or None,
-            storage_options=self.storage_options,
+            storage_options=options,
         )
 
 
@@ -91,6 +94,9 @@ class ScoringJob:
     data_roots: str = ""
     source_schemes: str = "file"
     extra_metadata: dict[str, str] = field(default_factory=dict)
+    #: the teacher fingerprint the caller expects (ScorePool's own teacher); another one fails
+    #: the job before it writes anything
+    expected_fingerprint: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -207,6 +213,11 @@ def score_on_ray(
     teacher = create_teacher(job.teacher)  # identity, class names, feature width
     dataset = check_dataset_name(job.dataset) if job.dataset else source.dataset
     fingerprint = teacher.identity.fingerprint
+    if job.expected_fingerprint and fingerprint != job.expected_fingerprint:
+        raise FailedPrecondition(
+            f"this cluster's teacher has fingerprint {fingerprint}, the caller's "
+            f"{job.expected_fingerprint}: give both the same teacher settings and files"
+        )
     pool_id = job.pool_id or default_output_pool(fingerprint, dataset)
     total = source.total
     shard_rows = max(job.shard_rows, -(-total // MAX_SHARDS))  # at most MAX_SHARDS files
