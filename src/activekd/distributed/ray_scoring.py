@@ -199,11 +199,14 @@ def score_on_ray(
     commit the sharded pool; returns at once with the pool when it is already complete."""
     from activekd.teacher import create_teacher
     from activekd.teacher.pool_job import (
+        begin_scoring,
         cached_pool,
         check_dataset_name,
         default_output_pool,
+        output_arrays,
         resolve_source,
         teacher_output_metadata,
+        written_ranges,
     )
 
     t0 = time.perf_counter()
@@ -236,16 +239,8 @@ def score_on_ray(
         **job.extra_metadata,
     )
     del teacher  # the actors hold their own
-    writer = pools.begin(pool_id, total, metadata=metadata, resume=True, shard_rows=shard_rows)
-    names = ["probs", *(["features"] if store_features else [])]
-    if source.item_ids is not None:
-        names.append("item_ids")
-    if job.force and any(writer.done_ranges(n) for n in names):
-        writer.abort()
-        writer = pools.begin(
-            pool_id, total, metadata=metadata, overwrite=True, shard_rows=shard_rows
-        )
-    done = set.intersection(*(set(writer.done_ranges(n)) for n in names))
+    writer = begin_scoring(pools, pool_id, total, metadata, job.force, shard_rows)
+    done = written_ranges(writer, output_arrays(store_features, source.item_ids is not None))
     shards = shard_ranges(total, writer.shard_rows)
     missing = [s for s in shards if s not in done]
     resumed = len(shards) - len(missing)

@@ -476,6 +476,37 @@ def teacher_output_metadata(
     }
 
 
+def output_arrays(store_features: bool, has_item_ids: bool) -> list[str]:
+    """What a scoring write records per row range: probs, features when stored, the item ids
+    when the source names its rows."""
+    names = ["probs", *(["features"] if store_features else [])]
+    return [*names, "item_ids"] if has_item_ids else names
+
+
+def written_ranges(writer: PoolWriter, names: Sequence[str]) -> set[tuple[int, int]]:
+    """Row ranges the store recorded for every one of ``names`` (finished chunks or shards)."""
+    return set.intersection(*(set(writer.done_ranges(n)) for n in names))
+
+
+def begin_scoring(
+    store: PoolStore,
+    pool_id: str,
+    total: int,
+    metadata: dict[str, str],
+    force: bool,
+    shard_rows: int = 0,
+) -> PoolWriter:
+    """The writer of a scoring job: an unfinished write with the same metadata resumes; with
+    ``force``, one that already holds rows is discarded and the job starts afresh."""
+    writer = store.begin(pool_id, total, metadata=metadata, resume=True, shard_rows=shard_rows)
+    if force and any(writer.done_ranges(n) for n in ("probs", "features", "item_ids")):
+        writer.abort()
+        writer = store.begin(
+            pool_id, total, metadata=metadata, overwrite=True, shard_rows=shard_rows
+        )
+    return writer
+
+
 class PoolWriterSink:
     """A :class:`~activekd.teacher.scoring.ChunkSink` writing into the pool store: a chunk is held
     when the store recorded its row range for every array it writes (``probs``, ``features`` when
@@ -492,10 +523,7 @@ class PoolWriterSink:
     ) -> None:
         self.writer, self.total, self.chunk_size = writer, total, chunk_size
         self.store_features, self.item_ids = store_features, item_ids
-        names = ["probs", *(["features"] if store_features else [])]
-        if item_ids is not None:
-            names.append("item_ids")
-        self._done = set.intersection(*(set(writer.done_ranges(n)) for n in names))
+        self._done = written_ranges(writer, output_arrays(store_features, item_ids is not None))
 
     def _range(self, index: int) -> tuple[int, int]:
         start = index * self.chunk_size
@@ -566,13 +594,6 @@ class PoolScorer:
     def cached(self, pool_id: str, fingerprint: str, source: ImageSource) -> PoolMeta | None:
         """The complete pool when it holds this teacher's outputs for exactly this source."""
         return cached_pool(self.store, pool_id, fingerprint, source)
-
-    def _begin(self, pool_id: str, total: int, metadata: dict[str, str], force: bool) -> PoolWriter:
-        writer = self.store.begin(pool_id, total, metadata=metadata, resume=True)
-        if force and any(writer.done_ranges(n) for n in ("probs", "features", "item_ids")):
-            writer.abort()
-            writer = self.store.begin(pool_id, total, metadata=metadata, overwrite=True)
-        return writer
 
     async def score(
         self,
@@ -674,7 +695,7 @@ class PoolScorer:
             features="true" if store_features else "false",
             probs_source="model" if cached_probs is None else f"precomputed:{cache_file}",
         )
-        writer = await asyncio.to_thread(self._begin, pool_id, total, metadata, force)
+        writer = await asyncio.to_thread(begin_scoring, self.store, pool_id, total, metadata, force)
 
         def score(start: int, stop: int) -> TeacherOutput:
             if cached_probs is not None:
