@@ -106,7 +106,8 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
     def _select_sharded(
         self, request: Request, earlier: set[str]
     ) -> tuple[selection.SelectionResult, np.ndarray] | None:
-        """k-center over a sharded pool's files on Ray, when configured and it applies."""
+        """k-center or a row-local strategy over a sharded pool's files on Ray, when configured
+        and it applies."""
         if self.sharded is None or request.WhichOneof("pool") != "pool_ref":
             return None
         ref, opts = request.pool_ref, request.options
@@ -114,7 +115,7 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
             not opts.strategy_params
             and ref.features_pool_id in ("", ref.pool_id)
             and (opts.device or self.config.device) in ("auto", "cpu")
-            and (request.strategy != "pcoreset" or ref.probs_array in ("", "probs"))
+            and (request.strategy == "coreset" or ref.probs_array in ("", "probs"))
         )
         if not self.sharded.applies(self.store, ref.pool_id, request.strategy, plain=plain):
             return None
@@ -134,6 +135,8 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
                 labeled=ids.rows_for(request.labeled_item_ids, "labeled_item_ids"),
                 exclude=ids.rows_present(earlier),
                 prune=not opts.disable_pruning,
+                seed=request.seed,
+                labels=np.asarray(request.labels, dtype=np.int64) if request.labels else None,
             ),
         )
         return res, ids.item_ids

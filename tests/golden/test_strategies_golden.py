@@ -60,6 +60,10 @@ def _case(name: str) -> dict[str, Any]:
 
 CASES = ("f32_unlabeled", "f32_labeled", "f64_labeled_excluded")
 
+#: Stats the k-center engine reports since the baseline was recorded (which scan each pick's
+#: update took, README "Deliberate changes"): new keys, not compared; every baseline key still is.
+ADDED_STATS = frozenset({"grouped_steps", "flat_steps", "full_argmax_steps"})
+
 
 def test_registered_strategies(golden: Any) -> None:
     info = {
@@ -79,7 +83,11 @@ def test_strategy_picks(golden: Any, strategy: str, case: str) -> None:
     kwargs = _case(case)
     budget = kwargs.pop("budget")
     res = select_batch(strategy, budget, threads=1, **kwargs)
-    stats = {k: float(v) for k, v in sorted(res.stats.items()) if not k.endswith("seconds")}
+    stats = {
+        k: float(v)
+        for k, v in sorted(res.stats.items())
+        if not k.endswith("seconds") and k not in ADDED_STATS
+    }
     golden.check(
         FILE,
         f"{strategy}/{case}",

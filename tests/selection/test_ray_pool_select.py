@@ -53,7 +53,8 @@ def test_selector_runs_pcoreset_and_coreset_over_shards(
     sel._cluster = cluster  # the module's cluster is already connected
     assert sel.applies(pool_store, "ray/q", "pcoreset", plain=True)
     assert not sel.applies(pool_store, "ray/q", "pcoreset", plain=False)
-    assert not sel.applies(pool_store, "ray/q", "margin", plain=True)
+    assert sel.applies(pool_store, "ray/q", "margin", plain=True)  # row-local: ray_rowwise
+    assert not sel.applies(pool_store, "ray/q", "typiclust", plain=True)  # needs the whole pool
     labeled, exclude = np.arange(0, 2000, 97), np.arange(5, 2000, 131)
     for strategy, array in (("pcoreset", "probs"), ("coreset", "features")):
         got = sel.select(pool_store, ShardedRequest("ray/q", strategy, 25, array, labeled, exclude))
@@ -77,6 +78,68 @@ def test_selector_runs_pcoreset_and_coreset_over_shards(
             pool_store, ShardedRequest("ray/q", "coreset", 5, "embeddings", labeled, exclude)
         )
     sel._cluster = None  # the module fixture stops it
+
+
+def _tied_pool(n: int = 2400) -> tuple[list[str], np.ndarray]:
+    """Probabilities with many exact duplicates (scores tie across shards at every cut)."""
+    rng = np.random.default_rng(21)
+    base = rng.dirichlet(np.full(7, 0.5), size=n // 8).astype(np.float32)
+    probs = base[rng.integers(0, len(base), size=n)]
+    return [f"t-{i:05d}" for i in range(n)], probs
+
+
+@pytest.mark.parametrize("shard_rows", [1000, 333])
+def test_row_local_strategies_over_shards_equal_select_batch(
+    cluster: RayCluster, pool_store: PoolStore, shard_rows: int
+) -> None:
+    """entropy / margin / least_confidence (each shard's own top, merged) and class_balanced
+    (predicted classes only) give select_batch's picks and scores on the joined pool, with
+    ties at the cut, a budget above one shard's rows, and labels given or not."""
+    from activekd.distributed.ray_rowwise import ROW_LOCAL_ON_SHARDS, rowwise_on_ray_files
+
+    ids, probs = _tied_pool()
+    pool_store.put(f"rw/{shard_rows}", ids, {"probs": probs}, shard_rows=shard_rows)
+    shards = pool_store.open_shards(f"rw/{shard_rows}", "probs")
+    rng = np.random.default_rng(2)
+    labeled = np.sort(rng.choice(len(ids), 40, replace=False))
+    exclude = np.setdiff1d(rng.choice(len(ids), 30, replace=False), labeled)
+    labels = rng.integers(0, 7, size=len(labeled))
+    assert {"entropy", "margin", "least_confidence", "class_balanced"} == ROW_LOCAL_ON_SHARDS
+    for strategy in sorted(ROW_LOCAL_ON_SHARDS):
+        for budget, lbl, seed in ((50, None, 0), (shard_rows + 17, labels, 9)):
+            want = select_batch(
+                strategy,
+                budget,
+                probs=probs,
+                labeled=labeled,
+                exclude=exclude,
+                labels=lbl,
+                seed=seed,
+            )
+            got = rowwise_on_ray_files(
+                shards,
+                strategy,
+                budget,
+                labeled=labeled,
+                exclude=exclude,
+                labels=lbl,
+                seed=seed,
+                cpus_per_task=0.5,
+            )
+            assert got.indices.tolist() == want.indices.tolist(), (strategy, budget)
+            np.testing.assert_array_equal(got.scores, want.scores)
+            assert got.backend == f"ray:{len(shards)}"
+            if strategy != "class_balanced":  # at most a budget of rows from each shard
+                assert got.stats["rows_sent"] <= len(shards) * budget
+    # the request path: labels are validated against the labeled rows
+    sel = ShardedSelector("unused://not-connected", cpus_per_shard=0.5)
+    sel._cluster = cluster
+    req = ShardedRequest(
+        f"rw/{shard_rows}", "class_balanced", 5, "probs", labeled, exclude, labels=labels[:3]
+    )
+    with pytest.raises(InvalidArgument, match="labels"):
+        sel.select(pool_store, req)
+    sel._cluster = None
 
 
 def test_select_batch_service_uses_the_sharded_pool_on_ray(
@@ -118,6 +181,9 @@ def test_select_batch_service_uses_the_sharded_pool_on_ray(
                 request_id=on_ray.request_id,
             )
             margin = sel.select_batch("margin", 4, pool_id="big/sharded", labeled=ids[:5])
+            balanced = sel.select_batch(
+                "class_balanced", 9, pool_id="big/sharded", labeled=ids[:5], seed=3
+            )
         logs = proc.logs()
     finally:
         proc.stop()
@@ -128,7 +194,11 @@ def test_select_batch_service_uses_the_sharded_pool_on_ray(
     assert on_ray.stats["shards"] == 3 and "shards" not in flat.stats  # 3 actors vs in-process
     np.testing.assert_allclose(on_ray.scores, want.scores, rtol=0, atol=1e-6)
     assert again.replayed and again.item_ids == on_ray.item_ids
-    # margin is not a k-center strategy: it reads the joined shards in the service
+    # margin and class_balanced are row-local: one Ray task per shard file
     want_m = select_batch("margin", 4, probs=probs, labeled=np.arange(5))
     assert margin.item_ids == [ids[i] for i in want_m.indices]
+    assert margin.stats["shards"] == 3
+    want_b = select_batch("class_balanced", 9, probs=probs, labeled=np.arange(5), seed=3)
+    assert balanced.item_ids == [ids[i] for i in want_b.indices]
+    assert balanced.stats["shards"] == 3
     assert "k-center over sharded pools runs on Ray" in logs

@@ -2,12 +2,14 @@
 
 The k-center strategies (``pcoreset`` on the probabilities, ``coreset`` on L2-normalised
 features) run with one Ray actor per shard file, each memory-mapping its file alone, so no
-process holds the whole pool: the picks and scores are those of ``select_batch`` on the joined
-pool (tests/selection/test_ray_pool_select.py). Every other strategy, and any request this path
-does not cover (strategy parameters, a features pool joined by id, a non-CPU device), reads the
-pool through ``PoolStore.open_array``, which joins the shards in memory, and runs in-process:
-uncertainty and random are row-local and would shard trivially, the others need the whole
-matrix (k-means, kNN graphs) and have no sharded form yet (docs/scale-out.md).
+process holds the whole pool; the row-local ones (``entropy``, ``margin``,
+``least_confidence``, ``class_balanced``) run one Ray task per shard file
+(``ray_rowwise``). Either way the picks and scores are those of ``select_batch`` on the joined
+pool (tests/selection/test_ray_pool_select.py). ``random`` reads no rows. Every other strategy,
+and any request this path does not cover (strategy parameters, a features pool joined by id, a
+non-CPU device), reads the pool through ``PoolStore.open_array``, which joins the shards in
+memory, and runs in-process: typiclust, probcover, badge and the hybrids need the whole matrix
+(k-means, kNN graphs) and have no sharded form yet (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from activekd.distributed.ray_rowwise import ROW_LOCAL_ON_SHARDS
 from activekd.errors import InvalidArgument, Unavailable
 from activekd.selection.result import SelectionResult
-from activekd.selection.validation import validate_budget, validate_indices
+from activekd.selection.validation import (
+    validate_budget,
+    validate_indices,
+    validate_labels,
+    validate_seed,
+)
 from activekd.store.pool_store import PoolStore
 
 #: strategy -> (the array it reads by default, whether rows are L2-normalised first)
@@ -41,10 +49,13 @@ class ShardedRequest:
     labeled: np.ndarray
     exclude: np.ndarray
     prune: bool = True
+    seed: int = 0
+    labels: np.ndarray | None = None  # of ``labeled``, in its order (class_balanced)
 
 
 class ShardedSelector:
-    """Runs :data:`KCENTER_ON_SHARDS` strategies over sharded pools on a Ray cluster, connected
+    """Runs :data:`KCENTER_ON_SHARDS` and :data:`ROW_LOCAL_ON_SHARDS` strategies over sharded
+    pools on a Ray cluster, connected
     on first use: ``address`` ``"local"`` starts a private local instance (token auth on),
     else ``ray://host:10001`` (the token from ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``)."""
 
@@ -56,10 +67,11 @@ class ShardedSelector:
         self._lock = threading.Lock()
 
     def applies(self, store: PoolStore, pool_id: str, strategy: str, *, plain: bool) -> bool:
-        """Whether this request runs here: a k-center strategy over a sharded pool, ``plain``
-        meaning no strategy parameters, no joined features pool, a CPU device and (pcoreset)
-        the ``probs`` array, whose rows UploadPool checked as probabilities."""
-        return plain and strategy in KCENTER_ON_SHARDS and store.describe(pool_id).shard_rows > 0
+        """Whether this request runs here: a k-center or row-local strategy over a sharded pool,
+        ``plain`` meaning no strategy parameters, no joined features pool, a CPU device and
+        (all but coreset) the ``probs`` array, whose rows UploadPool checked as probabilities."""
+        known = strategy in KCENTER_ON_SHARDS or strategy in ROW_LOCAL_ON_SHARDS
+        return plain and known and store.describe(pool_id).shard_rows > 0
 
     def connect(self) -> ShardedSelector:
         """Connect now (the service does at start, from its main thread); idempotent."""
@@ -104,6 +116,8 @@ class ShardedSelector:
                 field="budget",
             )
         budget = validate_budget(req.budget, n - int(centres.size))
+        if req.strategy in ROW_LOCAL_ON_SHARDS:
+            return self._rowwise(store, req, int(info.shape[1]), labeled, exclude, budget)
         self.connect()
         from ray.exceptions import RayError
 
@@ -127,5 +141,45 @@ class ShardedSelector:
         res.elapsed_seconds = res.stats.get("elapsed_seconds", 0.0) + res.stats["setup_seconds"]
         return res
 
+    def _rowwise(
+        self,
+        store: PoolStore,
+        req: ShardedRequest,
+        classes: int,
+        labeled: np.ndarray,
+        exclude: np.ndarray,
+        budget: int,
+    ) -> SelectionResult:
+        """A row-local strategy: one Ray task per shard file (``ray_rowwise``)."""
+        labels = (
+            validate_labels(req.labels, int(labeled.size), classes)
+            if req.labels is not None
+            else None
+        )
+        seed = validate_seed(req.seed)
+        self.connect()
+        from ray.exceptions import RayError
 
-__all__ = ["KCENTER_ON_SHARDS", "ShardedRequest", "ShardedSelector"]
+        from activekd.distributed.ray_rowwise import rowwise_on_ray_files
+
+        shards: Sequence[object] = store.open_shards(req.pool_id, req.array)
+        try:
+            res = rowwise_on_ray_files(
+                shards,  # type: ignore[arg-type]
+                req.strategy,
+                budget,
+                labeled=labeled,
+                exclude=exclude,
+                labels=labels,
+                seed=seed,
+                cpus_per_task=self.cpus_per_shard,
+            )
+        except RayError as exc:  # a task failed past its retries: no partial result
+            raise Unavailable(
+                f"a Ray shard task failed during the selection ({type(exc).__name__}); retry"
+            ) from exc
+        res.elapsed_seconds = res.stats["elapsed_seconds"]
+        return res
+
+
+__all__ = ["KCENTER_ON_SHARDS", "ROW_LOCAL_ON_SHARDS", "ShardedRequest", "ShardedSelector"]

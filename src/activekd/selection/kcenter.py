@@ -20,6 +20,10 @@ Algorithm (Gonzalez 1985; the core-set selection of Sener & Savarese 2018):
    centre, only for groups with R_c > d(x, nearest)/2 (all others are skipped outright, since
    d(c, x) >= d(x, nearest centre of x)). The test is taken with a relative safety margin
    (``prune_margin``) far above float rounding, so the picks are exactly those of plain greedy.
+4. Layout: each group also keeps its member list, so a pick's update can test only the lists of
+   the groups the new centre reaches instead of every row, and the farthest row is found from
+   the group bounds; a cost model picks the cheaper scan per pick (:class:`KCenterShard`). On a
+   10M-row pool where a pick reaches a few groups, this is what keeps a pick far below O(N).
 
 Distances are L2 (scores are distances, not squared). Extra memory is O(N) plus one chunk beyond
 the pool and the (centres x D) centre matrix; the pool may be an ``np.memmap`` larger than RAM.
@@ -41,9 +45,10 @@ from activekd.selection._distance import (
     Kernel,
     PoolView,
     make_kernel,
+    uses_torch,
 )
 from activekd.selection.result import SelectionResult
-from activekd.selection.threads import limit_threads
+from activekd.selection.threads import limit_threads, quiet_torch
 
 #: Relative safety margin of the pruning test, on squared distances: a row is skipped only when
 #: d(c,x)^2 >= 4 * (1 + margin) * m^2. Float32 rounding of a D-term sum is ~D * 6e-8 relative at
@@ -82,6 +87,7 @@ def kcenter_greedy(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     prune_margin: float | None = None,
     progress: ProgressFn | None = None,
+    layout: str = "auto",
 ) -> SelectionResult:
     """Greedy farthest-first selection of ``budget`` rows of ``x`` (N, D).
 
@@ -98,21 +104,25 @@ def kcenter_greedy(
         threads: cap faiss/torch/BLAS threads for this call (None = library defaults).
         prune_margin: override of the relative pruning safety margin (tests).
         progress: called as ``progress(done, budget)`` after each pick.
+        layout: how each pick's update scans the rows: 'auto' (the cost model), 'flat' or
+            'grouped' (same picks and scores; see :class:`KCenterShard`; tests, benchmarks).
     """
     t_start = time.perf_counter()
     with limit_threads(threads):
         pool = PoolView(x, normalize=normalize, chunk_bytes=chunk_bytes)
         kernel = make_kernel(pool, backend, device)
         try:
-            res = _run(
-                pool,
-                kernel,
-                budget,
-                centres,
-                prune,
-                _pruning_margin(pool, prune_margin),
-                progress,
-            )
+            with quiet_torch(not uses_torch(kernel)):
+                res = _run(
+                    pool,
+                    kernel,
+                    budget,
+                    centres,
+                    prune,
+                    _pruning_margin(pool, prune_margin),
+                    progress,
+                    layout,
+                )
         finally:
             kernel.close()
     res.stats["elapsed_seconds"] = time.perf_counter() - t_start
@@ -120,15 +130,36 @@ def kcenter_greedy(
     return res
 
 
+#: Cost model of one pick's update (``KCenterShard.add_centre``), in row-scan units: the flat
+#: scan tests every row (``mind > thr[assign]``, ~4 ns a row here); the grouped scan tests only
+#: the member lists of the active groups but pays a fixed cost per group (list concatenation and
+#: split, ~0.75 us = ~190 rows) and ~2x per listed row (the lists hold moved-out rows until
+#: compacted). The cheaper one runs; both give the same min distances.
+GROUP_COST_ROWS = 190.0
+GROUP_ROW_COST = 2.0
+#: ``best()`` refines the per-group upper bounds lazily; after this many rows (as a fraction of
+#: the shard's) it falls back to one full argmax.
+BEST_SCAN_FRACTION = 0.25
+
+
 class KCenterShard:
     """Greedy k-center state over one set of eligible rows: the running min-distance vector,
-    each row's nearest centre, the per-centre group bounds and the centre matrix.
+    each row's nearest centre, per-centre groups with an upper bound on their distances, and the
+    centre matrix.
 
     The single-process engine is one shard holding every eligible row; a sharded pool is one
     shard per part of the rows (``activekd.selection.sharded``), fed the same centres in the same
     order. Every pick then updates each shard's rows exactly as one shard would: pruning only
     skips rows that provably cannot get closer, so the min distances (and the picks) are the
     same however the rows are split; only the pruning bounds are local.
+
+    Groups: ``members[c]`` lists the positions assigned to centre c (it may still hold rows that
+    moved to a later centre or were picked; they are dropped whenever the list is scanned) and
+    ``radius2[c]`` bounds their min distances from above (``exact[c]``: it is their maximum).
+    A pick's update scans either every row (flat) or only the active groups' lists (grouped),
+    whichever the cost model (``GROUP_COST_ROWS``) says is cheaper, so large pools where few
+    groups are active cost per pick what those groups hold, not O(N). ``best()`` finds the
+    maximum from the bounds, refining only the groups that could hold it.
 
     Positions (``j``) index ``eligible`` (ascending row ids of ``pool``), so the lowest position at
     the maximum is the lowest row id: the engine's ties rule.
@@ -143,13 +174,19 @@ class KCenterShard:
         *,
         prune: bool = True,
         margin: float | None = None,
+        layout: str = "auto",
     ) -> None:
-        self.pool, self.kernel, self.prune = pool, kernel, prune
+        if layout not in ("auto", "flat", "grouped"):
+            raise ValueError(f"layout must be auto, flat or grouped, not {layout!r}")
+        self.pool, self.kernel, self.prune, self.layout = pool, kernel, prune, layout
         self.eligible = eligible
         self.m_rows = len(eligible)
         cd = pool.cd
         self.cbuf = np.empty((cap, pool.d), dtype=cd)  # centre vectors, initial then picked
-        self.radius2 = np.zeros(cap, dtype=cd)  # upper bound on max mind^2 of each group
+        self.radius2 = np.full(cap, -np.inf, dtype=cd)  # upper bound on max mind^2 of each group
+        self.exact = np.zeros(cap, dtype=bool)  # radius2[c] is the group's maximum
+        self.members: list[np.ndarray] = []
+        self.listed = np.zeros(cap, dtype=np.int64)  # len(members[c])
         margin = _pruning_margin(pool, margin)
         self.four = 4.0 * (1.0 + margin)
         self.shrink = 1.0 - margin
@@ -157,8 +194,27 @@ class KCenterShard:
         self.assign = np.zeros(self.m_rows, dtype=np.int32)
         self.k = 0
         self.evals = self.centre_evals = self.seed_evals = 0
+        self.grouped_steps = self.flat_steps = self.full_argmax = 0
         self._all_pos = np.arange(self.m_rows, dtype=np.int64)
         self._inf = np.array(np.inf, dtype=cd)
+
+    def _set_groups(self, k: int) -> None:
+        """Member lists and exact bounds of groups 0..k-1 from ``assign`` / ``mind``."""
+        order = np.argsort(self.assign, kind="stable").astype(np.int64, copy=False)
+        counts = np.bincount(self.assign, minlength=k)[:k]
+        self.members = list(np.split(order, np.cumsum(counts)[:-1]))
+        self.listed[:k] = counts
+        self.radius2[:k] = self._group_max(order, counts)
+        self.exact[:k] = True
+
+    def _group_max(self, pos: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Per group: max of ``mind`` over its ``counts[g]`` consecutive entries of ``pos``."""
+        out = np.full(len(counts), -np.inf, dtype=self.pool.cd)
+        full = counts > 0
+        if len(pos):
+            starts = np.cumsum(counts) - counts
+            out[full] = np.maximum.reduceat(self.mind[pos], starts[full])
+        return out
 
     def seed(self, centres: np.ndarray) -> None:
         """Start from ``centres`` (K >= 1, D) in the compute dtype: nearest centre per row."""
@@ -166,8 +222,11 @@ class KCenterShard:
         self.cbuf[:k0] = centres
         if self.m_rows:
             assign, mind = self.kernel.nearest(self.eligible, self.cbuf[:k0])
-            self.assign, self.mind = assign, mind.astype(self.pool.cd, copy=False)
-            np.maximum.at(self.radius2, self.assign, self.mind)
+            self.assign = assign.astype(np.int32, copy=False)
+            self.mind = mind.astype(self.pool.cd, copy=False)
+            self._set_groups(k0)
+        else:
+            self.members = [np.zeros(0, dtype=np.int64) for _ in range(k0)]
         self.seed_evals += self.m_rows * k0
         self.k = k0
 
@@ -188,20 +247,51 @@ class KCenterShard:
             self.mind = self.kernel.sqdist(xv, self.eligible).astype(self.pool.cd, copy=False)
             if taken >= 0:
                 self.mind[taken] = -np.inf
-            self.radius2[0] = max(float(self.mind.max()), 0.0)
+            self.assign = np.zeros(self.m_rows, dtype=np.int32)
+            self._set_groups(1)
+        else:
+            self.members = [np.zeros(0, dtype=np.int64)]
         self.seed_evals += self.m_rows
         self.k = 1
+
+    def _refine(self, g: int) -> int:
+        """Compacts group ``g``'s list and makes its bound exact; returns the rows it read."""
+        mem = self.members[g]
+        keep = mem[(self.assign[mem] == g) & (self.mind[mem] > -np.inf)]
+        self.members[g] = keep
+        self.listed[g] = len(keep)
+        self.radius2[g] = self.mind[keep].max() if len(keep) else -np.inf
+        self.exact[g] = True
+        return len(mem)
 
     def best(self) -> tuple[float, int]:
         """(squared distance to the nearest centre, position) of the farthest eligible row not
         picked yet (-inf, -1 when there is none)."""
         if not self.m_rows:
             return -np.inf, -1
+        k, bound, budget = self.k, self.radius2, BEST_SCAN_FRACTION * self.m_rows
+        while budget > 0 and self.prune:
+            g = int(np.argmax(bound[:k]))
+            v = bound[g]
+            if v == -np.inf:
+                break  # every row was picked
+            top = np.flatnonzero(bound[:k] == v)
+            loose = top[~self.exact[top]]
+            if len(loose) == 0:
+                # every group that may hold the maximum holds it exactly: lowest position wins
+                j = min(int(m[self.mind[m] == v].min()) for m in (self.members[t] for t in top))
+                return float(v), j
+            for t in loose:
+                budget -= self._refine(int(t))
+        self.full_argmax += 1
         j = int(np.argmax(self.mind))
         return float(self.mind[j]), j
 
     def take(self, j: int) -> None:
         """Position ``j`` was picked: it is never picked again."""
+        g = int(self.assign[j])
+        if self.mind[j] >= self.radius2[g]:
+            self.exact[g] = False  # the group's maximum may have gone
         self.mind[j] = -np.inf
 
     def row(self, j: int) -> np.ndarray:
@@ -211,43 +301,101 @@ class KCenterShard:
     def add_centre(self, xv: np.ndarray, d2x: float) -> None:
         """Make ``xv`` a centre; ``d2x`` is the squared distance at which it was picked (the
         global maximum): groups with R_c <= d(x, nearest)/2 are skipped outright."""
-        k, mind, assign, radius2, four = self.k, self.mind, self.assign, self.radius2, self.four
+        k, radius2, four = self.k, self.radius2, self.four
         self.cbuf[k] = xv
+        self.k += 1
         if not self.m_rows:
-            self.k += 1
+            self.members.append(np.zeros(0, dtype=np.int64))
             return
-        if self.prune:
-            maybe = np.flatnonzero(radius2[:k] * four > d2x * self.shrink)
-            dcc2 = _centre_sqdist(self.kernel, xv, self.cbuf, maybe)
-            self.centre_evals += len(maybe)
-            act = dcc2 < four * radius2[maybe]
-            active = maybe[act]
-            thr = np.full(k + 1, self._inf, dtype=self.pool.cd)
-            thr[active] = dcc2[act] / four
-            cand = np.flatnonzero(mind > np.take(thr, assign))
+        if not self.prune:
+            self._update_flat(xv, k, np.zeros(0, dtype=np.int64), None)
+            return
+        maybe = np.flatnonzero(radius2[:k] * four > d2x * self.shrink)
+        dcc2 = _centre_sqdist(self.kernel, xv, self.cbuf, maybe)
+        self.centre_evals += len(maybe)
+        act = dcc2 < four * radius2[maybe]
+        active, thr_active = maybe[act], (dcc2[act] / four).astype(self.pool.cd)
+        layout = self.layout
+        if layout == "auto":
+            grouped = GROUP_COST_ROWS * len(active) + GROUP_ROW_COST * self.listed[active].sum()
+            layout = "grouped" if grouped < self.m_rows else "flat"
+        if layout == "grouped":
+            self._update_grouped(xv, k, active, thr_active)
         else:
-            active = np.zeros(0, dtype=np.int64)
-            thr = np.zeros(0, dtype=self.pool.cd)
-            cand = self._all_pos[mind > -np.inf]
+            self._update_flat(xv, k, active, thr_active)
+
+    def _moves(self, xv: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distances of candidate positions to the new centre: (mask of those that get
+        closer, their new squared distances)."""
         self.evals += len(cand)
         d2 = (
             self.kernel.sqdist(xv, np.take(self.eligible, cand))
             if len(cand)
             else np.zeros(0, dtype=self.pool.cd)
         )
-        better = d2 < np.take(mind, cand)
-        moved = cand[better]
-        if self.prune and len(active):
+        better = d2 < np.take(self.mind, cand)
+        return better, d2[better]
+
+    def _new_group(self, k: int, moved: np.ndarray, d2: np.ndarray) -> None:
+        self.mind[moved] = d2
+        self.assign[moved] = k
+        self.members.append(moved)
+        self.listed[k] = len(moved)
+        self.radius2[k] = d2.max() if len(moved) else -np.inf
+        self.exact[k] = True
+
+    def _update_flat(
+        self, xv: np.ndarray, k: int, active: np.ndarray, thr_active: np.ndarray | None
+    ) -> None:
+        """Tests every row: ``mind > thr[assign]`` (no pruning: every row not picked)."""
+        mind, assign = self.mind, self.assign
+        if thr_active is None:
+            cand = self._all_pos[mind > -np.inf]
+        else:
+            thr = np.full(k + 1, self._inf, dtype=self.pool.cd)
+            thr[active] = thr_active
+            cand = np.flatnonzero(mind > np.take(thr, assign))
+        self.flat_steps += 1
+        better, d2 = self._moves(xv, cand)
+        if thr_active is not None and len(active):
             # bound for active groups: non-candidates have mind <= thr; stayers are exact
             new_r = np.full(k + 1, -np.inf, dtype=self.pool.cd)
-            new_r[active] = thr[active]
+            new_r[active] = thr_active
             stay = cand[~better]
             np.maximum.at(new_r, assign[stay], mind[stay])
-            radius2[active] = np.minimum(radius2[active], new_r[active])
-        mind[moved] = d2[better]
-        assign[moved] = k
-        radius2[k] = float(mind[moved].max()) if len(moved) else 0.0
-        self.k += 1
+            self.radius2[active] = np.minimum(self.radius2[active], new_r[active])
+            self.exact[active] = False
+        elif thr_active is None:
+            self.exact[:k] = False
+        self._new_group(k, cand[better], d2)
+
+    def _update_grouped(
+        self, xv: np.ndarray, k: int, active: np.ndarray, thr_active: np.ndarray
+    ) -> None:
+        """Tests only the active groups' member lists, compacts them and makes their bounds
+        exact."""
+        self.grouped_steps += 1
+        if not len(active):
+            self._new_group(k, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=self.pool.cd))
+            return
+        lists = [self.members[g] for g in active]
+        mem = np.concatenate(lists)
+        owner = np.repeat(np.arange(len(active)), self.listed[active])
+        m = self.mind[mem]
+        live = (self.assign[mem] == active[owner]) & (m > -np.inf)
+        is_cand = live & (m > thr_active[owner])
+        at = np.flatnonzero(is_cand)
+        better, d2 = self._moves(xv, mem[at])
+        live[at[better]] = False  # moved to the new centre
+        self._new_group(k, mem[at[better]], d2)
+        kept_owner = owner[live]
+        counts = np.bincount(kept_owner, minlength=len(active))
+        kept = mem[live]
+        for g, part in zip(active.tolist(), np.split(kept, np.cumsum(counts)[:-1]), strict=True):
+            self.members[g] = part
+        self.listed[active] = counts
+        self.radius2[active] = self._group_max(kept, counts)
+        self.exact[active] = True
 
 
 def _run(
@@ -258,6 +406,7 @@ def _run(
     prune: bool,
     margin: float,
     progress: ProgressFn | None,
+    layout: str = "auto",
 ) -> SelectionResult:
     n = pool.n
     init = np.unique(np.asarray(centres if centres is not None else [], dtype=np.int64))
@@ -269,7 +418,9 @@ def _run(
         raise ValueError(f"budget {budget} must be in 1..{m_rows}")
 
     k0 = len(init)
-    shard = KCenterShard(pool, kernel, eligible, k0 + budget, prune=prune, margin=margin)
+    shard = KCenterShard(
+        pool, kernel, eligible, k0 + budget, prune=prune, margin=margin, layout=layout
+    )
     picks = np.empty(budget, dtype=np.int64)
     scores = np.empty(budget, dtype=np.float64)
     evals_plain = 0
@@ -316,6 +467,9 @@ def _run(
         "distance_evals_unpruned": float(evals_plain),
         "pruned_fraction": float(1.0 - evals / evals_plain) if evals_plain else 0.0,
         "centre_distance_evals": float(shard.centre_evals),
+        "grouped_steps": float(shard.grouped_steps),
+        "flat_steps": float(shard.flat_steps),
+        "full_argmax_steps": float(shard.full_argmax),
         **{f"seed_{k}": float(v) for k, v in getattr(kernel, "counters", {}).items()},
         "seed_seconds": seed_seconds,
         "greedy_seconds": greedy_seconds,
@@ -323,4 +477,4 @@ def _run(
     return SelectionResult(indices=picks, scores=scores, stats=stats)
 
 
-__all__ = ["PRUNE_MARGIN", "KCenterShard", "ProgressFn", "kcenter_greedy"]
+__all__ = ["GROUP_COST_ROWS", "PRUNE_MARGIN", "KCenterShard", "ProgressFn", "kcenter_greedy"]

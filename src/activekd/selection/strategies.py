@@ -198,7 +198,7 @@ def _kcenter(
     )
 
 
-def _row_scores(
+def row_scores(
     probs: np.ndarray, rows: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
     """``fn`` applied to float64 chunks of ``probs[rows]``."""
@@ -209,7 +209,7 @@ def _row_scores(
     return out
 
 
-def _top(scores: np.ndarray, budget: int, *, largest: bool) -> np.ndarray:
+def top_positions(scores: np.ndarray, budget: int, *, largest: bool) -> np.ndarray:
     """Positions of the ``budget`` best scores, best first; ties to the lowest position."""
     key = -scores if largest else scores
     if budget < len(key):
@@ -235,11 +235,20 @@ def _least_confidence(p: np.ndarray) -> np.ndarray:
     return 1.0 - p.max(axis=1)
 
 
-def _uncertainty(
-    inp: SelectionInputs, fn: Callable[[np.ndarray], np.ndarray], largest: bool
-) -> SelectionResult:
-    s = _row_scores(_req(inp.probs), inp.eligible, fn)
-    pos = _top(s, inp.budget, largest=largest)
+#: The row-local uncertainty strategies: name -> (each row's score, whether higher scores are
+#: picked first). A row's score depends on that row alone, so they shard exactly
+#: (``activekd.distributed.ray_rowwise``: each shard's own top, merged by ``top_positions``).
+ROW_SCORES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], bool]] = {
+    "entropy": (_entropy, True),
+    "margin": (_margin, False),
+    "least_confidence": (_least_confidence, True),
+}
+
+
+def _uncertainty(inp: SelectionInputs, name: str) -> SelectionResult:
+    fn, largest = ROW_SCORES[name]
+    s = row_scores(_req(inp.probs), inp.eligible, fn)
+    pos = top_positions(s, inp.budget, largest=largest)
     return SelectionResult(inp.eligible[pos], s[pos])
 
 
@@ -250,7 +259,7 @@ def _uncertainty(
     needs_features=False,
 )
 def entropy(inp: SelectionInputs) -> SelectionResult:
-    return _uncertainty(inp, _entropy, largest=True)
+    return _uncertainty(inp, "entropy")
 
 
 @register(
@@ -260,7 +269,7 @@ def entropy(inp: SelectionInputs) -> SelectionResult:
     needs_features=False,
 )
 def margin(inp: SelectionInputs) -> SelectionResult:
-    return _uncertainty(inp, _margin, largest=False)
+    return _uncertainty(inp, "margin")
 
 
 @register(
@@ -270,7 +279,7 @@ def margin(inp: SelectionInputs) -> SelectionResult:
     needs_features=False,
 )
 def least_confidence(inp: SelectionInputs) -> SelectionResult:
-    return _uncertainty(inp, _least_confidence, largest=True)
+    return _uncertainty(inp, "least_confidence")
 
 
 @register(
@@ -296,7 +305,7 @@ def badge(inp: SelectionInputs) -> SelectionResult:
     return badge_select(_req(inp.probs), _req(inp.features), inp.eligible, inp.budget, inp.seed)
 
 
-def _argmax_rows(probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def predicted_classes(probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
     out = np.empty(len(rows), dtype=np.int64)
     for sl in iter_row_chunks(len(rows), probs.shape[1] * probs.itemsize, _CHUNK_BYTES):
         out[sl] = np.argmax(probs[rows[sl]], axis=1)
@@ -354,14 +363,35 @@ def class_quotas(
 )
 def class_balanced(inp: SelectionInputs) -> SelectionResult:
     probs = _req(inp.probs)
-    c = probs.shape[1]
-    pred = _argmax_rows(probs, inp.eligible)
-    known = inp.labels if inp.labels is not None else _argmax_rows(probs, inp.labeled)
+    known = inp.labels if inp.labels is not None else predicted_classes(probs, inp.labeled)
+    return class_balanced_picks(
+        predicted_classes(probs, inp.eligible),
+        known,
+        predicted_classes(probs, inp.exclude),
+        probs.shape[1],
+        inp.eligible,
+        inp.budget,
+        inp.seed,
+    )
+
+
+def class_balanced_picks(
+    pred: np.ndarray,
+    known: np.ndarray,
+    pending: np.ndarray,
+    c: int,
+    eligible: np.ndarray,
+    budget: int,
+    seed: int,
+) -> SelectionResult:
+    """``class_balanced`` from the predicted class of each eligible row (``pred``, in the order
+    of ``eligible``), the classes of the labeled rows (``known``) and of the excluded ones
+    (``pending``): all it reads of the pool, so a sharded pool sends only these."""
     counts = np.bincount(known, minlength=c).astype(np.float64)
-    counts += np.bincount(_argmax_rows(probs, inp.exclude), minlength=c)  # pending labels
+    counts += np.bincount(pending, minlength=c)  # pending labels
     available = np.bincount(pred, minlength=c)
-    quota, weights = class_quotas(counts, available, inp.budget)
-    rng = np.random.default_rng(inp.seed)
+    quota, weights = class_quotas(counts, available, budget)
+    rng = np.random.default_rng(seed)
     by_class = np.argsort(pred, kind="stable")
     starts = np.searchsorted(pred[by_class], np.arange(c))
     chosen: list[np.ndarray] = []
@@ -380,7 +410,7 @@ def class_balanced(inp: SelectionInputs) -> SelectionResult:
     order = np.lexsort((cls_arr, -weights[cls_arr], rank))
     pos, cls_arr = pos[order], cls_arr[order]
     stats = {"classes_picked": float(len(np.unique(cls_arr)))}
-    return SelectionResult(inp.eligible[pos], weights[cls_arr], stats)
+    return SelectionResult(eligible[pos], weights[cls_arr], stats)
 
 
 # --- coverage strategies (low budgets) and PCoreSet hybrids ------------------------------------
@@ -495,7 +525,7 @@ def pcoreset_typical(inp: SelectionInputs) -> SelectionResult:
     else:
         xn = normalized(_req(inp.features))
         typ = typicality(xn, int(inp.params["k_nn"]), queries=el)
-        cand = np.sort(el[_top(typ, n_cand, largest=True)])
+        cand = np.sort(el[top_positions(typ, n_cand, largest=True)])
         centres = _centres(inp)
         sub = np.union1d(centres, cand)  # sorted: position order = row order (ties kept)
         res = _kcenter(
@@ -511,13 +541,18 @@ def pcoreset_typical(inp: SelectionInputs) -> SelectionResult:
 
 __all__ = [
     "PARAM_RULES",
+    "ROW_SCORES",
     "STRATEGIES",
     "STRATEGY_INFO",
     "SelectionInputs",
     "StrategyFn",
     "StrategyInfo",
     "available_strategies",
+    "class_balanced_picks",
     "class_quotas",
+    "predicted_classes",
     "register",
+    "row_scores",
+    "top_positions",
     "validate_strategy",
 ]

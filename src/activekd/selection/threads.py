@@ -35,3 +35,26 @@ def limit_threads(threads: int | None) -> Iterator[None]:
         finally:
             faiss.omp_set_num_threads(prev_faiss)
             torch.set_num_threads(prev_torch)
+
+
+@contextmanager
+def quiet_torch(active: bool = True) -> Iterator[None]:
+    """Runs the block with torch at one intra-op thread (when ``active``), then restores it.
+
+    For work whose only torch use is small casts: a parallel torch op leaves its OpenMP workers
+    spinning, and they then compete with BLAS and faiss threads for the same cores.
+    """
+    if not active:
+        yield
+        return
+    import torch
+
+    prev = torch.get_num_threads()
+    if prev == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
