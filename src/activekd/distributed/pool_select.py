@@ -123,7 +123,8 @@ class ShardedSelector:
 
         from activekd.distributed.ray_kcenter import kcenter_on_ray_files
 
-        shards: Sequence[object] = store.open_shards(req.pool_id, req.array)
+        # remote pools: each actor / task downloads only its own shard file
+        shards: Sequence[object] = store.open_shards(req.pool_id, req.array, fetch=False)
         try:
             res = kcenter_on_ray_files(
                 shards,  # type: ignore[arg-type]
@@ -162,7 +163,8 @@ class ShardedSelector:
 
         from activekd.distributed.ray_rowwise import rowwise_on_ray_files
 
-        shards: Sequence[object] = store.open_shards(req.pool_id, req.array)
+        # remote pools: each actor / task downloads only its own shard file
+        shards: Sequence[object] = store.open_shards(req.pool_id, req.array, fetch=False)
         try:
             res = rowwise_on_ray_files(
                 shards,  # type: ignore[arg-type]

@@ -42,6 +42,7 @@ from activekd.selection.sharded import (
     owners_of,
     shard_bounds,
 )
+from activekd.store.remote import RemoteShard, local_file
 
 
 def _ray() -> Any:
@@ -140,11 +141,18 @@ class RayCluster:
 class ShardActor:
     """A :class:`LocalWorker` over rows of the memory-mapped pool file (run as a Ray actor)."""
 
-    def __init__(self, path: str, spec: ShardSpec) -> None:
+    def __init__(self, path: str | ShardFileRef, spec: ShardSpec) -> None:
         """``path``: the whole pool's ``.npy`` file, or (``spec.file_offset`` set) a shard file
-        holding rows from ``spec.file_offset``."""
+        holding rows from ``spec.file_offset``: a path, or a shard reference of the pool store
+        (a ``RemoteShard`` is downloaded here first, only this shard)."""
         self.base_rss = self.rss_bytes()  # the interpreter and libraries, before any pool row
-        self.worker = LocalWorker(np.load(path, mmap_mode="r"), spec)
+        x = np.load(local_file(path), mmap_mode="r")
+        self.width, self.dtype = int(x.shape[1]), x.dtype
+        self.worker = LocalWorker(x, spec)
+
+    def shape(self) -> tuple[int, np.dtype]:
+        """(columns, dtype) of this actor's file."""
+        return self.width, self.dtype
 
     def call(self, method: str, *args: Any) -> Any:
         return getattr(self.worker, method)(*args)
@@ -199,14 +207,11 @@ def start_file_shard_actors(
         or any(a.stop != b.start for a, b in itertools.pairwise(shards))
     ):
         raise ValueError("the shard files must cover rows 0..n in order, without gaps")
-    first = np.load(str(shards[0].path), mmap_mode="r")
-    n, d, cd = int(shards[-1].stop), int(first.shape[1]), compute_dtype(first.dtype)
-    del first
     initial = np.unique(np.asarray(centres if centres is not None else [], dtype=np.int64))
     actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(ShardActor)
     actors = [
         actor_cls.remote(
-            str(s.path),
+            s if isinstance(s, RemoteShard) else str(s.path),
             ShardSpec(
                 s.start,
                 s.stop,
@@ -220,7 +225,9 @@ def start_file_shard_actors(
         )
         for s in shards
     ]
-    return actors, [(s.start, s.stop) for s in shards], initial, (n, d, cd)
+    d, dtype = ray.get(actors[0].shape.remote())  # read by the actor: the file may be remote
+    n = int(shards[-1].stop)
+    return actors, [(s.start, s.stop) for s in shards], initial, (n, int(d), compute_dtype(dtype))
 
 
 def kcenter_on_ray_files(

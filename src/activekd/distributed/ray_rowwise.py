@@ -29,6 +29,7 @@ from activekd.selection.strategies import (
     row_scores,
     top_positions,
 )
+from activekd.store.remote import RemoteShard, local_file
 
 #: the strategies this module runs over shard files (the k-center ones: ``ray_kcenter``)
 ROW_LOCAL_ON_SHARDS = frozenset({*ROW_SCORES, "class_balanced"})
@@ -39,7 +40,7 @@ def _within(rows: np.ndarray, a: int, b: int) -> np.ndarray:
 
 
 def shard_task(
-    path: str,
+    path: str | ShardFileRef,
     start: int,
     stop: int,
     strategy: str,
@@ -48,15 +49,17 @@ def shard_task(
     labeled: np.ndarray,
     exclude: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """One shard file (rows ``start:stop`` of the pool): its eligible rows (``taken``: this
-    shard's labeled and excluded rows) and what the strategy needs of them, in row order."""
-    x = np.load(path, mmap_mode="r")
+    """One shard file (rows ``start:stop`` of the pool; a path, or a pool store shard reference,
+    downloaded here when remote): its eligible rows (``taken``: this shard's labeled and
+    excluded rows) and what the strategy needs of them, in row order."""
+    x = np.load(local_file(path), mmap_mode="r")
     keep = np.ones(stop - start, dtype=bool)
     keep[taken - start] = False
     local = np.flatnonzero(keep).astype(np.int64)
     if strategy == "class_balanced":
         return {
             "rows": local + start,
+            "classes": np.array(x.shape[1]),
             "pred": predicted_classes(x, local).astype(np.int32),
             "labeled": predicted_classes(x, labeled - start).astype(np.int32),
             "exclude": predicted_classes(x, exclude - start).astype(np.int32),
@@ -90,7 +93,7 @@ def rowwise_on_ray_files(
     task = ray.remote(num_cpus=cpus_per_task)(shard_task)
     refs = [
         task.remote(
-            str(s.path),
+            s if isinstance(s, RemoteShard) else str(s.path),
             int(s.start),
             int(s.stop),
             strategy,
@@ -104,7 +107,7 @@ def rowwise_on_ray_files(
     parts: list[dict[str, np.ndarray]] = ray.get(refs)
     rows = np.concatenate([p["rows"] for p in parts])
     if strategy == "class_balanced":
-        c = int(np.load(str(shards[0].path), mmap_mode="r").shape[1])
+        c = int(parts[0]["classes"])
         known = labels if labels is not None else np.concatenate([p["labeled"] for p in parts])
         res = class_balanced_picks(
             np.concatenate([p["pred"] for p in parts]),

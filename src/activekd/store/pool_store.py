@@ -45,7 +45,7 @@ from activekd.errors import (
     shown,
 )
 from activekd.ids import check_array_name, check_pool_id
-from activekd.store.remote import COMPLETE_MARKER, RemoteFiles, default_cache_dir
+from activekd.store.remote import COMPLETE_MARKER, RemoteFiles, RemoteShard, default_cache_dir
 
 _SUPPORTED = {"float16", "float32", "float64", "int32", "int64", "uint8"}
 
@@ -209,14 +209,42 @@ class PoolStore:
         joined.flags.writeable = False
         return joined
 
-    def open_shards(self, pool_id: str, name: str) -> builtins.list[ShardFile]:
+    def open_shards(
+        self, pool_id: str, name: str, *, fetch: bool = True
+    ) -> builtins.list[ShardFile] | builtins.list[RemoteShard]:
         """The files of array ``name`` with the rows each holds: one per shard of a sharded
-        pool, a single one covering every row otherwise (local paths; fetched if remote)."""
+        pool, a single one covering every row otherwise (local paths; fetched if remote).
+
+        ``fetch=False`` on a remote store: nothing is downloaded here; each
+        :class:`~activekd.store.remote.RemoteShard` is fetched by its reader (``local_path()``,
+        into the same cache path on its own machine, kept when already there), so a Ray actor
+        holds only its own shard."""
         meta = self.describe(pool_id)
         if name not in meta.arrays:
             raise NotFound(
                 f"pool {shown(pool_id)} has no array {shown(name)}; it has {sorted(meta.arrays) or 'none'}"
             )
+        if not fetch and self.remote is not None:
+            files = (
+                [(0, meta.num_items, f"{name}.npy")]
+                if not meta.shard_rows
+                else [
+                    (a, b, shard_file_name(name, k)) for k, (a, b) in enumerate(meta.shard_bounds())
+                ]
+            )
+            return [
+                RemoteShard(
+                    a,
+                    b,
+                    self.remote.uri,
+                    pool_id,
+                    meta.version,
+                    file,
+                    str(self.root),
+                    dict(self.remote.storage_options),
+                )
+                for a, b, file in files
+            ]
         folder = self._read_dir(pool_id, meta.version)
         if not meta.shard_rows:
             return [ShardFile(0, meta.num_items, folder / f"{name}.npy")]

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ class RemoteFiles:
         except ValueError as exc:
             raise InvalidArgument(f"store root {shown(uri)}: {exc}") from exc
         self.uri = uri
+        self.storage_options: dict[str, Any] = dict(storage_options or {})
         self.root = str(root).rstrip("/")
 
     def _version(self, pool_id: str, version: str) -> str:
@@ -117,9 +120,73 @@ class RemoteFiles:
             shutil.rmtree(tmp, ignore_errors=True)
         return local_dir
 
+    def fetch_file(self, pool_id: str, version: str, name: str, local_dir: Path) -> Path:
+        """One file of a remote version into ``local_dir`` (kept when already there: files are
+        only ever written whole, by one rename); returns its local path."""
+        target = local_dir / name
+        if target.exists():
+            return target
+        local_dir.mkdir(parents=True, exist_ok=True)
+        part = local_dir / f".part-{uuid.uuid4().hex[:8]}-{name}"
+        try:
+            self._call(
+                f"downloading pool {pool_id}",
+                self.fs.get_file,
+                f"{self._version(pool_id, version)}/{name}",
+                str(part),
+            )
+            os.replace(part, target)
+        except FileNotFoundError as exc:
+            raise FailedPrecondition(
+                f"pool {shown(pool_id)}: version {version} is registered but its file "
+                f"{shown(name)} is not in object storage; upload the pool again"
+            ) from exc
+        finally:
+            part.unlink(missing_ok=True)
+        return target
+
     def remove(self, pool_id: str, version: str) -> None:
         """Delete one version's remote files (missing ones are fine)."""
         with contextlib.suppress(FileNotFoundError):
             self._call(
                 f"deleting pool {pool_id}", self.fs.rm, self._version(pool_id, version), True
             )
+
+
+@dataclass(frozen=True)
+class RemoteShard:
+    """One shard file of a pool version in object storage, fetched by whoever reads it: a Ray
+    actor or task downloads only its own shard (:meth:`local_path`) into ``cache_dir`` on its
+    machine, instead of every reader holding the whole pool.
+
+    ``path`` is where the file will be once fetched. ``storage_options`` are the store's own
+    client settings (``ACTIVEKD_STORE_OPTIONS``), passed to the reader with the shard.
+    """
+
+    start: int
+    stop: int
+    uri: str
+    pool_id: str
+    version: str
+    name: str
+    cache_dir: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.cache_dir) / self.pool_id / f"v-{self.version}" / self.name
+
+    def local_path(self) -> Path:
+        """The shard's local file, downloaded first when this machine's cache lacks it."""
+        if self.path.exists():
+            return self.path
+        remote = RemoteFiles(self.uri, self.storage_options or None)
+        return remote.fetch_file(self.pool_id, self.version, self.name, self.path.parent)
+
+
+def local_file(ref: Any) -> Path:
+    """The local path of a shard reference: a :class:`RemoteShard` is fetched first, anything
+    else with a ``path`` (``ShardFile``) or a path itself is used as it is."""
+    if isinstance(ref, RemoteShard):
+        return ref.local_path()
+    return Path(getattr(ref, "path", ref))
