@@ -58,9 +58,7 @@ def test_workers_fetch_only_their_shard_and_equal_select_batch(
         for strategy in ("pcoreset", "margin", "class_balanced"):
             req = ShardedRequest("rs/p", strategy, 20, "probs", labeled, exclude, seed=5)
             got = sel.select(reader, req)
-            want = select_batch(
-                strategy, 20, probs=probs, labeled=labeled, exclude=exclude, seed=5
-            )
+            want = select_batch(strategy, 20, probs=probs, labeled=labeled, exclude=exclude, seed=5)
             assert got.indices.tolist() == want.indices.tolist(), strategy
             np.testing.assert_array_equal(got.scores, want.scores)
     finally:
