@@ -16,6 +16,7 @@ from activekd.errors import InvalidArgument
 from activekd.orchestration.driver import Driver
 from activekd.selection import available_strategies
 from activekd.server import metrics
+from activekd.server.limits import remaining_seconds
 from activekd.state.experiments import ExperimentStore, RoundState, labels_by_item
 from activekd.v1 import experiment_pb2, experiment_pb2_grpc
 from activekd.wire.experiment_convert import event_to_proto, experiment_to_proto, spec_from_proto
@@ -72,7 +73,7 @@ class ExperimentServicer(experiment_pb2_grpc.ExperimentServiceServicer):
     async def AdvanceRound(
         self, request: experiment_pb2.AdvanceRoundRequest, context: grpc.aio.ServicerContext
     ) -> experiment_pb2.AdvanceRoundResponse:
-        remaining = context.time_remaining()  # the caller's deadline bounds the calls it makes
+        remaining = remaining_seconds(context)  # the caller's deadline bounds the calls it makes
         deadline = None if remaining is None else time.monotonic() + remaining
         lock = self._locks.setdefault(request.experiment_id, asyncio.Lock())
         async with lock:  # one transition per experiment at a time in this process

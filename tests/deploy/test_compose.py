@@ -196,6 +196,20 @@ EXPERIMENT_SECRET_ENV = {
 }
 
 
+#: the methods whose concurrency a deployment caps by default (the heavy ones)
+CAPPED = {"ScorePool", "TrainRound", "PredictPool", "SelectBatch", "UploadPool", "Predict"}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_heavy_methods_have_concurrency_caps(name: str, compose: dict[str, Any]) -> None:
+    from activekd.server.limits import parse_per_method
+
+    raw = _env(compose["services"][name])["ACTIVEKD_MAX_CONCURRENT_PER_METHOD"]
+    default = raw.split(":-", 1)[1].rstrip("}") if raw.startswith("${") else raw
+    caps = parse_per_method(default)
+    assert CAPPED <= set(caps) and all(0 < v <= 32 for v in caps.values()), caps
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_auth_tls_and_redis_password_come_from_secrets(name: str, compose: dict[str, Any]) -> None:
     service = compose["services"][name]

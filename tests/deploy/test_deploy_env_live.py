@@ -10,6 +10,7 @@ its own token over TLS, as in compose.
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,7 +47,8 @@ def _security_env(service: dict[str, Any], secrets: Path) -> dict[str, str]:
     paths mapped to ``secrets``."""
     out = {}
     for key, value in (service.get("environment") or {}).items():
-        value = str(value)
+        # ${NAME:-default}: what compose gives when NAME is unset in the host's environment
+        value = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
         if not key.startswith("ACTIVEKD_") or key in HARNESS or key.endswith("_TARGET"):
             continue
         if key.startswith("ACTIVEKD_TEACHER_"):

@@ -549,6 +549,20 @@ def test_auth_tls_and_redis_password_come_from_secrets(
             assert key in secrets[mounted]["data"], f"{mounted} has no {key}"
 
 
+@pytest.mark.parametrize("build", BUILDS)
+def test_heavy_methods_have_concurrency_caps(kustomize_build: Build, build: str) -> None:
+    from activekd.server.limits import parse_per_method
+
+    objs = kustomize_build(build)
+    for name in SERVICES:
+        pod = _by_kind(objs, "Deployment")[f"activekd-{name}"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = _container_env(container, _by_kind(objs, "ConfigMap"))
+        caps = parse_per_method(env["ACTIVEKD_MAX_CONCURRENT_PER_METHOD"])
+        heavy = {"ScorePool", "TrainRound", "PredictPool", "SelectBatch", "UploadPool", "Predict"}
+        assert heavy <= set(caps) and all(0 < v <= 32 for v in caps.values()), (name, caps)
+
+
 def test_base_commits_no_secret_values(kustomize_build: Build) -> None:
     assert not _by_kind(kustomize_build("base"), "Secret"), "base names Secrets, never holds them"
     assert not _by_kind(kustomize_build("overlays/production"), "Secret")

@@ -25,6 +25,7 @@ from activekd.errors import InvalidArgument
 from activekd.server import bootstrap
 from activekd.server.config import ServerConfig
 from activekd.server.interceptors import (
+    ACCESS_DENIED_MESSAGE,
     DOWNSTREAM_UNAVAILABLE_MESSAGE,
     MAX_STATUS_MESSAGE_BYTES,
     REDIS_UNAVAILABLE_MESSAGE,
@@ -85,6 +86,8 @@ class Fakes(
             await asyncio.to_thread(self._raise_chained, errno.EFBIG)
         if pid == "erofs":
             raise OSError(errno.EROFS, "Read-only file system", SECRET_PATH)
+        if pid == "eacces":
+            raise PermissionError(errno.EACCES, "Permission denied", SECRET_PATH)
         if pid == "redis":
             raise redis.ConnectionError(REDIS_TEXT)
         if pid == "redis-timeout":
@@ -488,6 +491,7 @@ def test_cap_message_keeps_short_messages_word_for_word() -> None:
         ("enospc", grpc.StatusCode.RESOURCE_EXHAUSTED, "pool store is full"),
         ("efbig", grpc.StatusCode.RESOURCE_EXHAUSTED, "pool store is full"),
         ("erofs", grpc.StatusCode.FAILED_PRECONDITION, "pool store is not writable"),
+        ("eacces", grpc.StatusCode.FAILED_PRECONDITION, ACCESS_DENIED_MESSAGE),
         ("redis", grpc.StatusCode.UNAVAILABLE, REDIS_UNAVAILABLE_MESSAGE),
         ("redis-timeout", grpc.StatusCode.UNAVAILABLE, REDIS_UNAVAILABLE_MESSAGE),
         ("downstream", grpc.StatusCode.UNAVAILABLE, DOWNSTREAM_UNAVAILABLE_MESSAGE),

@@ -8,6 +8,7 @@ small CNN (8/16 channels) trained for a few dozen steps on one thread.
 from __future__ import annotations
 
 import hashlib
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -390,6 +391,35 @@ def test_kill_mid_round_restart_and_rerun(world: World, trainer: TrainerClient) 
         ckpt = load_checkpoint(folder / "round-0.ckpt")
         assert ckpt.config.seed == 11 and ckpt.config.steps == 20
         assert _sha(again.get_checkpoint(exp, 0)) == rerun.checkpoint.sha256
+
+
+def test_a_round_past_its_deadline_stops_and_keeps_the_previous_checkpoint(
+    world: World, trainer: TrainerClient
+) -> None:
+    """The caller's deadline passes mid-round: the call ends DEADLINE_EXCEEDED and the service
+    stops training at its next step (it logs "round cancelled") instead of running on for
+    nobody; the round's previous checkpoint stays, and the service trains the next call."""
+    exp = world.experiment("svc-deadline")
+    folder = world.ckpt_root / exp
+    old = _train(trainer, exp, student_config={"steps": 3, "threads": 1}).checkpoint
+    endless = {"steps": 1_000_000, "log_every": 1, "seed": 3, "threads": 1}
+    steps: list[int] = []
+    with pytest.raises(grpc.RpcError) as err:
+        for ev in trainer.train_round(exp, 0, student_config=endless, timeout=4.0):
+            steps.append(getattr(ev, "step", -1))
+    assert _code(err) == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert steps and steps[-1] < 1_000_000
+    cancelled = f'"experiment_id": "{exp}"'
+    deadline = time.monotonic() + 30
+    while not any(
+        "round cancelled" in line and cancelled in line for line in world.svc.logs().splitlines()
+    ):
+        assert time.monotonic() < deadline, "the service did not stop the round"
+        time.sleep(0.2)
+    assert sorted(p.name for p in folder.iterdir()) == ["round-0.ckpt"]
+    assert _sha((folder / "round-0.ckpt").read_bytes()) == old.sha256
+    after = _train(trainer, exp, student_config={"steps": 3, "seed": 4, "threads": 1})
+    assert after.checkpoint.sha256 != old.sha256
 
 
 def test_weights_path_outside_the_data_roots_is_denied(

@@ -61,8 +61,12 @@ REDIS_UNAVAILABLE_MESSAGE = "state store (Redis) is unavailable; retry"
 DOWNSTREAM_UNAVAILABLE_MESSAGE = "a service this call depends on is unavailable; retry"
 STORE_FULL_MESSAGE = "pool store is full"
 STORE_READ_ONLY_MESSAGE = "pool store is not writable"
+#: EACCES: a file or folder the service may not write or read (a store folder without write
+#: permission, or an unreadable file under a data root): no errno says which, so neither is named
+ACCESS_DENIED_MESSAGE = (
+    "the service may not write or read a file it needs (pool store or data root permissions)"
+)
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES})
 
 
 class Undecodable:
@@ -159,8 +163,10 @@ def _infrastructure_status(exc: BaseException) -> tuple[grpc.StatusCode, str] | 
             return grpc.StatusCode.UNAVAILABLE, DOWNSTREAM_UNAVAILABLE_MESSAGE
         if isinstance(cause, OSError) and cause.errno in _FULL_ERRNOS:
             return grpc.StatusCode.RESOURCE_EXHAUSTED, STORE_FULL_MESSAGE
-        if isinstance(cause, OSError) and cause.errno in _READ_ONLY_ERRNOS:
+        if isinstance(cause, OSError) and cause.errno == errno.EROFS:
             return grpc.StatusCode.FAILED_PRECONDITION, STORE_READ_ONLY_MESSAGE
+        if isinstance(cause, OSError) and cause.errno == errno.EACCES:
+            return grpc.StatusCode.FAILED_PRECONDITION, ACCESS_DENIED_MESSAGE
     return None
 
 
