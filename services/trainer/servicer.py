@@ -81,7 +81,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             metrics.observe_training_round(dataset, time.perf_counter() - started, exc.step, nan)
             raise
         finally:
-            if job.stop():  # the client went away: stop training at the next event
+            # the client went away: stop training at the next step; "round stopped" follows
+            # once the worker thread has returned and the round can be trained again
+            if job.stop(lambda: log.info("round stopped", extra=where)):
                 log.info("round cancelled", extra=where)
         metrics.observe_training_round(
             dataset, outcome.train_seconds, outcome.steps, outcome.losses

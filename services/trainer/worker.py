@@ -50,9 +50,15 @@ class ThreadedJob(Generic[EventT, ResultT]):
     def result(self) -> ResultT:
         return self._task.result()
 
-    def stop(self) -> bool:
-        """Asks a still running job to stop (returns True then); False when it has ended."""
+    def stop(self, on_stopped: Callable[[], None] | None = None) -> bool:
+        """Asks a still running job to stop (returns True then); False when it has ended.
+
+        ``on_stopped`` runs on the event loop once the worker thread has really returned (it
+        finishes its current step first), so a caller can tell "asked to stop" from "stopped".
+        """
         if self._task.done():
             return False
         self.cancel.set()
+        if on_stopped is not None:
+            self._task.add_done_callback(lambda _task: on_stopped())
         return True

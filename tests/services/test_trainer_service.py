@@ -397,8 +397,9 @@ def test_a_round_past_its_deadline_stops_and_keeps_the_previous_checkpoint(
     world: World, trainer: TrainerClient
 ) -> None:
     """The caller's deadline passes mid-round: the call ends DEADLINE_EXCEEDED and the service
-    stops training at its next step (it logs "round cancelled") instead of running on for
-    nobody; the round's previous checkpoint stays, and the service trains the next call."""
+    stops training at its next step (it logs "round cancelled", then "round stopped" once the
+    worker has returned) instead of running on for nobody; the round's previous checkpoint
+    stays, and the service trains the next call."""
     exp = world.experiment("svc-deadline")
     folder = world.ckpt_root / exp
     old = _train(trainer, exp, student_config={"steps": 3, "threads": 1}).checkpoint
@@ -411,11 +412,12 @@ def test_a_round_past_its_deadline_stops_and_keeps_the_previous_checkpoint(
     assert steps and steps[-1] < 1_000_000
     cancelled = f'"experiment_id": "{exp}"'
     deadline = time.monotonic() + 30
-    while not any(
-        "round cancelled" in line and cancelled in line for line in world.svc.logs().splitlines()
-    ):
-        assert time.monotonic() < deadline, "the service did not stop the round"
-        time.sleep(0.2)
+    for message in ("round cancelled", "round stopped"):
+        while not any(
+            message in line and cancelled in line for line in world.svc.logs().splitlines()
+        ):
+            assert time.monotonic() < deadline, f"the service did not log {message!r}"
+            time.sleep(0.2)
     assert sorted(p.name for p in folder.iterdir()) == ["round-0.ckpt"]
     assert _sha((folder / "round-0.ckpt").read_bytes()) == old.sha256
     after = _train(trainer, exp, student_config={"steps": 3, "seed": 4, "threads": 1})
