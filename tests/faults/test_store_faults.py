@@ -144,6 +144,33 @@ def test_a_full_store_is_resource_exhausted_and_leaves_no_partial_file(
     assert small_disk.proc.poll() is None and small_disk.proc.pid == pid
 
 
+def tmpfs_prefix(store: Path, size_bytes: int) -> tuple[str, ...]:
+    """How to give the service a really small disk: a ``size_bytes`` tmpfs mounted on ``store``
+    in a private user+mount namespace (no privileges needed). Writes past it fail ENOSPC, and a
+    write into a hole of a sparse memory map is SIGBUS: the failure a full disk really gives,
+    which RLIMIT_FSIZE (EFBIG at the size check) does not show. The test process sees the
+    service's files under ``/proc/<pid>/root`` (:func:`seen_by`)."""
+    unshare = shutil.which("unshare")
+    script = 'mount -t tmpfs -o size="$1" tmpfs "$0" && shift && exec "$@"'
+    if unshare:
+        probe = subprocess.run(
+            [unshare, "-rm", "sh", "-c", script, str(store), str(size_bytes), "true"],
+            capture_output=True,
+        )
+        if probe.returncode == 0:
+            return (unshare, "-rm", "sh", "-c", script, str(store), str(size_bytes))
+    pytest.skip(
+        "no user namespaces here (unshare -rm failed): no small tmpfs to fill; the full-disk "
+        "status is still tested with RLIMIT_FSIZE above"
+    )
+
+
+def seen_by(svc: ServiceProcess, path: Path) -> Path:
+    """``path`` as the running service sees it (inside its mount namespace)."""
+    assert svc.proc is not None and svc.proc.poll() is None
+    return Path(f"/proc/{svc.proc.pid}/root{path}")
+
+
 def _read_only_prefix(store: Path) -> tuple[tuple[str, ...], str]:
     """How to make ``store`` read-only for the service: a read-only bind mount in a private
     user+mount namespace (no privileges needed), else chmod 0555 when not root."""
@@ -200,3 +227,36 @@ def test_a_read_only_store_is_failed_precondition_and_leaves_nothing(
     finally:
         svc.stop()
         store.chmod(0o755)
+
+
+def test_a_really_full_disk_is_resource_exhausted_and_the_service_lives(
+    redis_proc: RedisProcess, tmp_path: Path
+) -> None:
+    """The store is a 256 KiB tmpfs: a 1 MiB array is RESOURCE_EXHAUSTED (the pool store
+    allocates a new file's blocks before mapping it; a sparse map would have killed the
+    service with SIGBUS), nothing of it stays, and what fits is still stored."""
+    store = tmp_path / "tiny-disk"
+    store.mkdir()
+    prefix = tmpfs_prefix(store, 256 * 1024)
+    svc = ServiceProcess("selection", redis_proc.url, str(store), command_prefix=prefix)
+    try:
+        svc.start()
+        big = np.ones((1024, 32, 32), dtype=np.uint8)
+        with SelectionClient(svc.target, credentials=svc.credentials("admin")) as sel:
+            with pytest.raises(grpc.RpcError) as info:
+                sel.upload_pool("disk/big", arrays={"images": big})
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+            assert info.value.details() == STORE_FULL_MESSAGE
+            inside = seen_by(svc, store)
+            deadline = time.monotonic() + 10
+            while [p for p in inside.rglob("*") if p.is_file()]:
+                assert time.monotonic() < deadline, list(inside.rglob("*"))
+                time.sleep(0.1)
+            assert list(redis_proc.client().scan_iter(match="*disk/*")) == []
+            small = sel.upload_pool("disk/small", arrays={"images": big[:64]})
+            assert small.num_items == 64
+            (stored,) = inside.glob("disk/small/v-*/images.npy")
+            np.testing.assert_array_equal(np.load(stored), big[:64])
+        assert svc.proc is not None and svc.proc.poll() is None
+    finally:
+        svc.stop()

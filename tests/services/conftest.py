@@ -33,28 +33,6 @@ def store_root(selection_service: ServiceProcess) -> Path:
 
 
 # --- teacher service ----------------------------------------------------------------------------
-TINY_CLIP_NPZ = (
-    Path(__file__).resolve().parents[1] / "fixtures" / "teacher" / "tiny_clip_fmnist.npz"
-)
-
-
-@pytest.fixture(scope="session")
-def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/fixtures/teacher/tiny_clip_fmnist.npz (a Fashion-MNIST-trained ``tiny-clip-32``) as
-    the open_clip checkpoint file that ``ACTIVEKD_TEACHER_PRETRAINED`` takes."""
-    import open_clip
-
-    from activekd.teacher import register_model_configs
-    from activekd.teacher.clip_train import load_state_npz, save_checkpoint
-
-    register_model_configs()  # tiny-clip-32
-
-    state, _ = load_state_npz(TINY_CLIP_NPZ)
-    model, _, _ = open_clip.create_model_and_transforms("tiny-clip-32")
-    model.load_state_dict(state)
-    return save_checkpoint(model, tmp_path_factory.mktemp("tiny-clip") / "tiny_clip_fmnist.pt")
-
-
 def tiny_teacher_env(checkpoint: Path, **extra: str) -> dict[str, str]:
     """Env for a teacher service running the tiny CLIP on CPU (fast enough for tests)."""
     import json

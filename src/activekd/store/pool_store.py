@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import json
+import os
 import shutil
 import time
 import uuid
@@ -391,6 +393,27 @@ class PoolStore:
             raise
 
 
+def _new_array_file(path: Path, dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.memmap[Any, Any]:
+    """A new ``.npy`` file of ``shape``, memory-mapped for writing, with its blocks allocated up
+    front: a full disk then fails here, as an ``OSError`` (ENOSPC, EFBIG, EDQUOT) the services
+    answer RESOURCE_EXHAUSTED, instead of killing the process with SIGBUS on a later write into
+    a hole of a sparse map. A file that could not be made whole is removed, so a resumed write
+    never finds a short file."""
+    try:
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        with open(path, "r+b") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            try:
+                os.posix_fallocate(fh.fileno(), 0, size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # no fallocate there
+                    raise
+        return out
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 class PoolWriter:
     """Writes rows of one pool version; ``commit`` publishes it, ``abort`` discards it."""
 
@@ -482,9 +505,7 @@ class PoolWriter:
                 if path.exists():
                     out = np.load(path, mmap_mode="r+")
                 else:
-                    out = np.lib.format.open_memmap(
-                        path, mode="w+", dtype=arr.dtype, shape=(rows, *arr.shape[1:])
-                    )
+                    out = _new_array_file(path, arr.dtype, (rows, *arr.shape[1:]))
                 out[at : at + count] = arr[src : src + count]
                 out.flush()
                 del out

@@ -724,9 +724,9 @@ class PoolScorer:
             meta = await asyncio.to_thread(writer.commit)
         except Unavailable:
             raise  # storage or Redis away: the written chunks stay for the next run to resume
-        except ActiveKDError:
-            await asyncio.to_thread(writer.abort)  # bad data: nothing half-written survives
-            raise
+        except (ActiveKDError, OSError):  # bad data, or a full / read-only store:
+            await asyncio.to_thread(writer.abort)  # nothing half-written survives (and a full
+            raise  # disk gets its space back)
         log.info(
             "scored pool",
             extra={
