@@ -106,8 +106,8 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
     def _select_sharded(
         self, request: Request, earlier: set[str]
     ) -> tuple[selection.SelectionResult, np.ndarray] | None:
-        """k-center or a row-local strategy over a sharded pool's files on Ray, when configured
-        and it applies."""
+        """k-center, badge or a row-local strategy over a sharded pool's files on Ray, when
+        configured and it applies."""
         if self.sharded is None or request.WhichOneof("pool") != "pool_ref":
             return None
         ref, opts = request.pool_ref, request.options
@@ -137,6 +137,7 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
                 prune=not opts.disable_pruning,
                 seed=request.seed,
                 labels=np.asarray(request.labels, dtype=np.int64) if request.labels else None,
+                features_array=ref.features_array or "features",
             ),
         )
         return res, ids.item_ids

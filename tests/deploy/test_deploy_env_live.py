@@ -108,54 +108,60 @@ def _creds(secrets: Path, role: str | None = "admin") -> ClientCredentials:
     return ClientCredentials(token=token, ca_file=str(secrets / "ca.crt"))
 
 
-def test_tls_and_token_from_the_compose_settings(stack: LocalServices, secrets: Path) -> None:
-    with SelectionClient(stack.target("selection"), credentials=_creds(secrets)) as client:
-        assert client.list_strategies()
+def check_tls_tokens_and_roles(stack: LocalServices, ca_file: Path, tokens: dict[str, str]) -> None:
+    """TLS + a token with a role on the main port; plaintext health on the health port."""
+
+    def creds(role: str | None) -> ClientCredentials:
+        return ClientCredentials(token=tokens[role] if role else "", ca_file=str(ca_file))
+
     target = stack.target("selection")
+    with SelectionClient(target, credentials=creds("admin")) as client:
+        assert client.list_strategies()
     with (
-        SelectionClient(target, credentials=_creds(secrets, None)) as client,
+        SelectionClient(target, credentials=creds(None)) as client,
         pytest.raises(grpc.RpcError) as exc,
     ):
         client.list_strategies()
     assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with (
-        SelectionClient(target, credentials=_creds(secrets, "reader")) as client,
+        SelectionClient(target, credentials=creds("reader")) as client,
         pytest.raises(grpc.RpcError) as exc,
     ):
         client.delete_pool("nope/pool")
     assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # plaintext to the TLS port fails; the health port answers plaintext (what probes use)
-    plain = ClientCredentials(token=(secrets / "admin.token").read_text().strip())
+    plain = ClientCredentials(token=tokens["admin"])
     with (
         SelectionClient(target, credentials=plain, timeout=10) as client,
         pytest.raises(grpc.RpcError) as exc,
     ):
         client.list_strategies()
     assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
-    health = stack.services["selection"].health_port
-    proc = subprocess.run(
-        [sys.executable, "-m", "activekd.server.healthcheck", "--port", str(health),
-         "--service", "activekd.v1.SelectionService"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name, svc in stack.services.items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "activekd.server.healthcheck", "--port", str(svc.health_port),
+             "--service", f"activekd.v1.{name.capitalize()}Service"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_experiment_drives_the_others_with_its_own_token(
-    stack: LocalServices, secrets: Path
+def drive_one_round(
+    stack: LocalServices, admin: ClientCredentials, writer: ClientCredentials, experiment_id: str
 ) -> None:
     """AdvanceRound through teacher (ScorePool), trainer (TrainRound, PredictPool) and selection
-    (SelectBatch): the experiment service calls each over TLS with compose's experiment.token."""
+    (SelectBatch): the experiment service calls each with the client settings it was given."""
     x, y = load_fashion_mnist("train")
     xt, yt = load_fashion_mnist("test")
-    with SelectionClient(stack.target("selection"), credentials=_creds(secrets)) as sel:
-        sel.upload_pool("live/pool", item_ids=[f"p{i}" for i in range(120)],
+    prefix = experiment_id
+    with SelectionClient(stack.target("selection"), credentials=admin) as sel:
+        sel.upload_pool(f"{prefix}/pool", item_ids=[f"p{i}" for i in range(120)],
                         arrays={"images": x[:120], "labels": y[:120]})  # fmt: skip
-        sel.upload_pool("live/test", item_ids=[f"t{i}" for i in range(40)],
+        sel.upload_pool(f"{prefix}/test", item_ids=[f"t{i}" for i in range(40)],
                         arrays={"images": xt[:40], "labels": yt[:40]})  # fmt: skip
     spec = experiment_pb2.ExperimentSpec(
-        pool_id="live/pool",
-        test_pool_id="live/test",
+        pool_id=f"{prefix}/pool",
+        test_pool_id=f"{prefix}/test",
         dataset="fmnist-live",
         class_names=list(FASHION_MNIST_CLASSES),
         strategy="pcoreset",
@@ -166,12 +172,11 @@ def test_experiment_drives_the_others_with_its_own_token(
         simulated_oracle=True,
     )
     spec.student_config.update({"steps": 4, "batch_size_labeled": 16, "batch_size_unlabeled": 32})
-    creds = _creds(secrets, "writer")
-    with ExperimentClient(stack.target("experiment"), timeout=600, credentials=creds) as client:
-        client.create(spec, experiment_id="live-a")
+    with ExperimentClient(stack.target("experiment"), timeout=600, credentials=writer) as client:
+        client.create(spec, experiment_id=experiment_id)
         states = []
         for _ in range(4):
-            resp = client.advance("live-a")
+            resp = client.advance(experiment_id)
             states.append(experiment_pb2.RoundState.Name(resp.to_state))
     assert states == [
         "ROUND_STATE_TEACHER_SCORED",
@@ -180,3 +185,19 @@ def test_experiment_drives_the_others_with_its_own_token(
         "ROUND_STATE_SELECTED",
     ]
     assert len(resp.experiment.rounds[0].selected_item_ids) == 5
+
+
+def _tokens(secrets: Path) -> dict[str, str]:
+    return {role: (secrets / f"{role}.token").read_text().strip()
+            for role in ("admin", "writer", "reader")}  # fmt: skip
+
+
+def test_tls_and_token_from_the_compose_settings(stack: LocalServices, secrets: Path) -> None:
+    check_tls_tokens_and_roles(stack, secrets / "ca.crt", _tokens(secrets))
+
+
+def test_experiment_drives_the_others_with_its_own_token(
+    stack: LocalServices, secrets: Path
+) -> None:
+    """The experiment service calls the others over TLS with compose's experiment.token."""
+    drive_one_round(stack, _creds(secrets), _creds(secrets, "writer"), "live-a")

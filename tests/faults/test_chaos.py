@@ -21,7 +21,7 @@ from bench.chaos import (
 )
 
 pytestmark = pytest.mark.slow
-SEEDS = (11, 12)  # CI; bench/chaos.py runs more
+SEEDS = (11, 12, 13)  # CI; bench/chaos.py runs more
 
 
 def test_the_kill_schedule_is_seeded_and_hits_every_target() -> None:

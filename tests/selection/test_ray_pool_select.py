@@ -142,6 +142,63 @@ def test_row_local_strategies_over_shards_equal_select_batch(
     sel._cluster = None
 
 
+@pytest.mark.parametrize("shard_rows", [500, 377])
+def test_badge_over_shards_equals_select_batch(
+    cluster: RayCluster, pool_store: PoolStore, shard_rows: int
+) -> None:
+    """BADGE with one actor per shard holding its probs and float16 features files: the picks
+    of select_batch on the joined pool (scores to float32 rounding), nothing labeled or
+    excluded picked; a pool without features is refused with what to fix."""
+    ids, probs, feats = _pool(n=1500, seed=12)
+    pool_id = f"badge/{shard_rows}"
+    pool_store.put(pool_id, ids, {"probs": probs, "features": feats}, shard_rows=shard_rows)
+    sel = ShardedSelector("unused://not-connected", cpus_per_shard=0.5)
+    sel._cluster = cluster
+    assert sel.applies(pool_store, pool_id, "badge", plain=True)
+    labeled, exclude = np.arange(3, 1500, 71), np.arange(10, 1500, 113)
+    for seed in (0, 4):
+        req = ShardedRequest(pool_id, "badge", 30, "probs", labeled, exclude, seed=seed)
+        got = sel.select(pool_store, req)
+        want = select_batch(
+            "badge", 30, probs=probs, features=feats, labeled=labeled, exclude=exclude, seed=seed
+        )
+        assert got.indices.tolist() == want.indices.tolist()
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
+        assert got.strategy == "badge" and got.backend == f"ray:{-(-1500 // shard_rows)}"
+        assert not set(got.indices.tolist()) & (set(labeled.tolist()) | set(exclude.tolist()))
+    pool_store.put(f"{pool_id}-nofeat", ids, {"probs": probs}, shard_rows=shard_rows)
+    with pytest.raises(InvalidArgument, match="needs array 'features'"):
+        sel.select(
+            pool_store, ShardedRequest(f"{pool_id}-nofeat", "badge", 5, "probs", labeled, exclude)
+        )
+    sel._cluster = None
+
+
+def test_more_shard_actors_than_the_cluster_holds_fail_with_what_to_change(
+    cluster: RayCluster, pool_store: PoolStore
+) -> None:
+    """5 shards x 0.5 CPU on a 2-CPU cluster: the fifth actor is never placed. The call ends
+    RESOURCE_EXHAUSTED after the start timeout, naming the setting, instead of waiting forever,
+    and its actors are gone: the same pool then runs with 0.4 CPU a shard."""
+    from activekd.errors import ResourceExhausted
+
+    ids, probs, feats = _pool(n=1500, seed=13)
+    pool_store.put("ray/crowded", ids, {"probs": probs, "features": feats}, shard_rows=300)
+    labeled, exclude = np.arange(0, 1500, 50), np.array([], dtype=np.int64)
+    for strategy in ("pcoreset", "badge"):
+        sel = ShardedSelector("unused://not-connected", cpus_per_shard=0.5, start_timeout=3.0)
+        sel._cluster = cluster
+        req = ShardedRequest("ray/crowded", strategy, 5, "probs", labeled, exclude)
+        with pytest.raises(ResourceExhausted, match=r"5 shard actors of 0\.5 CPU .* 2 CPUs"):
+            sel.select(pool_store, req)
+        roomy = ShardedSelector("unused://not-connected", cpus_per_shard=0.4, start_timeout=60)
+        roomy._cluster = cluster
+        got = roomy.select(pool_store, req)
+        want = select_batch(strategy, 5, probs=probs, features=feats, labeled=labeled)
+        assert got.indices.tolist() == want.indices.tolist()
+        sel._cluster = roomy._cluster = None
+
+
 def test_select_batch_service_uses_the_sharded_pool_on_ray(
     cluster: RayCluster, redis_server: RedisProcess, tmp_path: Path
 ) -> None:

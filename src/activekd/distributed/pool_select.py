@@ -4,12 +4,13 @@ The k-center strategies (``pcoreset`` on the probabilities, ``coreset`` on L2-no
 features) run with one Ray actor per shard file, each memory-mapping its file alone, so no
 process holds the whole pool; the row-local ones (``entropy``, ``margin``,
 ``least_confidence``, ``class_balanced``) run one Ray task per shard file
-(``ray_rowwise``). Either way the picks and scores are those of ``select_batch`` on the joined
-pool (tests/selection/test_ray_pool_select.py). ``random`` reads no rows. Every other strategy,
-and any request this path does not cover (strategy parameters, a features pool joined by id, a
-non-CPU device), reads the pool through ``PoolStore.open_array``, which joins the shards in
-memory, and runs in-process: typiclust, probcover, badge and the hybrids need the whole matrix
-(k-means, kNN graphs) and have no sharded form yet (docs/scale-out.md).
+(``ray_rowwise``), and ``badge`` with one actor per shard holding its probabilities and
+features files (``ray_badge``). Either way the picks and scores are those of ``select_batch`` on
+the joined pool (tests/selection/test_ray_pool_select.py). ``random`` reads no rows. Every other
+strategy, and any request this path does not cover (strategy parameters, a features pool joined
+by id, a non-CPU device), reads the pool through ``PoolStore.open_array``, which joins the
+shards in memory, and runs in-process: typiclust, probcover and the hybrids need the whole
+matrix (k-means, kNN graphs) and have no sharded form yet (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from activekd.distributed.ray_rowwise import ROW_LOCAL_ON_SHARDS
-from activekd.errors import InvalidArgument, Unavailable
+from activekd.errors import InvalidArgument, ResourceExhausted, Unavailable
 from activekd.selection.result import SelectionResult
 from activekd.selection.validation import (
     validate_budget,
@@ -38,6 +39,10 @@ KCENTER_ON_SHARDS: dict[str, tuple[str, bool]] = {
 }
 
 
+#: strategies with a sharded form of their own that reads ``probs`` and ``features`` together
+PAIRED_ON_SHARDS = frozenset({"badge"})
+
+
 @dataclass(frozen=True)
 class ShardedRequest:
     """What a sharded selection needs: the pool, the strategy, the budget and the centres."""
@@ -51,26 +56,37 @@ class ShardedRequest:
     prune: bool = True
     seed: int = 0
     labels: np.ndarray | None = None  # of ``labeled``, in its order (class_balanced)
+    features_array: str = "features"  # what badge reads with ``array`` (the probabilities)
 
 
 class ShardedSelector:
-    """Runs :data:`KCENTER_ON_SHARDS` and :data:`ROW_LOCAL_ON_SHARDS` strategies over sharded
-    pools on a Ray cluster, connected
+    """Runs :data:`KCENTER_ON_SHARDS`, :data:`ROW_LOCAL_ON_SHARDS` and :data:`PAIRED_ON_SHARDS`
+    strategies over sharded pools on a Ray cluster, connected
     on first use: ``address`` ``"local"`` starts a private local instance (token auth on),
     else ``ray://host:10001`` (the token from ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``)."""
 
-    def __init__(self, address: str, *, cpus_per_shard: float = 1.0) -> None:
+    def __init__(
+        self, address: str, *, cpus_per_shard: float = 1.0, start_timeout: float | None = None
+    ) -> None:
         if not address:
             raise ValueError("a Ray address is required ('local' or ray://host:port)")
+        from activekd.distributed.ray_kcenter import ACTOR_START_SECONDS
+
         self.address, self.cpus_per_shard = address, cpus_per_shard
+        #: seconds the shard actors of one selection may take to start (then RESOURCE_EXHAUSTED)
+        self.start_timeout = ACTOR_START_SECONDS if start_timeout is None else start_timeout
         self._cluster: object | None = None
         self._lock = threading.Lock()
 
     def applies(self, store: PoolStore, pool_id: str, strategy: str, *, plain: bool) -> bool:
-        """Whether this request runs here: a k-center or row-local strategy over a sharded pool,
+        """Whether this request runs here: a strategy with a sharded form over a sharded pool,
         ``plain`` meaning no strategy parameters, no joined features pool, a CPU device and
         (all but coreset) the ``probs`` array, whose rows UploadPool checked as probabilities."""
-        known = strategy in KCENTER_ON_SHARDS or strategy in ROW_LOCAL_ON_SHARDS
+        known = (
+            strategy in KCENTER_ON_SHARDS
+            or strategy in ROW_LOCAL_ON_SHARDS
+            or strategy in PAIRED_ON_SHARDS
+        )
         return plain and known and store.describe(pool_id).shard_rows > 0
 
     def connect(self) -> ShardedSelector:
@@ -93,19 +109,22 @@ class ShardedSelector:
     def select(self, store: PoolStore, req: ShardedRequest) -> SelectionResult:
         """``req.budget`` k-center picks; labeled and excluded rows are centres, never picked."""
         meta = store.describe(req.pool_id)
-        if req.array not in meta.arrays:
-            raise InvalidArgument(
-                f"strategy {req.strategy!r} needs array {req.array!r}, which pool "
-                f"{req.pool_id!r} lacks; it has {sorted(meta.arrays) or 'none'}",
-                field="pool_ref",
-            )
+        paired = req.strategy in PAIRED_ON_SHARDS
+        for name in (req.array, req.features_array) if paired else (req.array,):
+            if name not in meta.arrays:
+                raise InvalidArgument(
+                    f"strategy {req.strategy!r} needs array {name!r}, which pool "
+                    f"{req.pool_id!r} lacks; it has {sorted(meta.arrays) or 'none'}",
+                    field="pool_ref",
+                )
+            shape, dtype = meta.arrays[name].shape, meta.arrays[name].dtype
+            if len(shape) != 2 or not dtype.startswith("float"):
+                raise InvalidArgument(
+                    f"strategy {req.strategy!r} needs a 2-D float array; {name!r} of pool "
+                    f"{req.pool_id!r} is {dtype}{shape}",
+                    field="pool_ref",
+                )
         info = meta.arrays[req.array]
-        if len(info.shape) != 2 or not info.dtype.startswith("float"):
-            raise InvalidArgument(
-                f"strategy {req.strategy!r} needs a 2-D float array; {req.array!r} of pool "
-                f"{req.pool_id!r} is {info.dtype}{info.shape}",
-                field="pool_ref",
-            )
         n = meta.num_items
         labeled = validate_indices(req.labeled, n, "labeled")
         exclude = validate_indices(req.exclude, n, "exclude")
@@ -118,10 +137,12 @@ class ShardedSelector:
         budget = validate_budget(req.budget, n - int(centres.size))
         if req.strategy in ROW_LOCAL_ON_SHARDS:
             return self._rowwise(store, req, int(info.shape[1]), labeled, exclude, budget)
+        if paired:
+            return self._badge(store, req, labeled, exclude, budget)
         self.connect()
         from ray.exceptions import RayError
 
-        from activekd.distributed.ray_kcenter import kcenter_on_ray_files
+        from activekd.distributed.ray_kcenter import ShardPlacementError, kcenter_on_ray_files
 
         # remote pools: each actor / task downloads only its own shard file
         shards: Sequence[object] = store.open_shards(req.pool_id, req.array, fetch=False)
@@ -133,13 +154,54 @@ class ShardedSelector:
                 normalize=KCENTER_ON_SHARDS[req.strategy][1],
                 prune=req.prune,
                 cpus_per_worker=self.cpus_per_shard,
+                start_timeout=self.start_timeout,
             )
+        except ShardPlacementError as exc:  # no room for every shard's actor: say what to change
+            raise ResourceExhausted(str(exc)) from exc
         except RayError as exc:  # a shard actor died or could not start: no partial result
             raise Unavailable(
                 f"a Ray shard worker failed during the selection ({type(exc).__name__}); retry"
             ) from exc
         res.strategy = req.strategy
         res.elapsed_seconds = res.stats.get("elapsed_seconds", 0.0) + res.stats["setup_seconds"]
+        return res
+
+    def _badge(
+        self,
+        store: PoolStore,
+        req: ShardedRequest,
+        labeled: np.ndarray,
+        exclude: np.ndarray,
+        budget: int,
+    ) -> SelectionResult:
+        """BADGE: one Ray actor per shard, holding its probabilities and features files."""
+        seed = validate_seed(req.seed)
+        self.connect()
+        from ray.exceptions import RayError
+
+        from activekd.distributed.ray_badge import badge_on_ray_files
+        from activekd.distributed.ray_kcenter import ShardPlacementError
+
+        probs: Sequence[object] = store.open_shards(req.pool_id, req.array, fetch=False)
+        feats: Sequence[object] = store.open_shards(req.pool_id, req.features_array, fetch=False)
+        try:
+            res = badge_on_ray_files(
+                probs,  # type: ignore[arg-type]
+                feats,  # type: ignore[arg-type]
+                budget,
+                labeled=labeled,
+                exclude=exclude,
+                seed=seed,
+                cpus_per_worker=self.cpus_per_shard,
+                start_timeout=self.start_timeout,
+            )
+        except ShardPlacementError as exc:
+            raise ResourceExhausted(str(exc)) from exc
+        except RayError as exc:  # an actor died or could not start: no partial result
+            raise Unavailable(
+                f"a Ray shard worker failed during the selection ({type(exc).__name__}); retry"
+            ) from exc
+        res.elapsed_seconds = res.stats["elapsed_seconds"] + res.stats["setup_seconds"]
         return res
 
     def _rowwise(
@@ -184,4 +246,10 @@ class ShardedSelector:
         return res
 
 
-__all__ = ["KCENTER_ON_SHARDS", "ROW_LOCAL_ON_SHARDS", "ShardedRequest", "ShardedSelector"]
+__all__ = [
+    "KCENTER_ON_SHARDS",
+    "PAIRED_ON_SHARDS",
+    "ROW_LOCAL_ON_SHARDS",
+    "ShardedRequest",
+    "ShardedSelector",
+]

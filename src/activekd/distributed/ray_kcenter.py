@@ -138,6 +138,33 @@ class RayCluster:
         self.stop()
 
 
+#: seconds the actors of one selection may take to be placed and started before the call fails
+#: (a cluster without room for every shard's actor would otherwise leave it waiting forever)
+ACTOR_START_SECONDS = 120.0
+
+
+class ShardPlacementError(RuntimeError):
+    """The cluster did not start every shard actor in time (too few CPUs for the shards)."""
+
+
+def wait_actors_up(handles: Sequence[Any], cpus_per_worker: float, timeout: float) -> None:
+    """Wait until every actor answers; raises :class:`ShardPlacementError` (saying what to
+    change) when they are not all up within ``timeout`` seconds."""
+    ray = _ray()
+    from ray.exceptions import GetTimeoutError
+
+    try:
+        ray.get([h.pid.remote() for h in handles], timeout=timeout)
+    except GetTimeoutError:
+        have = float(ray.cluster_resources().get("CPU", 0.0))
+        raise ShardPlacementError(
+            f"the Ray cluster did not start the {len(handles)} shard actors of {cpus_per_worker:g} "
+            f"CPU each in {timeout:g} s (the cluster has {have:g} CPUs): lower the CPUs per "
+            "shard (ACTIVEKD_RAY_CPUS_PER_SHARD), store the pool in fewer, larger shards, or "
+            "add nodes"
+        ) from None
+
+
 class ShardActor:
     """A :class:`LocalWorker` over rows of the memory-mapped pool file (run as a Ray actor)."""
 
@@ -196,9 +223,11 @@ def start_file_shard_actors(
     prune: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     cpus_per_worker: float = 1.0,
+    start_timeout: float = ACTOR_START_SECONDS,
 ) -> ShardActors:
     """One actor per shard file of a stored sharded pool (``PoolStore.open_shards``), each
-    memory-mapping its file alone; same return as :func:`start_shard_actors`."""
+    memory-mapping its file alone, all up (:func:`wait_actors_up`, else killed); same return as
+    :func:`start_shard_actors`."""
     ray = _ray()
     shards = sorted(shards, key=lambda s: s.start)
     if (
@@ -225,6 +254,12 @@ def start_file_shard_actors(
         )
         for s in shards
     ]
+    try:
+        wait_actors_up(actors, cpus_per_worker, start_timeout)
+    except BaseException:
+        for h in actors:
+            ray.kill(h)
+        raise
     d, dtype = ray.get(actors[0].shape.remote())  # read by the actor: the file may be remote
     n = int(shards[-1].stop)
     return actors, [(s.start, s.stop) for s in shards], initial, (n, int(d), compute_dtype(dtype))
@@ -243,7 +278,10 @@ def kcenter_on_ray_files(
     (the pool mean is summed over the single-process chunk grid). ``options`` as for
     :func:`start_file_shard_actors`."""
     chunk_bytes = int(options.get("chunk_bytes", DEFAULT_CHUNK_BYTES))
-    started = start_file_shard_actors(shards, budget, centres=centres, **options)
+    start_timeout = float(options.pop("start_timeout", ACTOR_START_SECONDS))
+    started = start_file_shard_actors(
+        shards, budget, centres=centres, start_timeout=start_timeout, **options
+    )
     _, _, _, (_, d, cd) = started
     return kcenter_on_ray(
         "",
@@ -253,6 +291,8 @@ def kcenter_on_ray_files(
         actors=started,
         grid=chunk_rows(d, cd, chunk_bytes),
         own=True,
+        start_timeout=start_timeout,
+        cpus_per_worker=options.get("cpus_per_worker", 1.0),
     )
 
 
@@ -305,6 +345,7 @@ def kcenter_on_ray(
     actors: ShardActors | None = None,
     grid: int = 0,
     own: bool | None = None,
+    start_timeout: float = ACTOR_START_SECONDS,
     **options: Any,
 ) -> SelectionResult:
     """``budget`` greedy k-center picks over the ``.npy`` pool at ``path`` split into
@@ -316,7 +357,8 @@ def kcenter_on_ray(
     they are started and killed here. Stats add ``setup_seconds``, ``worker_rss_bytes_max`` and
     ``worker_data_bytes_max`` (the most resident memory an actor added after it started: its
     shard's pages and the k-center state). ``grid``: see :func:`kcenter_over_shards`; ``own``:
-    kill the actors at the end (default: when started here).
+    kill the actors at the end (default: when started here). ``start_timeout``: seconds for
+    every actor to be up (:func:`wait_actors_up`).
     """
     ray = _ray()
     t0 = time.perf_counter()
@@ -324,7 +366,7 @@ def kcenter_on_ray(
     started = actors or start_shard_actors(path, workers, budget, centres=centres, **options)
     handles, bounds, initial, (n, d, cd) = started
     try:
-        ray.get([h.pid.remote() for h in handles])  # every actor is up
+        wait_actors_up(handles, float(options.get("cpus_per_worker", 1.0)), start_timeout)
         setup = time.perf_counter() - t0
 
         def call_all(method: str, args: tuple[Any, ...]) -> list[Any]:
@@ -349,11 +391,14 @@ def kcenter_on_ray(
 
 
 __all__ = [
+    "ACTOR_START_SECONDS",
     "RayCluster",
     "ShardActor",
     "ShardFileRef",
+    "ShardPlacementError",
     "kcenter_on_ray",
     "kcenter_on_ray_files",
     "start_file_shard_actors",
     "start_shard_actors",
+    "wait_actors_up",
 ]

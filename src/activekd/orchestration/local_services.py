@@ -342,7 +342,8 @@ class LocalServices:
     Every service checks tokens from ``auth`` (None: :func:`local_auth`, whose admin token
     clients without credentials read from ``ACTIVEKD_CLIENT_TOKEN``); the experiment service calls
     the others with the ``service`` token (a writer) unless ``env`` gives its own client token
-    (``env`` wins over every variable set here).
+    (``env`` wins over every variable set here, and ``service_env[name]`` over ``env`` for that
+    service: e.g. each pod's settings of a rendered Kubernetes manifest).
     :meth:`credentials` gives the token of a role. ``redis_password`` turns on Redis ``requirepass`` (passed
     to the services as ``ACTIVEKD_REDIS_PASSWORD_FILE``).
     """
@@ -351,6 +352,7 @@ class LocalServices:
     env: dict[str, str] = field(default_factory=dict)
     redis: RedisProcess | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     auth: LocalAuth | None = None
     redis_password: str | None = None
     redis_appendonly: bool = False
@@ -376,15 +378,16 @@ class LocalServices:
                 if callable(on_start):
                     on_start(name)
                 extra: dict[str, str] = {}
+                own = {**self.env, **self.service_env.get(name, {})}
                 if name == "experiment":
                     extra = {**self.auth.client_env("service"), **targets}
-                    if CLIENT_ENV["token_file"] in self.env:  # the caller's own token file
+                    if CLIENT_ENV["token_file"] in own:  # the caller's own token file
                         extra[CLIENT_ENV["token"]] = ""  # (a token would win over it)
                 svc = ServiceProcess(
                     name,
                     self.redis.url,
                     str(self.root / "store"),
-                    env={**common, **extra, **self.env},
+                    env={**common, **extra, **own},
                     port=ports[name],
                     auth=self.auth,
                 )

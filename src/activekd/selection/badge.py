@@ -33,6 +33,45 @@ def _in_compute_dtype(block: np.ndarray) -> np.ndarray:
     return np.asarray(block, dtype=compute_dtype(block.dtype))
 
 
+def block_norms(p_block: np.ndarray, f_block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, ``||g||^2``) of a block of rows (probabilities, features)."""
+    p = _in_compute_dtype(p_block)
+    f = _in_compute_dtype(f_block)
+    yy = np.argmax(p, axis=1)
+    pyy = p[np.arange(len(yy)), yy].astype(np.float64)
+    pp = np.einsum("ij,ij->i", p, p, dtype=np.float64)
+    ff = np.einsum("ij,ij->i", f, f, dtype=np.float64)
+    return yy, np.maximum(1.0 - 2.0 * pyy + pp, 0.0) * ff
+
+
+def centre_of(p_row: np.ndarray, f_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A chosen centre's probabilities and features as the dot products take them."""
+    return (
+        _in_compute_dtype(p_row).astype(np.float64),
+        _in_compute_dtype(f_row).astype(np.float64),
+    )
+
+
+def block_dots(
+    p_block: np.ndarray, f_block: np.ndarray, y_block: np.ndarray,
+    pj: np.ndarray, fj: np.ndarray, yj: int,
+) -> np.ndarray:  # fmt: skip
+    """``<g_i, g_j>`` of a block of rows with the centre ``j`` (float64)."""
+    p = _in_compute_dtype(p_block)
+    f = _in_compute_dtype(f_block)
+    aa = (y_block == yj).astype(np.float64) - pj[y_block] - p[:, yj] + p @ pj.astype(p.dtype)
+    return np.asarray(aa * (f @ fj.astype(f.dtype)), dtype=np.float64)
+
+
+def draw_position(mind2: np.ndarray, cum: np.ndarray, u: float) -> int:
+    """The row of ``mind2`` whose bucket of ``cum`` (its cumulative sum) holds ``u``; -1 when
+    the step back over float edges at bucket boundaries leaves the array."""
+    pos = min(int(np.searchsorted(cum, u, side="right")), len(mind2) - 1)
+    while pos >= 0 and mind2[pos] <= 0.0:  # float edge at a bucket boundary: step back to mass
+        pos -= 1
+    return pos
+
+
 def badge_select(
     probs: np.ndarray,
     features: np.ndarray,
@@ -49,14 +88,7 @@ def badge_select(
     y = np.empty(n, dtype=np.int64)
     sq_norm = np.empty(n, dtype=np.float64)  # ||g_i||^2
     for sl in iter_row_chunks(n, (c + d) * 4, _CHUNK_BYTES):
-        p = _in_compute_dtype(probs[sl])
-        f = _in_compute_dtype(features[sl])
-        yy = np.argmax(p, axis=1)
-        y[sl] = yy
-        pyy = p[np.arange(len(yy)), yy].astype(np.float64)
-        pp = np.einsum("ij,ij->i", p, p, dtype=np.float64)
-        ff = np.einsum("ij,ij->i", f, f, dtype=np.float64)
-        sq_norm[sl] = np.maximum(1.0 - 2.0 * pyy + pp, 0.0) * ff
+        y[sl], sq_norm[sl] = block_norms(probs[sl], features[sl])
 
     rng = np.random.default_rng(seed)
     m = len(eligible)
@@ -73,25 +105,17 @@ def badge_select(
     uniform_draws = 0
     for t in range(1, budget):
         r = int(eligible[pos])
-        pj = _in_compute_dtype(probs[r]).astype(np.float64)
-        fj = _in_compute_dtype(features[r]).astype(np.float64)
+        pj, fj = centre_of(probs[r], features[r])
         yj = int(y[r])
         dot = np.empty(n, dtype=np.float64)
         for sl in iter_row_chunks(n, (c + d) * 4, _CHUNK_BYTES):
-            p = _in_compute_dtype(probs[sl])
-            f = _in_compute_dtype(features[sl])
-            aa = (y[sl] == yj).astype(np.float64) - pj[y[sl]] - p[:, yj] + p @ pj.astype(p.dtype)
-            dot[sl] = aa * (f @ fj.astype(f.dtype))
+            dot[sl] = block_dots(probs[sl], features[sl], y[sl], pj, fj, yj)
         d2 = np.maximum(el_norm + sq_norm[r] - 2.0 * dot[eligible], 0.0)
         np.minimum(mind2, d2, out=mind2)
         mind2[picked] = 0.0
         cum = np.cumsum(mind2)
         if cum[-1] > 0.0:
-            u = rng.random() * cum[-1]
-            pos = int(np.searchsorted(cum, u, side="right"))
-            pos = min(pos, m - 1)
-            while mind2[pos] <= 0.0:  # float edge at a bucket boundary: step back to mass
-                pos -= 1
+            pos = draw_position(mind2, cum, rng.random() * cum[-1])
         else:  # every remaining row coincides with a centre: draw uniformly
             free = np.flatnonzero(~picked)
             pos = int(free[rng.integers(len(free))])

@@ -393,7 +393,9 @@ class PoolStore:
             raise
 
 
-def _new_array_file(path: Path, dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.memmap[Any, Any]:
+def _new_array_file(
+    path: Path, dtype: np.dtype[Any], shape: tuple[int, ...]
+) -> np.memmap[Any, Any]:
     """A new ``.npy`` file of ``shape``, memory-mapped for writing, with its blocks allocated up
     front: a full disk then fails here, as an ``OSError`` (ENOSPC, EFBIG, EDQUOT) the services
     answer RESOURCE_EXHAUSTED, instead of killing the process with SIGBUS on a later write into
