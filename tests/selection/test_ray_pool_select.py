@@ -210,7 +210,7 @@ def test_select_batch_service_uses_the_sharded_pool_on_ray(
     from activekd.client import SelectionClient
     from activekd.state.redis_conn import connect
 
-    ids, probs, _ = _pool(n=2500, seed=11)
+    ids, probs, feats = _pool(n=2500, seed=11)
     root = tmp_path / "store"
     client = connect(redis_server.url)
     store = PoolStore(root, client)
@@ -222,7 +222,10 @@ def test_select_batch_service_uses_the_sharded_pool_on_ray(
         with SelectionClient(proc.target, timeout=120) as sel:
             sel.wait_ready(timeout=120)
             info = sel.upload_pool(
-                "big/sharded", item_ids=ids, arrays={"probs": probs}, shard_rows=900
+                "big/sharded",
+                item_ids=ids,
+                arrays={"probs": probs, "features": feats},
+                shard_rows=900,
             )
             assert info.shard_rows == 900
             on_ray = sel.select_batch(
@@ -241,6 +244,7 @@ def test_select_batch_service_uses_the_sharded_pool_on_ray(
             balanced = sel.select_batch(
                 "class_balanced", 9, pool_id="big/sharded", labeled=ids[:5], seed=3
             )
+            badge = sel.select_batch("badge", 7, pool_id="big/sharded", labeled=ids[:5], seed=2)
         logs = proc.logs()
     finally:
         proc.stop()
@@ -258,4 +262,8 @@ def test_select_batch_service_uses_the_sharded_pool_on_ray(
     want_b = select_batch("class_balanced", 9, probs=probs, labeled=np.arange(5), seed=3)
     assert balanced.item_ids == [ids[i] for i in want_b.indices]
     assert balanced.stats["shards"] == 3
+    # badge: one actor per shard with its probs and features files
+    want_g = select_batch("badge", 7, probs=probs, features=feats, labeled=np.arange(5), seed=2)
+    assert badge.item_ids == [ids[i] for i in want_g.indices]
+    assert badge.stats["shards"] == 3
     assert "k-center over sharded pools runs on Ray" in logs
