@@ -162,6 +162,48 @@ def test_ray_cluster_token_auth_version_and_security(ray_objs: list[dict[str, An
         assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
 
 
+def _writable_at(pod: dict[str, Any], container: dict[str, Any], path: str) -> str:
+    """The volume a ``path`` lies on in ``container`` if it is writable there, else ''."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = [
+        m
+        for m in container.get("volumeMounts", [])
+        if path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    if not mounts:
+        return ""
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))  # the innermost mount wins
+    volume = volumes[mount["name"]]
+    if mount.get("readOnly") or volume.get("persistentVolumeClaim", {}).get("readOnly"):
+        return ""
+    return str(mount["name"]) if "emptyDir" in volume or "persistentVolumeClaim" in volume else ""
+
+
+def test_every_reader_of_a_remote_pool_can_write_the_store_cache(
+    ray_objs: list[dict[str, Any]],
+) -> None:
+    """With a pool store in object storage, each Ray actor or task downloads its shard file into
+    the cache path the selection service sends (ACTIVEKD_STORE_CACHE_DIR): the component sets
+    one path for the services and it is writable in the Ray head and workers, the selection,
+    teacher and trainer pods, while the shared store volume stays read-only for Ray."""
+    (config,) = [
+        cm for name, cm in _by_kind(ray_objs, "ConfigMap").items()
+        if name.startswith("activekd-config")
+    ]  # fmt: skip
+    cache = config["data"]["ACTIVEKD_STORE_CACHE_DIR"]
+    assert cache.startswith("/") and not cache.startswith(STORE_PATH)
+    pods = dict(_ray_pod_specs(_by_kind(ray_objs, "RayCluster")["activekd-ray"]))
+    for name in ("selection", "teacher", "trainer"):
+        pods[name] = _by_kind(ray_objs, "Deployment")[f"activekd-{name}"]["spec"]["template"][
+            "spec"
+        ]
+    for where, pod in pods.items():
+        for c in pod["containers"]:
+            assert _writable_at(pod, c, cache), f"{where}/{c['name']}: {cache} is not writable"
+            if where.startswith(("head", "worker")):
+                assert not _writable_at(pod, c, STORE_PATH + "/x"), f"{where}: store writable"
+
+
 def _pod_labels(objs: list[dict[str, Any]], deployment: str) -> dict[str, str]:
     labels = _by_kind(objs, "Deployment")[deployment]["spec"]["template"]["metadata"]["labels"]
     return dict(labels)
