@@ -142,6 +142,16 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
+def allocator_of(pid: int) -> str:
+    """``jemalloc`` when the process has libjemalloc mapped, else ``glibc`` (``/proc/<pid>/maps``);
+    ``unknown`` when the process is gone."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return "unknown"
+    return "jemalloc" if "libjemalloc" in maps else "glibc"
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of ``pid`` so far (``/proc/<pid>/stat``)."""
     try:
@@ -600,6 +610,11 @@ def run_load(cfg: LoadConfig, root: Path, log: Callable[[str], None] = print) ->
         sampler.stop()
         alive = {name: svc.proc is not None and svc.proc.poll() is None
                  for name, svc in stack.services.items()}  # fmt: skip
+        allocators = {
+            name: allocator_of(svc.proc.pid)
+            for name, svc in stack.services.items()
+            if svc.proc is not None
+        }
         rclient = stack.redis.client()
         used = int(rclient.info("memory")["used_memory"])
         redis_state = {"keys": int(rclient.dbsize()), "used_memory_mib": round(used / MIB, 2)}
@@ -652,6 +667,7 @@ def run_load(cfg: LoadConfig, root: Path, log: Callable[[str], None] = print) ->
         "unexpected_codes": unexpected,
         "problems": problems,
         "alive": alive,
+        "allocators": allocators,  # what each service really ran on (its mapped libraries)
         "stuck_clients": len(running),
         "server_connections_mid_run": connections,
         "cpu_seconds": cpu,
@@ -710,7 +726,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"selection variants: {result['selection_variants']}; redis: {result['redis']}; "
         f"connections mid-run: {result['server_connections_mid_run']}; "
-        f"alive: {result['alive']}; ok: {result['ok']}",
+        f"alive: {result['alive']}; allocators: {result.get('allocators', '?')}; "
+        f"ok: {result['ok']}",
     ]
     if result["problems"]:
         lines += ["", "problems:", *(f"- {p}" for p in result["problems"])]

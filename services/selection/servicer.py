@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 
 from activekd import selection
-from activekd.errors import InvalidArgument
+from activekd.errors import InvalidArgument, shown
 from activekd.server import metrics
 from activekd.server.config import ServerConfig
 from activekd.state.selections import SelectionLog
@@ -80,7 +80,7 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
         meta = self.store.describe(features_pool_id)
         if array not in meta.arrays:
             raise InvalidArgument(
-                f"features pool {features_pool_id!r} has no array {array!r}; it has "
+                f"features pool {shown(features_pool_id)} has no array {shown(array)}; it has "
                 f"{sorted(meta.arrays) or 'none'}",
                 field=field,
             )
@@ -96,8 +96,8 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
         if not found.all():
             missing = ours[~found]
             raise InvalidArgument(
-                f"{len(missing)} of the {len(ours)} items of pool {pool.pool_id!r} are not in "
-                f"features pool {features_pool_id!r} (e.g. {', '.join(missing[:3].tolist())}): "
+                f"{len(missing)} of the {len(ours)} items of pool {shown(pool.pool_id)} are not in "
+                f"features pool {shown(features_pool_id)} (e.g. {', '.join(missing[:3].tolist())}): "
                 "features are joined by item id",
                 field=field,
             )
@@ -110,20 +110,21 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
         configured and it applies."""
         if self.sharded is None or request.WhichOneof("pool") != "pool_ref":
             return None
+        from activekd.distributed.pool_select import READS_FEATURES, ShardedRequest
+
         ref, opts = request.pool_ref, request.options
         plain = (
             not opts.strategy_params
             and ref.features_pool_id in ("", ref.pool_id)
             and (opts.device or self.config.device) in ("auto", "cpu")
-            and (request.strategy == "coreset" or ref.probs_array in ("", "probs"))
+            and (request.strategy in READS_FEATURES or ref.probs_array in ("", "probs"))
         )
         if not self.sharded.applies(self.store, ref.pool_id, request.strategy, plain=plain):
             return None
-        from activekd.distributed.pool_select import ShardedRequest
 
         ids = PoolArrays(None, None, self.store.item_ids(ref.pool_id), self.store, ref.pool_id)
         array = ref.probs_array or "probs"
-        if request.strategy == "coreset":
+        if request.strategy in READS_FEATURES:
             array = ref.features_array or "features"
         res = self.sharded.select(
             self.store,

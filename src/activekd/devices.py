@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from activekd.errors import FailedPrecondition, InvalidArgument
+from activekd.errors import FailedPrecondition, InvalidArgument, shown
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +52,7 @@ def resolve_device(device: Any = "auto") -> str:
         name = ""
     if not _DEVICE_NAME.match(name):
         raise InvalidArgument(
-            f"device {device!r} is not one of auto, cpu, cuda, cuda:N "
+            f"device {shown(device)} is not one of auto, cpu, cuda, cuda:N "
             "(not a torch device activekd runs on)",
             field="device",
         )
@@ -60,7 +60,7 @@ def resolve_device(device: Any = "auto") -> str:
         return "cuda" if cuda_available() else "cpu"
     if name.startswith("cuda") and not cuda_available():
         raise FailedPrecondition(
-            f"device {name!r} was requested but CUDA is not available here; use 'auto' or 'cpu'",
+            f"device {shown(name)} was requested but CUDA is not available here; use 'auto' or 'cpu'",
             field="device",
         )
     return name
@@ -80,7 +80,8 @@ def resolve_precision(precision: str | None, device: Any) -> torch.dtype:
     p = (precision or "auto").lower()
     if p not in PRECISIONS:
         raise InvalidArgument(
-            f"precision {precision!r} must be one of {', '.join(PRECISIONS)}", field="precision"
+            f"precision {shown(precision)} must be one of {', '.join(PRECISIONS)}",
+            field="precision",
         )
     on_cuda = str(getattr(device, "type", device)).startswith("cuda")
     if p == "auto":

@@ -33,6 +33,10 @@ def test_load_smoke(tmp_path: Path) -> None:
     assert result["problems"] == [] and result["unexpected_codes"] == {}, result["problems"]
     assert set(result["totals"]["codes"]) <= load.ALLOWED_CODES
     assert all(result["alive"].values()), result["alive"]
+    from activekd.server.allocator import find_jemalloc
+
+    want = "jemalloc" if find_jemalloc() else "glibc"  # the default, when the library is there
+    assert result["allocators"] == {name: want for name in CFG.services}, result["allocators"]
     assert result["ok"] is True
     for name in load.METHODS:
         stats = result["methods"][name]

@@ -54,7 +54,7 @@ def test_selector_runs_pcoreset_and_coreset_over_shards(
     assert sel.applies(pool_store, "ray/q", "pcoreset", plain=True)
     assert not sel.applies(pool_store, "ray/q", "pcoreset", plain=False)
     assert sel.applies(pool_store, "ray/q", "margin", plain=True)  # row-local: ray_rowwise
-    assert not sel.applies(pool_store, "ray/q", "typiclust", plain=True)  # needs the whole pool
+    assert not sel.applies(pool_store, "ray/q", "probcover", plain=True)  # needs the whole pool
     labeled, exclude = np.arange(0, 2000, 97), np.arange(5, 2000, 131)
     for strategy, array in (("pcoreset", "probs"), ("coreset", "features")):
         got = sel.select(pool_store, ShardedRequest("ray/q", strategy, 25, array, labeled, exclude))
@@ -174,6 +174,30 @@ def test_badge_over_shards_equals_select_batch(
     sel._cluster = None
 
 
+def test_typiclust_over_shards_equals_select_batch(
+    cluster: RayCluster, pool_store: PoolStore
+) -> None:
+    """TypiClust with Ray tasks over the float16 features shard files (k-means sample and
+    picked clusters gathered, rows assigned per shard): select_batch's picks and scores."""
+    ids, probs, feats = _pool(n=2000, seed=14)
+    pool_store.put("tc/p", ids, {"probs": probs, "features": feats}, shard_rows=700)
+    sel = ShardedSelector("unused://not-connected", cpus_per_shard=0.5)
+    sel._cluster = cluster
+    assert sel.applies(pool_store, "tc/p", "typiclust", plain=True)
+    labeled, exclude = np.arange(1, 2000, 150), np.arange(7, 2000, 333)
+    for seed in (0, 5):
+        req = ShardedRequest("tc/p", "typiclust", 15, "features", labeled, exclude, seed=seed)
+        got = sel.select(pool_store, req)
+        want = select_batch(
+            "typiclust", 15, features=feats, labeled=labeled, exclude=exclude, seed=seed
+        )
+        assert got.indices.tolist() == want.indices.tolist()
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
+        assert got.strategy == "typiclust" and got.backend == "ray:3"
+        assert got.stats["rows_gathered"] < 2000 * 3  # the sample and the picked clusters
+    sel._cluster = None
+
+
 def test_more_shard_actors_than_the_cluster_holds_fail_with_what_to_change(
     cluster: RayCluster, pool_store: PoolStore
 ) -> None:
@@ -245,6 +269,7 @@ def test_select_batch_service_uses_the_sharded_pool_on_ray(
                 "class_balanced", 9, pool_id="big/sharded", labeled=ids[:5], seed=3
             )
             badge = sel.select_batch("badge", 7, pool_id="big/sharded", labeled=ids[:5], seed=2)
+            typi = sel.select_batch("typiclust", 6, pool_id="big/sharded", labeled=ids[:5], seed=2)
         logs = proc.logs()
     finally:
         proc.stop()
@@ -266,4 +291,7 @@ def test_select_batch_service_uses_the_sharded_pool_on_ray(
     want_g = select_batch("badge", 7, probs=probs, features=feats, labeled=np.arange(5), seed=2)
     assert badge.item_ids == [ids[i] for i in want_g.indices]
     assert badge.stats["shards"] == 3
+    want_t = select_batch("typiclust", 6, features=feats, labeled=np.arange(5), seed=2)
+    assert typi.item_ids == [ids[i] for i in want_t.indices]
+    assert typi.stats["shards"] == 3
     assert "k-center over sharded pools runs on Ray" in logs

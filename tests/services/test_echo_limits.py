@@ -80,3 +80,45 @@ def test_select_batch_rejects_a_bad_request_id(client: SelectionClient, request_
 def test_good_ids_still_select(client: SelectionClient) -> None:
     _inline(client, experiment_id="echo-ok", request_id="echo-ok/round-0")
     assert [s.request_id for s in client.get_selections("echo-ok")] == ["echo-ok/round-0"]
+
+
+def test_a_5000_char_strategy_device_or_parameter_comes_back_short(
+    client: SelectionClient,
+) -> None:
+    """Strings that are not ids (a strategy name, a device, a strategy parameter's name) are
+    echoed as a 64-character prefix and their length."""
+    probs = np.full((4, 2), 0.5, np.float32)
+    ids = ["a", "b", "c", "d"]
+    calls = [
+        ("strategy", lambda: client.select_batch(LONG, 1, probs=probs, item_ids=ids)),
+        ("options.device", lambda: client.select_batch(
+            "margin", 1, probs=probs, item_ids=ids, device=LONG)),
+        ("options.strategy_params", lambda: client.select_batch(
+            "typiclust", 1, features=probs, item_ids=ids, strategy_params={LONG: 1})),
+    ]  # fmt: skip
+    for field, call in calls:
+        with pytest.raises(grpc.RpcError) as exc:
+            call()
+        err = exc.value
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, err)  # type: ignore[attr-defined]
+        details = err.details()  # type: ignore[attr-defined]
+        assert "x" * 65 not in details and "(5000 chars)" in details, (field, details)
+        assert len(details) < 400, (field, details)
+
+
+def test_a_request_over_the_max_message_size_is_refused_and_the_service_goes_on(
+    client: SelectionClient, selection_service: ServiceProcess
+) -> None:
+    """The fixture's service takes messages up to 8 MiB (ACTIVEKD_MAX_MESSAGE_BYTES): a 9 MiB
+    inline SelectBatch is RESOURCE_EXHAUSTED before any handler runs; one just under the
+    limit is answered, and so is the next call."""
+    n = 9 * 1024 * 1024 // (4 * 8) + 1  # 8 float32 columns a row: just over 9 MiB
+    probs = np.full((n, 8), 0.125, np.float32)
+    ids = [str(i) for i in range(n)]
+    with pytest.raises(grpc.RpcError) as exc:
+        client.select_batch("margin", 1, probs=probs, item_ids=ids)
+    assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    small = n // 2  # about 4.5 MiB with the ids
+    res = client.select_batch("margin", 2, probs=probs[:small], item_ids=ids[:small])
+    assert len(res.item_ids) == 2
+    assert selection_service.proc is not None and selection_service.proc.poll() is None

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -531,6 +532,41 @@ def test_score_pool_resumes_after_kill_without_recomputing(
             assert _metric(svc, "activekd_teacher_images_total", dataset=dataset) == computed
             # classes set before the crash are still there (kept in Redis)
             assert c.describe("exp-kept").class_names == ["Bag", "Coat"]
+    finally:
+        svc.stop()
+        r.close()
+
+
+def test_score_pool_past_its_deadline_stops_and_the_next_call_resumes(
+    redis_server: RedisProcess, tiny_clip_checkpoint: Path, local_teacher: BaseTeacher,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The caller's deadline passes mid-job: the call ends DEADLINE_EXCEEDED and the teacher
+    stops scoring (its image counter stays put, short of the total) instead of running on for
+    nobody; nothing is committed, and the next call resumes the finished chunks."""
+    total, chunk = 480, 40  # 12 chunks, each followed by a 250 ms pause: > 3 s in all
+    env = tiny_teacher_env(tiny_clip_checkpoint, ACTIVEKD_SCORE_PAUSE_MS="250")
+    r = redis_server.client()
+    store = PoolStore(tmp_path / "store", r)
+    dataset = f"fashion-mnist-test-first{total}"
+    pool_id = f"teacher/{local_teacher.identity.fingerprint}/{dataset}"
+    svc = ServiceProcess("teacher", redis_server.url, str(tmp_path / "store"), env=env).start()
+    try:
+        with TeacherClient(svc.target, timeout=60) as c:
+            c.wait_ready()
+            with pytest.raises(grpc.RpcError) as exc:
+                list(c.score_pool(builtin="fashion-mnist:test", limit=total, chunk_size=chunk,
+                                  timeout=1.5))  # fmt: skip
+            assert _code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED
+            time.sleep(1.0)  # the chunk under way when the deadline passed may still finish
+            stopped = _metric(svc, "activekd_teacher_images_total", dataset=dataset)
+            time.sleep(1.5)  # > 4 chunks' time at the paced rate: a running job would move
+            assert _metric(svc, "activekd_teacher_images_total", dataset=dataset) == stopped
+            assert 0 < stopped < total
+            assert not store.exists(pool_id)
+            msgs = _last(c.score_pool(builtin="fashion-mnist:test", limit=total, chunk_size=chunk))
+            assert msgs[-1].chunks_resumed == stopped // chunk
+            assert _metric(svc, "activekd_teacher_images_total", dataset=dataset) == total
     finally:
         svc.stop()
         r.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from activekd.errors import InvalidArgument
+from activekd.errors import InvalidArgument, shown
 
 SIMPLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 
@@ -61,14 +61,14 @@ def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
     for t in out:
         if not isinstance(t, str) or t.count("{}") != 1:
             raise InvalidArgument(
-                f"template {t!r} must contain exactly one '{{}}' for the class name",
+                f"template {shown(t)} must contain exactly one '{{}}' for the class name",
                 field="templates",
             )
         try:
             t.format("x")
         except (IndexError, KeyError, ValueError) as exc:
             raise InvalidArgument(
-                f"template {t!r} does not format: {exc}; escape braces as '{{{{' '}}}}'",
+                f"template {shown(t)} does not format: {exc}; escape braces as '{{{{' '}}}}'",
                 field="templates",
             ) from exc
     return out
@@ -82,7 +82,7 @@ def validate_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
     for name in out:
         if not isinstance(name, str) or not name.strip():
             raise InvalidArgument(
-                f"class name {name!r} must be a non-empty string", field="class_names"
+                f"class name {shown(name)} must be a non-empty string", field="class_names"
             )
     if len(set(out)) != len(out):
         dupes = sorted({n for n in out if out.count(n) > 1})

@@ -6,23 +6,25 @@ process holds the whole pool; the row-local ones (``entropy``, ``margin``,
 ``least_confidence``, ``class_balanced``) run one Ray task per shard file
 (``ray_rowwise``), and ``badge`` with one actor per shard holding its probabilities and
 features files (``ray_badge``). Either way the picks and scores are those of ``select_batch`` on
-the joined pool (tests/selection/test_ray_pool_select.py). ``random`` reads no rows. Every other
+the joined pool (tests/selection/test_ray_pool_select.py). ``typiclust`` runs its k-means on a
+sample gathered from the shards and assigns rows with one Ray task per features shard file
+(``ray_typiclust``). ``random`` reads no rows. Every other
 strategy, and any request this path does not cover (strategy parameters, a features pool joined
 by id, a non-CPU device), reads the pool through ``PoolStore.open_array``, which joins the
-shards in memory, and runs in-process: typiclust, probcover and the hybrids need the whole
-matrix (k-means, kNN graphs) and have no sharded form yet (docs/scale-out.md).
+shards in memory, and runs in-process: probcover and the hybrids need the whole matrix (kNN
+graphs) and have no sharded form yet (docs/scale-out.md).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from activekd.distributed.ray_rowwise import ROW_LOCAL_ON_SHARDS
-from activekd.errors import InvalidArgument, ResourceExhausted, Unavailable
+from activekd.errors import InvalidArgument, ResourceExhausted, Unavailable, shown
 from activekd.selection.result import SelectionResult
 from activekd.selection.validation import (
     validate_budget,
@@ -41,6 +43,10 @@ KCENTER_ON_SHARDS: dict[str, tuple[str, bool]] = {
 
 #: strategies with a sharded form of their own that reads ``probs`` and ``features`` together
 PAIRED_ON_SHARDS = frozenset({"badge"})
+#: strategies that cluster the ``features`` shard files with Ray tasks (``ray_typiclust``)
+CLUSTERED_ON_SHARDS = frozenset({"typiclust"})
+#: the strategies of this path that read ``features`` (``ShardedRequest.array``), not ``probs``
+READS_FEATURES = frozenset({"coreset", *CLUSTERED_ON_SHARDS})
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,7 @@ class ShardedSelector:
             strategy in KCENTER_ON_SHARDS
             or strategy in ROW_LOCAL_ON_SHARDS
             or strategy in PAIRED_ON_SHARDS
+            or strategy in CLUSTERED_ON_SHARDS
         )
         return plain and known and store.describe(pool_id).shard_rows > 0
 
@@ -113,15 +120,15 @@ class ShardedSelector:
         for name in (req.array, req.features_array) if paired else (req.array,):
             if name not in meta.arrays:
                 raise InvalidArgument(
-                    f"strategy {req.strategy!r} needs array {name!r}, which pool "
-                    f"{req.pool_id!r} lacks; it has {sorted(meta.arrays) or 'none'}",
+                    f"strategy {shown(req.strategy)} needs array {shown(name)}, which pool "
+                    f"{shown(req.pool_id)} lacks; it has {sorted(meta.arrays) or 'none'}",
                     field="pool_ref",
                 )
             shape, dtype = meta.arrays[name].shape, meta.arrays[name].dtype
             if len(shape) != 2 or not dtype.startswith("float"):
                 raise InvalidArgument(
-                    f"strategy {req.strategy!r} needs a 2-D float array; {name!r} of pool "
-                    f"{req.pool_id!r} is {dtype}{shape}",
+                    f"strategy {shown(req.strategy)} needs a 2-D float array; {shown(name)} of pool "
+                    f"{shown(req.pool_id)} is {dtype}{shape}",
                     field="pool_ref",
                 )
         info = meta.arrays[req.array]
@@ -135,120 +142,114 @@ class ShardedSelector:
                 field="budget",
             )
         budget = validate_budget(req.budget, n - int(centres.size))
+        shards = store.open_shards  # remote pools: each actor / task fetches only its own file
         if req.strategy in ROW_LOCAL_ON_SHARDS:
-            return self._rowwise(store, req, int(info.shape[1]), labeled, exclude, budget)
+            labels = (
+                validate_labels(req.labels, int(labeled.size), int(info.shape[1]))
+                if req.labels is not None
+                else None
+            )
+            seed = validate_seed(req.seed)
+            from activekd.distributed.ray_rowwise import rowwise_on_ray_files
+
+            res = self._on_ray(
+                "task",
+                lambda: rowwise_on_ray_files(
+                    shards(req.pool_id, req.array, fetch=False),  # type: ignore[arg-type]
+                    req.strategy,
+                    budget,
+                    labeled=labeled,
+                    exclude=exclude,
+                    labels=labels,
+                    seed=seed,
+                    cpus_per_task=self.cpus_per_shard,
+                ),
+            )
+            res.elapsed_seconds = res.stats["elapsed_seconds"]
+            return res
         if paired:
-            return self._badge(store, req, labeled, exclude, budget)
-        self.connect()
-        from ray.exceptions import RayError
+            seed = validate_seed(req.seed)
+            from activekd.distributed.ray_badge import badge_on_ray_files
 
-        from activekd.distributed.ray_kcenter import ShardPlacementError, kcenter_on_ray_files
+            res = self._on_ray(
+                "worker",
+                lambda: badge_on_ray_files(
+                    shards(req.pool_id, req.array, fetch=False),  # type: ignore[arg-type]
+                    shards(req.pool_id, req.features_array, fetch=False),  # type: ignore[arg-type]
+                    budget,
+                    labeled=labeled,
+                    exclude=exclude,
+                    seed=seed,
+                    cpus_per_worker=self.cpus_per_shard,
+                    start_timeout=self.start_timeout,
+                ),
+            )
+            res.elapsed_seconds = res.stats["elapsed_seconds"] + res.stats["setup_seconds"]
+            return res
+        if req.strategy in CLUSTERED_ON_SHARDS:  # with the strategy's default parameters
+            from activekd.distributed.ray_typiclust import typiclust_on_ray_files
+            from activekd.selection.strategies import STRATEGY_INFO
 
-        # remote pools: each actor / task downloads only its own shard file
-        shards: Sequence[object] = store.open_shards(req.pool_id, req.array, fetch=False)
-        try:
-            res = kcenter_on_ray_files(
-                shards,  # type: ignore[arg-type]
+            params = STRATEGY_INFO[req.strategy].params
+            seed = validate_seed(req.seed)
+            res = self._on_ray(
+                "task",
+                lambda: typiclust_on_ray_files(
+                    shards(req.pool_id, req.array, fetch=False),  # type: ignore[arg-type]
+                    budget,
+                    labeled=labeled,
+                    exclude=exclude,
+                    seed=seed,
+                    max_clusters=int(params["max_clusters"]),
+                    k_nn=int(params["k_nn"]),
+                    min_cluster_size=int(params["min_cluster_size"]),
+                    cpus_per_task=self.cpus_per_shard,
+                ),
+            )
+            res.elapsed_seconds = res.stats["elapsed_seconds"]
+            return res
+        from activekd.distributed.ray_kcenter import kcenter_on_ray_files
+
+        res = self._on_ray(
+            "worker",
+            lambda: kcenter_on_ray_files(
+                shards(req.pool_id, req.array, fetch=False),  # type: ignore[arg-type]
                 budget,
                 centres=centres,
                 normalize=KCENTER_ON_SHARDS[req.strategy][1],
                 prune=req.prune,
                 cpus_per_worker=self.cpus_per_shard,
                 start_timeout=self.start_timeout,
-            )
-        except ShardPlacementError as exc:  # no room for every shard's actor: say what to change
-            raise ResourceExhausted(str(exc)) from exc
-        except RayError as exc:  # a shard actor died or could not start: no partial result
-            raise Unavailable(
-                f"a Ray shard worker failed during the selection ({type(exc).__name__}); retry"
-            ) from exc
+            ),
+        )
         res.strategy = req.strategy
         res.elapsed_seconds = res.stats.get("elapsed_seconds", 0.0) + res.stats["setup_seconds"]
         return res
 
-    def _badge(
-        self,
-        store: PoolStore,
-        req: ShardedRequest,
-        labeled: np.ndarray,
-        exclude: np.ndarray,
-        budget: int,
-    ) -> SelectionResult:
-        """BADGE: one Ray actor per shard, holding its probabilities and features files."""
-        seed = validate_seed(req.seed)
+    def _on_ray(self, what: str, run: Callable[[], SelectionResult]) -> SelectionResult:
+        """Connect, then ``run``: a cluster without room for every shard actor is
+        RESOURCE_EXHAUSTED (saying what to change), a Ray failure UNAVAILABLE (retry); either
+        way there is no partial result."""
         self.connect()
         from ray.exceptions import RayError
 
-        from activekd.distributed.ray_badge import badge_on_ray_files
         from activekd.distributed.ray_kcenter import ShardPlacementError
 
-        probs: Sequence[object] = store.open_shards(req.pool_id, req.array, fetch=False)
-        feats: Sequence[object] = store.open_shards(req.pool_id, req.features_array, fetch=False)
         try:
-            res = badge_on_ray_files(
-                probs,  # type: ignore[arg-type]
-                feats,  # type: ignore[arg-type]
-                budget,
-                labeled=labeled,
-                exclude=exclude,
-                seed=seed,
-                cpus_per_worker=self.cpus_per_shard,
-                start_timeout=self.start_timeout,
-            )
+            return run()
         except ShardPlacementError as exc:
             raise ResourceExhausted(str(exc)) from exc
-        except RayError as exc:  # an actor died or could not start: no partial result
+        except RayError as exc:  # an actor died, or a task failed past its retries
             raise Unavailable(
-                f"a Ray shard worker failed during the selection ({type(exc).__name__}); retry"
+                f"a Ray shard {what} failed during the selection ({type(exc).__name__}); retry"
             ) from exc
-        res.elapsed_seconds = res.stats["elapsed_seconds"] + res.stats["setup_seconds"]
-        return res
-
-    def _rowwise(
-        self,
-        store: PoolStore,
-        req: ShardedRequest,
-        classes: int,
-        labeled: np.ndarray,
-        exclude: np.ndarray,
-        budget: int,
-    ) -> SelectionResult:
-        """A row-local strategy: one Ray task per shard file (``ray_rowwise``)."""
-        labels = (
-            validate_labels(req.labels, int(labeled.size), classes)
-            if req.labels is not None
-            else None
-        )
-        seed = validate_seed(req.seed)
-        self.connect()
-        from ray.exceptions import RayError
-
-        from activekd.distributed.ray_rowwise import rowwise_on_ray_files
-
-        # remote pools: each actor / task downloads only its own shard file
-        shards: Sequence[object] = store.open_shards(req.pool_id, req.array, fetch=False)
-        try:
-            res = rowwise_on_ray_files(
-                shards,  # type: ignore[arg-type]
-                req.strategy,
-                budget,
-                labeled=labeled,
-                exclude=exclude,
-                labels=labels,
-                seed=seed,
-                cpus_per_task=self.cpus_per_shard,
-            )
-        except RayError as exc:  # a task failed past its retries: no partial result
-            raise Unavailable(
-                f"a Ray shard task failed during the selection ({type(exc).__name__}); retry"
-            ) from exc
-        res.elapsed_seconds = res.stats["elapsed_seconds"]
-        return res
 
 
 __all__ = [
+    "CLUSTERED_ON_SHARDS",
     "KCENTER_ON_SHARDS",
     "PAIRED_ON_SHARDS",
+    "READS_FEATURES",
     "ROW_LOCAL_ON_SHARDS",
     "ShardedRequest",
     "ShardedSelector",

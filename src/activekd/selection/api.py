@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from activekd.errors import InvalidArgument
+from activekd.errors import InvalidArgument, shown
 from activekd.selection.kcenter import ProgressFn
 from activekd.selection.result import SelectionResult
 from activekd.selection.strategies import (
@@ -83,7 +83,7 @@ def select_batch(
     info = STRATEGY_INFO[name]
     if backend not in BACKENDS:
         raise InvalidArgument(
-            f"backend {backend!r} is not one of {', '.join(BACKENDS)}", field="backend"
+            f"backend {shown(backend)} is not one of {', '.join(BACKENDS)}", field="backend"
         )
     strategy_params = validate_params(name, params, info.params, PARAM_RULES)
     req = validate_request(

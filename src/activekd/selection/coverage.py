@@ -37,6 +37,8 @@ multiply-adds (about a minute or two on two cores); PCA-reduced features cut tha
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from activekd.arrays import iter_row_chunks
@@ -71,19 +73,41 @@ def kmeans_labels(xn: np.ndarray, k: int, seed: int, *, niter: int = KMEANS_ITER
     """Cluster id (int64, 0..k-1) of every row of the float32 matrix ``xn``: k-means seeded by
     k-means++ (D^2 sampling from ``default_rng(seed)``, as sklearn's KMeans the authors used) on a
     seeded sample of at most 256 rows per centroid, ``niter`` faiss Lloyd iterations on that
-    sample, then the nearest centroid of every row. ``k`` is capped at N; k <= 1: all in 0."""
-    import faiss
-
+    sample, then the nearest centroid of every row. ``k`` is capped at N; k <= 1: all in 0.
+    The steps are :func:`kmeans_sample`, :func:`train_centroids` and :func:`nearest_centroids`
+    (a sharded pool runs the first two on the driver, the last on each shard)."""
     n, d = xn.shape
     k = min(int(k), n)
     if k <= 1:
         return np.zeros(n, dtype=np.int64)
+    sample_ids, rng = kmeans_sample(n, k, seed)
+    centroids = train_centroids(
+        np.ascontiguousarray(xn[sample_ids], dtype=np.float32), k, seed, rng, niter=niter
+    )
+    out = np.empty(n, dtype=np.int64)
+    for sl in iter_row_chunks(n, d * 4, _CHUNK_BYTES):
+        out[sl] = nearest_centroids(xn[sl], centroids)
+    return out
+
+
+def kmeans_sample(n: int, k: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    """The sorted rows :func:`kmeans_labels` trains on (at most 256 per centroid) and the seeded
+    generator after drawing them (k-means++ goes on with it)."""
     rng = np.random.default_rng(seed)
     m = min(n, 256 * k)
     sample_ids = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
-    sample = np.ascontiguousarray(xn[sample_ids], dtype=np.float32)
+    return sample_ids, rng
+
+
+def train_centroids(
+    sample: np.ndarray, k: int, seed: int, rng: np.random.Generator, *, niter: int = KMEANS_ITER
+) -> np.ndarray:
+    """k-means++ start (drawn with ``rng``) and ``niter`` faiss Lloyd iterations on the float32
+    ``sample``: the (k, D) float32 centroids."""
+    import faiss
+
     km = faiss.Kmeans(
-        d,
+        sample.shape[1],
         k,
         niter=niter,
         seed=_faiss_seed(seed),
@@ -92,11 +116,17 @@ def kmeans_labels(xn: np.ndarray, k: int, seed: int, *, niter: int = KMEANS_ITER
         verbose=False,
     )
     km.train(sample, init_centroids=_kmeanspp(sample, k, rng))
-    out = np.empty(n, dtype=np.int64)
-    for sl in iter_row_chunks(n, d * 4, _CHUNK_BYTES):
-        _, lab = km.index.search(np.ascontiguousarray(xn[sl]), 1)
-        out[sl] = lab[:, 0]
-    return out
+    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+
+
+def nearest_centroids(block: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The nearest centroid (int64, exact L2, ties: the lowest id) of each row of ``block``."""
+    import faiss
+
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    _, lab = index.search(np.ascontiguousarray(block, dtype=np.float32), 1)
+    return lab[:, 0].astype(np.int64)
 
 
 def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -153,17 +183,28 @@ def typicality(xb: np.ndarray, k: int, queries: np.ndarray | None = None) -> np.
 
 
 def typiclust_select(
-    xn: np.ndarray,
+    xn: np.ndarray | None,
     clusters: np.ndarray,
     eligible: np.ndarray,
     budget: int,
     *,
     k_nn: int = 20,
     min_cluster_size: int = 5,
+    rows: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> SelectionResult:
     """TypiClust's picks given the normalised features and a cluster id per row (see the module
     docstring). Rows not in ``eligible`` (labeled, excluded) count towards their cluster's
-    coverage and are never picked. Scores: the pick's typicality within its cluster."""
+    coverage and are never picked. Scores: the pick's typicality within its cluster.
+    ``rows``: the normalised features of the given (sorted) rows, in place of ``xn`` (a sharded
+    pool gathers a picked cluster's members from its shards)."""
+    if rows is None:
+        if xn is None:
+            raise ValueError("give xn or rows")
+        matrix = xn
+
+        def rows(ids: np.ndarray) -> np.ndarray:
+            return matrix[ids]
+
     n = len(clusters)
     k = int(clusters.max()) + 1 if n else 0
     sizes = np.bincount(clusters, minlength=k)
@@ -186,7 +227,7 @@ def typiclust_select(
         members = order[starts[c] : starts[c + 1]]
         if c not in typ:
             kk = min(k_nn, len(members) // 2)
-            typ[c] = typicality(xn[members], kk) if kk >= 1 else np.zeros(len(members), np.float64)
+            typ[c] = typicality(rows(members), kk) if kk >= 1 else np.zeros(len(members))
         tc = np.where(pickable[members], typ[c], -np.inf)
         j = int(np.argmax(tc))  # members ascend: ties go to the lowest row id
         row = int(members[j])
@@ -332,11 +373,14 @@ __all__ = [
     "RADIUS_GRID",
     "TYPICALITY_EPS",
     "kmeans_labels",
+    "kmeans_sample",
     "knn_mean_distance",
+    "nearest_centroids",
     "neighbour_scan",
     "normalized",
     "probcover_select",
     "purity_radius",
+    "train_centroids",
     "typicality",
     "typiclust_select",
 ]

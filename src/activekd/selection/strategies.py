@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from activekd.arrays import iter_row_chunks
-from activekd.errors import InvalidArgument
+from activekd.errors import InvalidArgument, shown
 from activekd.selection.badge import badge_select
 from activekd.selection.coverage import (
     kmeans_labels,
@@ -141,7 +141,7 @@ def validate_strategy(strategy: Any) -> str:
     """The name of a registered strategy, or InvalidArgument listing the valid ones."""
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise InvalidArgument(
-            f"unknown strategy {strategy!r}: use one of {', '.join(sorted(STRATEGIES))}",
+            f"unknown strategy {shown(strategy)}: use one of {', '.join(sorted(STRATEGIES))}",
             field="strategy",
         )
     return strategy

@@ -20,7 +20,7 @@ import numpy as np
 
 from activekd.arrays import check_float_matrix, check_probabilities, iter_row_chunks
 from activekd.devices import resolve_device
-from activekd.errors import InvalidArgument
+from activekd.errors import InvalidArgument, shown
 
 
 def validate_features(features: Any, n_rows: int, name: str = "features") -> np.ndarray:
@@ -89,7 +89,8 @@ def validate_budget(budget: Any, n_unlabeled: int, what: str = "unlabeled rows")
     """``budget`` must be an integer in ``1..n_unlabeled`` (``what`` names that count)."""
     if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
         raise InvalidArgument(
-            f"budget must be an integer, got {type(budget).__name__} {budget!r}", field="budget"
+            f"budget must be an integer, got {type(budget).__name__} {shown(budget)}",
+            field="budget",
         )
     b = operator.index(budget)
     if not 1 <= b <= n_unlabeled:
@@ -100,7 +101,7 @@ def validate_budget(budget: Any, n_unlabeled: int, what: str = "unlabeled rows")
 def validate_seed(seed: Any) -> int:
     """``seed`` must be an integer in ``0..2**64-1``."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise InvalidArgument(f"seed must be an integer, got {seed!r}", field="seed")
+        raise InvalidArgument(f"seed must be an integer, got {shown(seed)}", field="seed")
     s = operator.index(seed)
     if not 0 <= s < 2**64:
         raise InvalidArgument(f"seed {s} must be in 0..2**64-1", field="seed")
@@ -139,7 +140,7 @@ def validate_threads(threads: Any) -> int | None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
         raise InvalidArgument(
-            f"threads must be an integer or None, got {threads!r}", field="threads"
+            f"threads must be an integer or None, got {shown(threads)}", field="threads"
         )
     t = operator.index(threads)
     if t < 0:
@@ -195,13 +196,13 @@ def validate_params(
         if key not in out:
             hint = f"allowed: {allowed}" if out else "it takes no parameters"
             raise InvalidArgument(
-                f"strategy {strategy!r} has no parameter {key!r}: {hint}", field="params"
+                f"strategy {shown(strategy)} has no parameter {shown(key)}: {hint}", field="params"
             )
         rule = rules[key]
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         if not ok or not rule.accepts(float(value)):
             raise InvalidArgument(
-                f"params[{key!r}] of strategy {strategy!r} is {value!r}: it must be "
+                f"params[{shown(key)}] of strategy {shown(strategy)} is {shown(value)}: it must be "
                 f"{rule.describe()} ({rule.doc})",
                 field="params",
             )
@@ -244,12 +245,12 @@ def validate_request(
     """
     if needs_probs and probs is None:
         raise InvalidArgument(
-            f"strategy {strategy!r} needs probs (an (N, C) array of class probabilities)",
+            f"strategy {shown(strategy)} needs probs (an (N, C) array of class probabilities)",
             field="probs",
         )
     if needs_features and features is None:
         raise InvalidArgument(
-            f"strategy {strategy!r} needs features (an (N, D) array of embeddings)",
+            f"strategy {shown(strategy)} needs features (an (N, D) array of embeddings)",
             field="features",
         )
     if probs is None and features is None:

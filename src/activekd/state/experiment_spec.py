@@ -136,14 +136,14 @@ class ExperimentSpec:
         adaptation = self.teacher_config.get("adaptation", "none")
         if adaptation not in TEACHER_ADAPTATIONS:
             raise InvalidArgument(
-                f"teacher_config.adaptation {adaptation!r}: use one of "
+                f"teacher_config.adaptation {shown(adaptation)}: use one of "
                 f"{', '.join(TEACHER_ADAPTATIONS)}",
                 field="teacher_config",
             )
         _check_str(self.strategy, "strategy", required=True)
         if valid_strategies is not None and self.strategy not in valid_strategies:
             raise InvalidArgument(
-                f"unknown strategy {self.strategy!r}; known: {', '.join(sorted(valid_strategies))}",
+                f"unknown strategy {shown(self.strategy)}; known: {', '.join(sorted(valid_strategies))}",
                 field="strategy",
             )
         _check_int(self.budget_per_round, "budget_per_round")
@@ -240,11 +240,11 @@ def validate_labeled_items(
     for i, lab in enumerate(labels):
         if not _is_int(lab):
             raise InvalidArgument(
-                f"{labels_field}[{i}]={lab!r} is not an integer", field=labels_field
+                f"{labels_field}[{i}]={shown(lab)} is not an integer", field=labels_field
             )
         if not 0 <= int(lab) < num_classes:
             raise InvalidArgument(
-                f"{labels_field}[{i}]={lab} for {item_ids[i]!r} is outside [0, {num_classes})",
+                f"{labels_field}[{i}]={lab} for {shown(item_ids[i])} is outside [0, {num_classes})",
                 field=labels_field,
             )
 
@@ -256,7 +256,7 @@ def _is_int(x: Any) -> bool:
 
 def _check_int(value: Any, name: str) -> None:
     if not _is_int(value):
-        raise InvalidArgument(f"{name} must be an integer, got {value!r}", field=name)
+        raise InvalidArgument(f"{name} must be an integer, got {shown(value)}", field=name)
 
 
 def _check_str(value: Any, name: str, *, required: bool = False) -> None:

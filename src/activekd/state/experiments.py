@@ -504,7 +504,7 @@ class ExperimentStore:
                 f"{res[1]} selected item(s) of round {round_} still wait for a label; "
                 "submit them before LABELS_COMPLETE"
             )
-        raise RuntimeError(f"unexpected script answer {res!r}")  # pragma: no cover
+        raise RuntimeError(f"unexpected script answer {shown(res)}")  # pragma: no cover
 
     def _aborted(
         self, experiment_id: str, why: str, state: RoundState, round_: int, version: int
@@ -633,7 +633,7 @@ class ExperimentStore:
                 + "; pass overwrite=True to change them; nothing was stored",
                 field="labels",
             )
-        raise RuntimeError(f"unexpected script answer {res!r}")  # pragma: no cover
+        raise RuntimeError(f"unexpected script answer {shown(res)}")  # pragma: no cover
 
     # ---- events ------------------------------------------------------------------------------
     def events(

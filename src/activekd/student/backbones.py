@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from activekd.errors import InvalidArgument, NotFound
+from activekd.errors import InvalidArgument, NotFound, shown
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def build_backbone(name: str, args: Mapping[str, Any] | None = None) -> tuple[nn
     """``(module, feature_dim)`` for a registered backbone with ``args`` over its defaults."""
     if name not in BACKBONES:
         raise InvalidArgument(
-            f"unknown backbone {name!r}: use one of {', '.join(sorted(BACKBONES))}"
+            f"unknown backbone {shown(name)}: use one of {', '.join(sorted(BACKBONES))}"
         )
     spec = BACKBONES[name]
     merged = dict(spec.defaults)
@@ -163,7 +163,7 @@ def load_weights_file(
         if k.startswith(drop_prefixes):
             continue
         if k not in own:
-            raise InvalidArgument(f"backbone weights {str(p)!r}: unexpected key {k!r}")
+            raise InvalidArgument(f"backbone weights {str(p)!r}: unexpected key {shown(k)}")
         if tuple(own[k].shape) != tuple(v.shape):
             raise InvalidArgument(
                 f"backbone weights {str(p)!r}: {k} has shape {tuple(v.shape)}, "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from activekd.errors import InvalidArgument, NotFound
+from activekd.errors import InvalidArgument, NotFound, shown
 from activekd.state.round_records import check_experiment_id
 
 _CKPT_NAME = re.compile(r"^round-(\d+)\.ckpt$")
@@ -52,7 +52,7 @@ def file_sha256(fh: BinaryIO, chunk_bytes: int = 1 << 20) -> tuple[str, int]:
 
 def _missing(experiment_id: str, round_: int) -> NotFound:
     return NotFound(
-        f"experiment {experiment_id!r} has no checkpoint for round {round_}", field="round"
+        f"experiment {shown(experiment_id)} has no checkpoint for round {round_}", field="round"
     )
 
 

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from activekd.errors import InvalidArgument
+from activekd.errors import InvalidArgument, shown
 
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
@@ -101,11 +101,11 @@ class StudentConfig:
             return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
         if not is_int(self.num_classes) or self.num_classes < 2:
-            raise bad("num_classes", f"= {self.num_classes!r} must be an integer >= 2")
+            raise bad("num_classes", f"= {shown(self.num_classes)} must be an integer >= 2")
         if self.backbone not in BACKBONES:
             raise bad(
                 "backbone",
-                f"{self.backbone!r} is unknown: use one of {', '.join(sorted(BACKBONES))}",
+                f"{shown(self.backbone)} is unknown: use one of {', '.join(sorted(BACKBONES))}",
             )
         if not isinstance(self.backbone_args, dict):
             raise bad("backbone_args", "must be a dict")
@@ -120,43 +120,46 @@ class StudentConfig:
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be true or false")
         if not is_num(self.temperature) or self.temperature <= 0:
-            raise bad("temperature", f"= {self.temperature!r} must be > 0")
+            raise bad("temperature", f"= {shown(self.temperature)} must be > 0")
         for name in ("ce_weight", "kd_weight", "kd_labeled_weight", "kd_unlabeled_weight"):
             v = getattr(self, name)
             if not is_num(v) or v < 0:
-                raise bad(name, f"= {v!r} must be a finite number >= 0")
+                raise bad(name, f"= {shown(v)} must be a finite number >= 0")
         if self.ce_weight == 0 and (not self.kd or self.kd_weight == 0):
             raise bad("ce_weight", "and kd_weight are both 0: nothing to train")
         if not is_num(self.alpha) or not 0.0 <= self.alpha <= 1.0:
-            raise bad("alpha", f"= {self.alpha!r} must be in [0, 1]")
+            raise bad("alpha", f"= {shown(self.alpha)} must be in [0, 1]")
         if not is_num(self.beta) or self.beta <= 0:
-            raise bad("beta", f"= {self.beta!r} must be > 0")
+            raise bad("beta", f"= {shown(self.beta)} must be > 0")
         for name in ("steps", "batch_size_labeled", "batch_size_unlabeled", "log_every"):
             v = getattr(self, name)
             if not is_int(v) or v < 1:
-                raise bad(name, f"= {v!r} must be an integer >= 1")
+                raise bad(name, f"= {shown(v)} must be an integer >= 1")
         if not is_int(self.score_batch_size) or self.score_batch_size < 0:
             raise bad(
-                "score_batch_size", f"= {self.score_batch_size!r} must be an integer >= 0 (0: auto)"
+                "score_batch_size",
+                f"= {shown(self.score_batch_size)} must be an integer >= 0 (0: auto)",
             )
         if not is_num(self.lr) or self.lr <= 0:
-            raise bad("lr", f"= {self.lr!r} must be > 0")
+            raise bad("lr", f"= {shown(self.lr)} must be > 0")
         if not is_num(self.weight_decay) or self.weight_decay < 0:
-            raise bad("weight_decay", f"= {self.weight_decay!r} must be >= 0")
+            raise bad("weight_decay", f"= {shown(self.weight_decay)} must be >= 0")
         if not is_num(self.warmup_fraction) or not 0.0 <= self.warmup_fraction < 1.0:
-            raise bad("warmup_fraction", f"= {self.warmup_fraction!r} must be in [0, 1)")
+            raise bad("warmup_fraction", f"= {shown(self.warmup_fraction)} must be in [0, 1)")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise bad("lr_schedule", f"{self.lr_schedule!r} must be one of {list(LR_SCHEDULES)}")
+            raise bad(
+                "lr_schedule", f"{shown(self.lr_schedule)} must be one of {list(LR_SCHEDULES)}"
+            )
         if not is_num(self.grad_clip) or self.grad_clip < 0:
-            raise bad("grad_clip", f"= {self.grad_clip!r} must be >= 0 (0 = off)")
+            raise bad("grad_clip", f"= {shown(self.grad_clip)} must be >= 0 (0 = off)")
         if not is_int(self.augment_padding) or self.augment_padding < 0:
-            raise bad("augment_padding", f"= {self.augment_padding!r} must be an integer >= 0")
+            raise bad("augment_padding", f"= {shown(self.augment_padding)} must be an integer >= 0")
         if not is_int(self.seed) or self.seed < 0:
-            raise bad("seed", f"= {self.seed!r} must be an integer >= 0")
+            raise bad("seed", f"= {shown(self.seed)} must be an integer >= 0")
         if not is_int(self.threads) or self.threads < 0:
-            raise bad("threads", f"= {self.threads!r} must be an integer >= 0 (0 = default)")
+            raise bad("threads", f"= {shown(self.threads)} must be an integer >= 0 (0 = default)")
         if self.precision not in PRECISIONS:
-            raise bad("precision", f"{self.precision!r} must be one of {list(PRECISIONS)}")
+            raise bad("precision", f"{shown(self.precision)} must be one of {list(PRECISIONS)}")
         return self
 
     # ------------------------------------------------------------------ (de)serialisation

@@ -59,6 +59,7 @@ from activekd.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    shown,
 )
 from activekd.seeds import SEED_MODULUS, round_seed
 from activekd.state.experiments import Experiment, ExperimentStore
@@ -205,15 +206,19 @@ def resolve_student_config(
     spec_config = coerce_numbers(spec.student_config or {})
     request_config = coerce_numbers(overrides or {})
     _check_keys(
-        spec_config, f"experiment {experiment.experiment_id!r} student_config", FailedPrecondition
+        spec_config,
+        f"experiment {shown(experiment.experiment_id)} student_config",
+        FailedPrecondition,
     )
     _check_keys(request_config, "student_config overrides", InvalidArgument)
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_MODULUS:
-            raise InvalidArgument(f"seed {seed!r} must be an integer in [0, 2**63)", field="seed")
+            raise InvalidArgument(
+                f"seed {shown(seed)} must be an integer in [0, 2**63)", field="seed"
+            )
         if request_config.get("seed", seed) != seed:
             raise InvalidArgument(
-                f"seed {seed} contradicts student_config seed {request_config['seed']!r}: "
+                f"seed {seed} contradicts student_config seed {shown(request_config['seed'])}: "
                 "give one of the two",
                 field="seed",
             )
@@ -228,7 +233,7 @@ def resolve_student_config(
         StudentConfig.from_dict(merged_spec)
     except InvalidArgument as exc:
         raise FailedPrecondition(
-            f"experiment {experiment.experiment_id!r} student_config is invalid: {exc}",
+            f"experiment {shown(experiment.experiment_id)} student_config is invalid: {exc}",
             field=exc.field,
         ) from exc
     merged = {**merged_spec, **request_config}
@@ -315,7 +320,7 @@ class RoundTrainer:
         path = self.checkpoints.path(experiment_id, round_)
         if not path.exists():
             raise FailedPrecondition(
-                f"experiment {experiment_id!r} has no checkpoint for round {round_}: train the "
+                f"experiment {shown(experiment_id)} has no checkpoint for round {round_}: train the "
                 "round first (TrainRound)",
                 field="round",
             )
@@ -328,14 +333,14 @@ class RoundTrainer:
             return self.store.describe(pool_id)
         except NotFound:
             raise FailedPrecondition(
-                f"{what} pool {pool_id!r} does not exist; upload or score it first",
+                f"{what} pool {shown(pool_id)} does not exist; upload or score it first",
                 field=f"{what.replace(' ', '_')}_pool_id",
             ) from None
 
     def _array(self, meta: PoolMeta, name: str, what: str) -> np.ndarray:
         if name not in meta.arrays:
             raise FailedPrecondition(
-                f"{what} pool {meta.pool_id!r} has no array {name!r}; it has "
+                f"{what} pool {shown(meta.pool_id)} has no array {shown(name)}; it has "
                 f"{sorted(meta.arrays) or 'none'}",
                 field=f"{what.replace(' ', '_')}_pool_id",
             )
@@ -354,7 +359,7 @@ class RoundTrainer:
             rows = self.store.rows_for(meta.pool_id, [str(i) for i in target_ids])
         except InvalidArgument as exc:
             raise FailedPrecondition(
-                f"{what} pool {meta.pool_id!r} does not cover pool {target_pool!r}: {exc}",
+                f"{what} pool {shown(meta.pool_id)} does not cover pool {shown(target_pool)}: {exc}",
                 field=f"{what.replace(' ', '_')}_pool_id",
             ) from None
         return np.asarray(array[rows])
@@ -366,7 +371,7 @@ class RoundTrainer:
         probs = self._array(probs_meta, TEACHER_ARRAY, what)
         if probs.ndim != 2 or probs.shape[1] != num_classes:
             raise FailedPrecondition(
-                f"{what} pool {probs_meta.pool_id!r}: array {TEACHER_ARRAY!r} has shape "
+                f"{what} pool {shown(probs_meta.pool_id)}: array {shown(TEACHER_ARRAY)} has shape "
                 f"{list(probs.shape)}, the student has num_classes = {num_classes}",
                 field=f"{what.replace(' ', '_')}_pool_id",
             )
@@ -382,7 +387,7 @@ class RoundTrainer:
             )
         except InvalidArgument as exc:
             raise FailedPrecondition(
-                f"{what} pool {probs_meta.pool_id!r}: {exc}",
+                f"{what} pool {shown(probs_meta.pool_id)}: {exc}",
                 field=f"{what.replace(' ', '_')}_pool_id",
             ) from None
         return probs
@@ -391,12 +396,12 @@ class RoundTrainer:
     def prepare(self, request: RoundRequest) -> PreparedRound:
         """Gathers and validates every input of a round (no training yet)."""
         if isinstance(request.round, bool) or int(request.round) < 0:
-            raise InvalidArgument(f"round {request.round!r} must be >= 0", field="round")
+            raise InvalidArgument(f"round {shown(request.round)} must be >= 0", field="round")
         exp = self.experiments.get(request.experiment_id)
         round_ = int(request.round)
         if round_ > exp.current_round:
             raise FailedPrecondition(
-                f"experiment {exp.experiment_id!r} is in round {exp.current_round}; "
+                f"experiment {shown(exp.experiment_id)} is in round {exp.current_round}; "
                 f"round {round_} has not begun",
                 field="round",
             )
@@ -419,7 +424,7 @@ class RoundTrainer:
         if kd_wanted is not False:
             if not teacher_pool_id:
                 raise FailedPrecondition(
-                    f"no teacher pool for round {round_} of {exp.experiment_id!r}: pass "
+                    f"no teacher pool for round {round_} of {shown(exp.experiment_id)}: pass "
                     "teacher_pool_id or set the experiment's teacher_config.pool_id (or train "
                     "with kd=false)",
                     field="teacher_pool_id",
@@ -442,16 +447,16 @@ class RoundTrainer:
         labels = labels_for_round(self.experiments, exp, round_)
         if not labels:
             raise FailedPrecondition(
-                f"experiment {exp.experiment_id!r} has no labels for round {round_} yet; submit "
+                f"experiment {shown(exp.experiment_id)} has no labels for round {round_} yet; submit "
                 "labels first",
                 field="labels",
             )
         bad = {i: v for i, v in labels.items() if not 0 <= v < cfg.num_classes}
         if bad:
-            shown = ", ".join(f"{k}={v}" for k, v in list(bad.items())[:5])
+            listed = ", ".join(f"{k}={v}" for k, v in list(bad.items())[:5])
             raise FailedPrecondition(
-                f"experiment {exp.experiment_id!r}: {len(bad)} label(s) outside "
-                f"[0, {cfg.num_classes}): {shown}",
+                f"experiment {shown(exp.experiment_id)}: {len(bad)} label(s) outside "
+                f"[0, {cfg.num_classes}): {listed}",
                 field="labels",
             )
         ids = list(labels)
@@ -459,7 +464,7 @@ class RoundTrainer:
             rows = self.store.rows_for(pool_id, ids)
         except InvalidArgument as exc:
             raise FailedPrecondition(
-                f"labeled items of experiment {exp.experiment_id!r} are missing from the pool: "
+                f"labeled items of experiment {shown(exp.experiment_id)} are missing from the pool: "
                 f"{exc}",
                 field="pool_id",
             ) from None
@@ -470,7 +475,7 @@ class RoundTrainer:
         x_pool = self._array(pool_meta, input_array, "pool")
         kind = BACKBONES[cfg.backbone].input_kind
         try:
-            validate_x(x_pool, kind, f"pool {pool_id!r} array {input_array!r}")
+            validate_x(x_pool, kind, f"pool {shown(pool_id)} array {shown(input_array)}")
         except InvalidArgument as exc:
             raise FailedPrecondition(str(exc), field="pool_id") from None
         teacher = None
@@ -520,7 +525,7 @@ class RoundTrainer:
 
         if TEACHER_FEATURES_ARRAY not in teacher_meta.arrays:
             raise FailedPrecondition(
-                f"teacher pool {teacher_meta.pool_id!r} has no {TEACHER_FEATURES_ARRAY!r} array, "
+                f"teacher pool {shown(teacher_meta.pool_id)} has no {shown(TEACHER_FEATURES_ARRAY)} array, "
                 "which teacher_config.adaptation='clap' adapts on: ScorePool keeps features when "
                 "it runs the teacher (not when a probabilities-only cache answers: use force), or "
                 "upload a features array with the probs; else set adaptation to 'none'",
@@ -530,7 +535,7 @@ class RoundTrainer:
         feats = np.asarray(self._in_pool_order(teacher_meta, raw, pool_id, "teacher"), np.float32)
         if feats.ndim != 2 or not np.isfinite(feats).all():
             raise FailedPrecondition(
-                f"teacher pool {teacher_meta.pool_id!r}: array {TEACHER_FEATURES_ARRAY!r} must "
+                f"teacher pool {shown(teacher_meta.pool_id)}: array {shown(TEACHER_FEATURES_ARRAY)} must "
                 f"be a finite (N, D) matrix, got shape {list(feats.shape)}",
                 field="teacher_pool_id",
             )
@@ -544,7 +549,7 @@ class RoundTrainer:
         with self._training_lock:
             if key in self._training:
                 raise Aborted(
-                    f"round {round_} of experiment {experiment_id!r} is already training in this "
+                    f"round {round_} of experiment {shown(experiment_id)} is already training in this "
                     "trainer; wait for it to finish"
                 )
             self._training.add(key)
@@ -576,7 +581,7 @@ class RoundTrainer:
         def on_event(ev: TrainEvent) -> None:  # called after every step (log_every=1 below)
             if cancel is not None and cancel.is_set():
                 raise Aborted(
-                    f"round {round_} of experiment {exp_id!r} was cancelled at step {ev.step}"
+                    f"round {round_} of experiment {shown(exp_id)} was cancelled at step {ev.step}"
                 )
             if progress is not None and (ev.step % every == 0 or ev.step == ev.total_steps):
                 progress(ev)
@@ -597,7 +602,7 @@ class RoundTrainer:
             except NonFiniteLossError as exc:
                 kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint saved"
                 raise NonFiniteLossError(
-                    f"round {round_} of experiment {exp_id!r}: {exc}; {kept}", step=exc.step
+                    f"round {round_} of experiment {shown(exp_id)}: {exc}; {kept}", step=exc.step
                 ) from exc
             config = res.config.replace(log_every=every)
             last = res.history[-1]
@@ -688,7 +693,7 @@ class RoundTrainer:
         input_array = str(checkpoint.metadata.get("input_array") or DEFAULT_INPUT_ARRAY)
         x = self._array(self._meta(pool_id, "pool"), input_array, "pool")
         try:
-            validate_x(x, model.input_kind, f"pool {pool_id!r} array {input_array!r}",
+            validate_x(x, model.input_kind, f"pool {shown(pool_id)} array {shown(input_array)}",
                        model.input_dim)  # fmt: skip
         except InvalidArgument as exc:
             raise FailedPrecondition(str(exc), field="pool_id") from None
@@ -711,7 +716,7 @@ class RoundTrainer:
         test_pool_id = test_pool_id or exp.spec.test_pool_id
         if not test_pool_id:
             raise FailedPrecondition(
-                f"no test pool: pass test_pool_id or set the experiment {experiment_id!r} spec's "
+                f"no test pool: pass test_pool_id or set the experiment {shown(experiment_id)} spec's "
                 "test_pool_id",
                 field="test_pool_id",
             )
@@ -734,10 +739,10 @@ class RoundTrainer:
         x = self._array(meta, input_array, "test")
         y = np.asarray(self._array(meta, LABELS_ARRAY, "test"))
         try:
-            validate_x(x, model.input_kind, f"test pool {test_pool_id!r} array {input_array!r}",
+            validate_x(x, model.input_kind, f"test pool {shown(test_pool_id)} array {shown(input_array)}",
                        model.input_dim)  # fmt: skip
             y = validate_labels(
-                y, x.shape[0], cfg.num_classes, f"test pool {test_pool_id!r} labels"
+                y, x.shape[0], cfg.num_classes, f"test pool {shown(test_pool_id)} labels"
             )
         except InvalidArgument as exc:
             raise FailedPrecondition(str(exc), field="test_pool_id") from None

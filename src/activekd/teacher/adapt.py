@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from activekd.errors import InvalidArgument
+from activekd.errors import InvalidArgument, shown
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def clap_penalty(
     """
     if mode not in PENALTY_MODES:
         raise InvalidArgument(
-            f"penalty {mode!r} must be a number >= 0 or one of {', '.join(PENALTY_MODES)}",
+            f"penalty {shown(mode)} must be a number >= 0 or one of {', '.join(PENALTY_MODES)}",
             field="penalty",
         )
     f = _check_features(features)
@@ -389,7 +389,7 @@ class TeacherAdapter:
         if isinstance(penalty, str):
             if penalty not in PENALTY_MODES:
                 raise InvalidArgument(
-                    f"penalty {penalty!r} must be a number >= 0 or one of "
+                    f"penalty {shown(penalty)} must be a number >= 0 or one of "
                     f"{', '.join(PENALTY_MODES)}",
                     field="penalty",
                 )

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from activekd.errors import InvalidArgument
+from activekd.errors import InvalidArgument, shown
 from activekd.teacher.base import BaseTeacher
 
 BACKENDS = ("label-map", "open_clip", "precomputed")
@@ -32,7 +32,7 @@ def normalize_backend(name: str) -> str:
     """Canonical backend name (accepts ``open-clip``, ``label_map``...)."""
     key = (name or "").strip().lower()
     if key not in _ALIASES:
-        raise InvalidArgument(f"unknown teacher backend {name!r}; use one of {BACKENDS}")
+        raise InvalidArgument(f"unknown teacher backend {shown(name)}; use one of {BACKENDS}")
     return _ALIASES[key]
 
 
@@ -86,7 +86,9 @@ class TeacherConfig:
         for key, raw in values.items():
             k = key.lower().replace("-", "_")
             if k not in known:
-                raise InvalidArgument(f"unknown teacher setting {key!r}; known: {sorted(known)}")
+                raise InvalidArgument(
+                    f"unknown teacher setting {shown(key)}; known: {sorted(known)}"
+                )
             if raw is None or raw == "":
                 continue
             if k in ("class_names", "templates"):
@@ -97,7 +99,7 @@ class TeacherConfig:
                 try:
                     kwargs[k] = float(raw)
                 except (TypeError, ValueError) as exc:
-                    raise InvalidArgument(f"temperature {raw!r} is not a number") from exc
+                    raise InvalidArgument(f"temperature {shown(raw)} is not a number") from exc
             elif k == "invert":
                 kwargs[k] = (
                     raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
@@ -137,7 +139,7 @@ def _as_int(raw: Any, name: str) -> int:
     try:
         return int(raw)
     except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"{name} {raw!r} is not an integer") from exc
+        raise InvalidArgument(f"{name} {shown(raw)} is not an integer") from exc
 
 
 def create_teacher(config: TeacherConfig | Mapping[str, Any] | None = None) -> BaseTeacher:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from activekd.errors import shown
 from activekd.v1 import common_pb2
 from activekd.wire.tensors import dtype_from_proto
 
@@ -54,5 +55,5 @@ class PoolInfo:
             if a.name == name:
                 return a
         raise KeyError(
-            f"pool {self.pool_id!r} has no array {name!r}: {[a.name for a in self.arrays]}"
+            f"pool {shown(self.pool_id)} has no array {shown(name)}: {[a.name for a in self.arrays]}"
         )
