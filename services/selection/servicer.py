@@ -106,8 +106,8 @@ class SelectionServicer(selection_pb2_grpc.SelectionServiceServicer):
     def _select_sharded(
         self, request: Request, earlier: set[str]
     ) -> tuple[selection.SelectionResult, np.ndarray] | None:
-        """k-center, badge or a row-local strategy over a sharded pool's files on Ray, when
-        configured and it applies."""
+        """A strategy with a sharded form (``activekd.distributed.pool_select``) over a sharded
+        pool's files on Ray, when configured and it applies."""
         if self.sharded is None or request.WhichOneof("pool") != "pool_ref":
             return None
         from activekd.distributed.pool_select import READS_FEATURES, ShardedRequest

@@ -544,8 +544,12 @@ def test_score_pool_past_its_deadline_stops_and_the_next_call_resumes(
     """The caller's deadline passes mid-job: the call ends DEADLINE_EXCEEDED and the teacher
     stops scoring (its image counter stays put, short of the total) instead of running on for
     nobody; nothing is committed, and the next call resumes the finished chunks."""
-    total, chunk = 480, 40  # 12 chunks, each followed by a 250 ms pause: > 3 s in all
-    env = tiny_teacher_env(tiny_clip_checkpoint, ACTIVEKD_SCORE_PAUSE_MS="250")
+    # 11 chunks, each followed by a 250 ms pause: > 2.7 s in all; a pool id (and an output
+    # cache) of its own: a pool another test committed for the same rows would answer at once
+    total, chunk = 440, 40
+    env = tiny_teacher_env(
+        tiny_clip_checkpoint, ACTIVEKD_SCORE_PAUSE_MS="250", ACTIVEKD_CACHE_DIR=str(tmp_path / "c")
+    )
     r = redis_server.client()
     store = PoolStore(tmp_path / "store", r)
     dataset = f"fashion-mnist-test-first{total}"
