@@ -8,7 +8,6 @@ first when the store is remote, so its memory is its shard plus O(shard rows) st
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +19,7 @@ from activekd.distributed.ray_kcenter import (
     ShardActor,
     ShardFileRef,
     _ray,
+    in_row_order,
     wait_actors_up,
 )
 from activekd.selection.badge_sharded import BadgeShardSpec, BadgeWorker, badge_over_shards
@@ -62,13 +62,10 @@ def badge_on_ray_files(
     :class:`~activekd.distributed.ray_kcenter.ShardPlacementError`."""
     ray = _ray()
     t0 = time.perf_counter()
-    probs = sorted(probs, key=lambda s: s.start)
-    features = sorted(features, key=lambda s: s.start)
+    probs, features = in_row_order(probs), in_row_order(features)
     bounds = [(int(s.start), int(s.stop)) for s in probs]
     if [(int(s.start), int(s.stop)) for s in features] != bounds:
         raise ValueError("the probs and features shard files must hold the same rows")
-    if not bounds or bounds[0][0] != 0 or any(a[1] != b[0] for a, b in itertools.pairwise(bounds)):
-        raise ValueError("the shard files must cover rows 0..n in order, without gaps")
     taken = np.union1d(labeled, exclude).astype(np.int64)
     actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(BadgeActor)
     handles = [

@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -214,6 +214,18 @@ class ShardFileRef(Protocol):
     def path(self) -> Path: ...
 
 
+ShardT = TypeVar("ShardT", bound=ShardFileRef)
+
+
+def in_row_order(shards: Sequence[ShardT]) -> list[ShardT]:
+    """``shards`` sorted by their first row; ValueError unless they cover rows 0..n without gaps
+    (every Ray path over a sharded pool's files starts here)."""
+    out = sorted(shards, key=lambda s: s.start)
+    if not out or out[0].start != 0 or any(a.stop != b.start for a, b in itertools.pairwise(out)):
+        raise ValueError("the shard files must cover rows 0..n in order, without gaps")
+    return out
+
+
 def start_file_shard_actors(
     shards: Sequence[ShardFileRef],
     budget: int,
@@ -229,13 +241,7 @@ def start_file_shard_actors(
     memory-mapping its file alone, all up (:func:`wait_actors_up`, else killed); same return as
     :func:`start_shard_actors`."""
     ray = _ray()
-    shards = sorted(shards, key=lambda s: s.start)
-    if (
-        not shards
-        or shards[0].start != 0
-        or any(a.stop != b.start for a, b in itertools.pairwise(shards))
-    ):
-        raise ValueError("the shard files must cover rows 0..n in order, without gaps")
+    shards = in_row_order(shards)
     initial = np.unique(np.asarray(centres if centres is not None else [], dtype=np.int64))
     actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(ShardActor)
     actors = [
@@ -396,6 +402,7 @@ __all__ = [
     "ShardActor",
     "ShardFileRef",
     "ShardPlacementError",
+    "in_row_order",
     "kcenter_on_ray",
     "kcenter_on_ray_files",
     "start_file_shard_actors",

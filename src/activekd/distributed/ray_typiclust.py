@@ -8,7 +8,6 @@ read, so Ray retries one whose worker died.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from activekd.arrays import iter_row_chunks
-from activekd.distributed.ray_kcenter import ShardFileRef, _ray
+from activekd.distributed.ray_kcenter import ShardFileRef, _ray, in_row_order
 from activekd.selection.coverage import _CHUNK_BYTES, nearest_centroids, normalized
 from activekd.selection.result import SelectionResult
 from activekd.selection.typiclust_sharded import typiclust_over_shards
@@ -56,13 +55,7 @@ def typiclust_on_ray_files(
     scores on the joined pool (parameters as the strategy's)."""
     ray = _ray()
     t0 = time.perf_counter()
-    shards = sorted(shards, key=lambda s: s.start)
-    if (
-        not shards
-        or shards[0].start != 0
-        or any(a.stop != b.start for a, b in itertools.pairwise(shards))
-    ):
-        raise ValueError("the shard files must cover rows 0..n in order, without gaps")
+    shards = in_row_order(shards)
     n = int(shards[-1].stop)
     refs: list[Any] = [s if isinstance(s, RemoteShard) else str(s.path) for s in shards]
     rows_task = ray.remote(num_cpus=cpus_per_task)(normalized_rows)
