@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -485,17 +486,33 @@ def test_score_pool_precomputed_cache_file_skips_the_model(
 
 
 # ------------------------------------------------------------------------- crash and resume
+def _paced_job(
+    redis_server: RedisProcess, checkpoint: Path, teacher: BaseTeacher, tmp_path: Path,
+    total: int, **env: str,
+) -> tuple[dict[str, str], redis.Redis, PoolStore, str, str]:  # fmt: skip
+    """A teacher env pausing 250 ms after each chunk (``ACTIVEKD_SCORE_PAUSE_MS``), a Redis
+    client, the store under ``tmp_path / "store"``, and the dataset and pool id its ScorePool
+    of the first ``total`` Fashion-MNIST test images gets."""
+    r = redis_server.client()
+    dataset = f"fashion-mnist-test-first{total}"
+    return (
+        tiny_teacher_env(checkpoint, ACTIVEKD_SCORE_PAUSE_MS="250", **env),
+        r,
+        PoolStore(tmp_path / "store", r),
+        dataset,
+        f"teacher/{teacher.identity.fingerprint}/{dataset}",
+    )
+
+
 def test_score_pool_resumes_after_kill_without_recomputing(
     redis_server: RedisProcess, tiny_clip_checkpoint: Path, local_teacher: BaseTeacher,
     fmnist: tuple[np.ndarray, np.ndarray], tmp_path: Path,
 ) -> None:  # fmt: skip
     x, _ = fmnist
     total, chunk = 480, 40  # 12 chunks, each followed by a 250 ms pause (ACTIVEKD_SCORE_PAUSE_MS)
-    env = tiny_teacher_env(tiny_clip_checkpoint, ACTIVEKD_SCORE_PAUSE_MS="250")
-    r = redis_server.client()
-    store = PoolStore(tmp_path / "store", r)
-    dataset = f"fashion-mnist-test-first{total}"
-    pool_id = f"teacher/{local_teacher.identity.fingerprint}/{dataset}"
+    env, r, store, dataset, pool_id = _paced_job(
+        redis_server, tiny_clip_checkpoint, local_teacher, tmp_path, total
+    )
     svc = ServiceProcess("teacher", redis_server.url, str(tmp_path / "store"), env=env).start()
     try:
         with TeacherClient(svc.target, timeout=60) as c:
@@ -547,13 +564,10 @@ def test_score_pool_past_its_deadline_stops_and_the_next_call_resumes(
     # 11 chunks, each followed by a 250 ms pause: > 2.7 s in all; a pool id (and an output
     # cache) of its own: a pool another test committed for the same rows would answer at once
     total, chunk = 440, 40
-    env = tiny_teacher_env(
-        tiny_clip_checkpoint, ACTIVEKD_SCORE_PAUSE_MS="250", ACTIVEKD_CACHE_DIR=str(tmp_path / "c")
-    )
-    r = redis_server.client()
-    store = PoolStore(tmp_path / "store", r)
-    dataset = f"fashion-mnist-test-first{total}"
-    pool_id = f"teacher/{local_teacher.identity.fingerprint}/{dataset}"
+    env, r, store, dataset, pool_id = _paced_job(
+        redis_server, tiny_clip_checkpoint, local_teacher, tmp_path, total,
+        ACTIVEKD_CACHE_DIR=str(tmp_path / "c"),
+    )  # fmt: skip
     svc = ServiceProcess("teacher", redis_server.url, str(tmp_path / "store"), env=env).start()
     try:
         with TeacherClient(svc.target, timeout=60) as c:
