@@ -188,9 +188,7 @@ class ShardedSelector:
             return res
         if req.strategy in CLUSTERED_ON_SHARDS:  # with the strategy's default parameters
             from activekd.distributed.ray_typiclust import typiclust_on_ray_files
-            from activekd.selection.strategies import STRATEGY_INFO
 
-            params = STRATEGY_INFO[req.strategy].params
             seed = validate_seed(req.seed)
             res = self._on_ray(
                 "task",
@@ -200,9 +198,6 @@ class ShardedSelector:
                     labeled=labeled,
                     exclude=exclude,
                     seed=seed,
-                    max_clusters=int(params["max_clusters"]),
-                    k_nn=int(params["k_nn"]),
-                    min_cluster_size=int(params["min_cluster_size"]),
                     cpus_per_task=self.cpus_per_shard,
                 ),
             )

@@ -19,12 +19,13 @@ from activekd.distributed.ray_kcenter import (
     ShardActor,
     ShardFileRef,
     _ray,
+    file_arg,
     in_row_order,
     wait_actors_up,
 )
 from activekd.selection.badge_sharded import BadgeShardSpec, BadgeWorker, badge_over_shards
 from activekd.selection.result import SelectionResult
-from activekd.store.remote import RemoteShard, local_file
+from activekd.store.remote import local_file
 
 
 class BadgeActor(ShardActor):
@@ -38,10 +39,6 @@ class BadgeActor(ShardActor):
         f = np.load(local_file(features), mmap_mode="r")
         self.width, self.dtype = int(p.shape[1]), p.dtype
         self.worker = BadgeWorker(p, f, spec)  # type: ignore[assignment]
-
-
-def _ref(s: ShardFileRef) -> str | ShardFileRef:
-    return s if isinstance(s, RemoteShard) else str(s.path)
 
 
 def badge_on_ray_files(
@@ -70,8 +67,8 @@ def badge_on_ray_files(
     actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(BadgeActor)
     handles = [
         actor_cls.remote(
-            _ref(p),
-            _ref(f),
+            file_arg(p),
+            file_arg(f),
             BadgeShardSpec(a, b, taken[(taken >= a) & (taken < b)], file_offset=a),
         )
         for p, f, (a, b) in zip(probs, features, bounds, strict=True)

@@ -217,6 +217,12 @@ class ShardFileRef(Protocol):
 ShardT = TypeVar("ShardT", bound=ShardFileRef)
 
 
+def file_arg(shard: ShardFileRef) -> str | ShardFileRef:
+    """What an actor or task is given for a shard file: its path, or the pool store's
+    ``RemoteShard`` reference (downloaded there, only that file) for a remote store."""
+    return shard if isinstance(shard, RemoteShard) else str(shard.path)
+
+
 def in_row_order(shards: Sequence[ShardT]) -> list[ShardT]:
     """``shards`` sorted by their first row; ValueError unless they cover rows 0..n without gaps
     (every Ray path over a sharded pool's files starts here)."""
@@ -246,7 +252,7 @@ def start_file_shard_actors(
     actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(ShardActor)
     actors = [
         actor_cls.remote(
-            s if isinstance(s, RemoteShard) else str(s.path),
+            file_arg(s),
             ShardSpec(
                 s.start,
                 s.stop,
@@ -402,6 +408,7 @@ __all__ = [
     "ShardActor",
     "ShardFileRef",
     "ShardPlacementError",
+    "file_arg",
     "in_row_order",
     "kcenter_on_ray",
     "kcenter_on_ray_files",

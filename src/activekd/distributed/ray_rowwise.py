@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from activekd.distributed.ray_kcenter import ShardFileRef, _ray
+from activekd.distributed.ray_kcenter import ShardFileRef, _ray, file_arg
 from activekd.selection.result import SelectionResult
 from activekd.selection.strategies import (
     ROW_SCORES,
@@ -29,7 +29,7 @@ from activekd.selection.strategies import (
     row_scores,
     top_positions,
 )
-from activekd.store.remote import RemoteShard, local_file
+from activekd.store.remote import local_file
 
 #: the strategies this module runs over shard files (the k-center ones: ``ray_kcenter``)
 ROW_LOCAL_ON_SHARDS = frozenset({*ROW_SCORES, "class_balanced"})
@@ -93,7 +93,7 @@ def rowwise_on_ray_files(
     task = ray.remote(num_cpus=cpus_per_task)(shard_task)
     refs = [
         task.remote(
-            s if isinstance(s, RemoteShard) else str(s.path),
+            file_arg(s),
             int(s.start),
             int(s.stop),
             strategy,

@@ -9,17 +9,23 @@ read, so Ray retries one whose worker died.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from activekd.arrays import iter_row_chunks
-from activekd.distributed.ray_kcenter import ShardFileRef, _ray, in_row_order
-from activekd.selection.coverage import _CHUNK_BYTES, nearest_centroids, normalized
+from activekd.distributed.ray_kcenter import ShardFileRef, _ray, file_arg, in_row_order
+from activekd.selection.coverage import (
+    _CHUNK_BYTES,
+    nearest_centroids,
+    normalized,
+    typiclust_clusters,
+)
 from activekd.selection.result import SelectionResult
+from activekd.selection.strategies import STRATEGY_INFO
 from activekd.selection.typiclust_sharded import typiclust_over_shards
-from activekd.store.remote import RemoteShard, local_file
+from activekd.store.remote import local_file
 
 
 def normalized_rows(path: str | ShardFileRef, local: np.ndarray) -> np.ndarray:
@@ -45,19 +51,19 @@ def typiclust_on_ray_files(
     labeled: np.ndarray,
     exclude: np.ndarray,
     seed: int,
-    max_clusters: int = 500,
-    k_nn: int = 20,
-    min_cluster_size: int = 5,
+    params: Mapping[str, float] | None = None,
     cpus_per_task: float = 1.0,
 ) -> SelectionResult:
     """``budget`` TypiClust picks over the ``features`` shard files of a sharded pool (a
     connected Ray first), labeled and excluded rows never picked: ``select_batch``'s picks and
-    scores on the joined pool (parameters as the strategy's)."""
+    scores on the joined pool. ``params``: the strategy's (``max_clusters``, ``k_nn``,
+    ``min_cluster_size``; None: its defaults)."""
+    p = {**STRATEGY_INFO["typiclust"].params, **(params or {})}
     ray = _ray()
     t0 = time.perf_counter()
     shards = in_row_order(shards)
     n = int(shards[-1].stop)
-    refs: list[Any] = [s if isinstance(s, RemoteShard) else str(s.path) for s in shards]
+    refs: list[Any] = [file_arg(s) for s in shards]
     rows_task = ray.remote(num_cpus=cpus_per_task)(normalized_rows)
     assign_task = ray.remote(num_cpus=cpus_per_task)(nearest_in_file)
 
@@ -82,10 +88,10 @@ def typiclust_on_ray_files(
         n,
         eligible,
         budget,
-        clusters=min(len(labeled) + len(exclude) + budget, int(max_clusters)),
+        clusters=typiclust_clusters(len(labeled), len(exclude), budget, p["max_clusters"]),
         seed=seed,
-        k_nn=k_nn,
-        min_cluster_size=min_cluster_size,
+        k_nn=int(p["k_nn"]),
+        min_cluster_size=int(p["min_cluster_size"]),
     )
     res.strategy = "typiclust"
     res.backend = f"ray:{len(shards)}"

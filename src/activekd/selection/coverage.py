@@ -182,6 +182,12 @@ def typicality(xb: np.ndarray, k: int, queries: np.ndarray | None = None) -> np.
     return 1.0 / (knn_mean_distance(xb, k, queries) + TYPICALITY_EPS)
 
 
+def typiclust_clusters(labeled: int, excluded: int, budget: int, max_clusters: float) -> int:
+    """TypiClust's k-means K: one cluster per labeled, excluded and new pick, at most
+    ``max_clusters``."""
+    return min(int(labeled) + int(excluded) + int(budget), int(max_clusters))
+
+
 def typiclust_select(
     xn: np.ndarray | None,
     clusters: np.ndarray,
@@ -382,5 +388,6 @@ __all__ = [
     "purity_radius",
     "train_centroids",
     "typicality",
+    "typiclust_clusters",
     "typiclust_select",
 ]

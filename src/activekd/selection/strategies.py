@@ -41,6 +41,7 @@ from activekd.selection.coverage import (
     probcover_select,
     purity_radius,
     typicality,
+    typiclust_clusters,
     typiclust_select,
 )
 from activekd.selection.kcenter import ProgressFn, kcenter_greedy
@@ -435,7 +436,7 @@ def typiclust(inp: SelectionInputs) -> SelectionResult:
 
 def _typiclust(inp: SelectionInputs, xn: np.ndarray) -> SelectionResult:
     p = inp.params
-    k = min(len(inp.labeled) + len(inp.exclude) + inp.budget, int(p["max_clusters"]))
+    k = typiclust_clusters(len(inp.labeled), len(inp.exclude), inp.budget, p["max_clusters"])
     clusters = kmeans_labels(xn, k, inp.seed)
     res = typiclust_select(
         xn,
