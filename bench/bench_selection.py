@@ -147,6 +147,17 @@ def authors_picks(
     return picks, seconds
 
 
+def baseline_seed(probs: np.ndarray, labeled: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """The plain baseline's seeding: squared distance of every row to its nearest labeled row,
+    by a GEMM against 256 labeled rows at a time (``norms``: the rows' squared norms)."""
+    mind = np.full(len(probs), np.inf, dtype=probs.dtype)
+    for a in range(0, len(labeled), 256):
+        cen = probs[labeled[a : a + 256]]
+        d = norms[:, None] - 2 * probs @ cen.T + norms[labeled[a : a + 256]][None, :]
+        np.minimum(mind, d.min(axis=1), out=mind)
+    return mind
+
+
 def numpy_incremental(
     probs: np.ndarray, labeled: np.ndarray, budget: int, bar: Callable[[], None]
 ) -> list[int]:
@@ -154,11 +165,7 @@ def numpy_incremental(
     with the GEMM/GEMV identity |p|^2 - 2 p.x + |x|^2, every row updated at every pick, in the
     dtype of ``probs`` (float32: fastest; float64: no cancellation, to check picks)."""
     norms = np.einsum("ij,ij->i", probs, probs)
-    mind = np.full(len(probs), np.inf, dtype=probs.dtype)
-    for a in range(0, len(labeled), 256):
-        cen = probs[labeled[a : a + 256]]
-        d = norms[:, None] - 2 * probs @ cen.T + norms[labeled[a : a + 256]][None, :]
-        np.minimum(mind, d.min(axis=1), out=mind)
+    mind = baseline_seed(probs, labeled, norms)
     mind[labeled] = -np.inf
     picks: list[int] = []
     for _ in range(budget):
@@ -428,12 +435,8 @@ def part_100k(
 def _seed_gemm_seconds(probs: np.ndarray, labeled: np.ndarray) -> float:
     """The plain baseline's seeding alone (its blocked GEMM against the labeled rows)."""
     norms = np.einsum("ij,ij->i", probs, probs)
-    mind = np.full(len(probs), np.inf, dtype=probs.dtype)
     t0 = time.perf_counter()
-    for a in range(0, len(labeled), 256):
-        cen = probs[labeled[a : a + 256]]
-        d = norms[:, None] - 2 * probs @ cen.T + norms[labeled[a : a + 256]][None, :]
-        np.minimum(mind, d.min(axis=1), out=mind)
+    baseline_seed(probs, labeled, norms)
     return time.perf_counter() - t0
 
 
@@ -653,6 +656,11 @@ def main() -> int:
     if args.out is None:
         name = "selection_quick.json" if args.quick else "selection.json"
         name = "selection_10m.json" if args.ten_million else name
+        name = (
+            ("selection_floor_quick.json" if args.quick else "selection_floor.json")
+            if args.floor
+            else name
+        )
         args.out = ROOT / "bench" / "results" / name
     if args.quick:
         n, c, n_lab, budget, n_big, c_big = 10_000, 100, 100, 100, 100_000, 100
@@ -678,11 +686,6 @@ def main() -> int:
         "load_average_start": os.getloadavg(),
     }
     if args.floor:
-        args.out = (
-            args.out
-            if args.out != ROOT / "bench" / "results" / "selection.json"
-            else (ROOT / "bench" / "results" / "selection_floor.json")
-        )
         wait_quiet("bandwidth")
         bw = read_bandwidth((256 if args.quick else 1024) << 20)
         select_batch("pcoreset", 2, probs=np.full((10, 2), 0.5, np.float32), labeled=[0])
