@@ -309,17 +309,23 @@ def bytes_per_pick(stats: dict[str, float], d: int, itemsize: int, picks: int) -
 
 
 # --------------------------------------------------------------------------------------- parts
-def part_100k(
-    n: int, c: int, n_labeled: int, budget: int, quick: bool, bw: float
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": n, "c": c, "labeled": n_labeled, "budget": budget, "datasets": {}}
-    rng = np.random.default_rng(1)
-    labeled = np.sort(rng.choice(n, n_labeled, replace=False))
-    datasets = {
+def pools_100k(
+    n: int, c: int, n_labeled: int
+) -> tuple[np.ndarray, dict[str, Callable[[], np.ndarray]]]:
+    """The labeled rows (seed 1) and the generators of the three 100k pools, by name."""
+    labeled = np.sort(np.random.default_rng(1).choice(n, n_labeled, replace=False))
+    return labeled, {
         "clustered_k50": lambda: clustered_probs(n, c, 50, seed=0),
         "peaked_kC": lambda: peaked_probs(n, c, seed=0),
         "broad_k50": lambda: broad_probs(n, c, 50, seed=0),
     }
+
+
+def part_100k(
+    n: int, c: int, n_labeled: int, budget: int, quick: bool, bw: float
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": n, "c": c, "labeled": n_labeled, "budget": budget, "datasets": {}}
+    labeled, datasets = pools_100k(n, c, n_labeled)
     for name, make in datasets.items():
         t = time.perf_counter()
         probs = make()
@@ -446,13 +452,7 @@ def part_floor(n: int, c: int, n_labeled: int, budget: int, bw: float) -> dict[s
     the greedy phase at the read bandwidth for the bytes it reads in float32, and for a
     float16 / int8 screen that read 1/2 and 1/4 of them (an ideal screen: no recheck counted)."""
     out: dict[str, Any] = {"n": n, "c": c, "labeled": n_labeled, "budget": budget, "pools": {}}
-    rng = np.random.default_rng(1)
-    labeled = np.sort(rng.choice(n, n_labeled, replace=False))
-    makers = {
-        "clustered_k50": lambda: clustered_probs(n, c, 50, seed=0),
-        "peaked_kC": lambda: peaked_probs(n, c, seed=0),
-        "broad_k50": lambda: broad_probs(n, c, 50, seed=0),
-    }
+    labeled, makers = pools_100k(n, c, n_labeled)
     for name, make in makers.items():
         probs = make()
         wait_quiet(f"{name}: ours")
