@@ -615,6 +615,14 @@ def part_1m(n: int, c: int, n_labeled: int, budget: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ main
+def write_result(out: Path, result: dict[str, Any], t_all: float) -> None:
+    """Completes ``result["meta"]`` (total seconds, the quiet gates) and writes the JSON."""
+    result["meta"]["total_seconds"] = time.perf_counter() - t_all
+    result["meta"]["quiet_gates"] = QUIET_LOG
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -685,25 +693,10 @@ def main() -> int:
         "torch": torch.__version__,
         "load_average_start": os.getloadavg(),
     }
-    if args.floor:
-        wait_quiet("bandwidth")
-        bw = read_bandwidth((256 if args.quick else 1024) << 20)
-        select_batch("pcoreset", 2, probs=np.full((10, 2), 0.5, np.float32), labeled=[0])
-        floor = part_floor(n, c, n_lab, budget, bw["best"])
-        meta["total_seconds"] = time.perf_counter() - t_all
-        meta["quiet_gates"] = QUIET_LOG
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        result = {"meta": meta, "bandwidth_GBps": bw, "floor": floor}
-        args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
-        return 0
     if args.ten_million:
         n10 = 1_000_000 if args.quick else 10_000_000
         p10m = part_10m(n10, 100, n_lab, budget)
-        meta["total_seconds"] = time.perf_counter() - t_all
-        meta["quiet_gates"] = QUIET_LOG
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        result = {"meta": meta, "pool_10m": p10m}
-        args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+        write_result(args.out, {"meta": meta, "pool_10m": p10m}, t_all)
         mm = p10m["mmap16"]
         console.print(
             f"{mm['n']:,} x {mm['c']} float16 memmap ({mm['pool_MiB']:.0f} MiB): "
@@ -716,14 +709,15 @@ def main() -> int:
         bw = read_bandwidth((256 if args.quick else 1024) << 20)
     console.print(f"read bandwidth GB/s: { {k: round(v, 1) for k, v in bw.items()} }")
     select_batch("pcoreset", 2, probs=np.full((10, 2), 0.5, np.float32), labeled=[0])  # warm-up
+    if args.floor:
+        floor = part_floor(n, c, n_lab, budget, bw["best"])
+        write_result(args.out, {"meta": meta, "bandwidth_GBps": bw, "floor": floor}, t_all)
+        return 0
     p100k = part_100k(n, c, n_lab, budget, args.quick, bw["best"])
     p1m = part_1m(n_big, c_big, n_lab, budget)
     meta["load_average_end"] = os.getloadavg()
-    meta["total_seconds"] = time.perf_counter() - t_all
-    meta["quiet_gates"] = QUIET_LOG
     result = {"meta": meta, "bandwidth_GBps": bw, "pool_100k": p100k, "pool_1m": p1m}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    write_result(args.out, result, t_all)
     args.out.with_suffix(".md").write_text(markdown(result))
     report(result)
     console.print(

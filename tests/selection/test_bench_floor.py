@@ -14,7 +14,11 @@ def test_floor_in_miniature(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert set(out["pools"]) == {"clustered_k50", "peaked_kC", "broad_k50"}
     for name, row in out["pools"].items():
-        assert 0 < row["baseline_seed_seconds"] < row["baseline_seconds"], name
+        # two separate timings: their order is not asserted (a unit test times nothing)
+        assert row["baseline_seed_seconds"] > 0 and row["baseline_seconds"] > 0, name
+        assert row["baseline_greedy_seconds"] == pytest.approx(
+            row["baseline_seconds"] - row["baseline_seed_seconds"]
+        )
         assert row["ours_seed_seconds"] + row["ours_greedy_seconds"] <= row["ours_seconds"], name
         assert row["five_x_target_seconds"] == pytest.approx(row["baseline_seconds"] / 5)
         at_bw = row["greedy_at_bandwidth_seconds"]
