@@ -21,7 +21,7 @@ from activekd.distributed.ray_kcenter import (
     _ray,
     file_arg,
     in_row_order,
-    wait_actors_up,
+    launch_actors,
 )
 from activekd.selection.badge_sharded import BadgeShardSpec, BadgeWorker, badge_over_shards
 from activekd.selection.result import SelectionResult
@@ -65,17 +65,17 @@ def badge_on_ray_files(
         raise ValueError("the probs and features shard files must hold the same rows")
     taken = np.union1d(labeled, exclude).astype(np.int64)
     actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(BadgeActor)
-    handles = [
-        actor_cls.remote(
+    args = [
+        (
             file_arg(p),
             file_arg(f),
             BadgeShardSpec(a, b, taken[(taken >= a) & (taken < b)], file_offset=a),
         )
         for p, f, (a, b) in zip(probs, features, bounds, strict=True)
     ]
+    handles = launch_actors(actor_cls, args, cpus_per_worker, start_timeout)
+    setup = time.perf_counter() - t0
     try:
-        wait_actors_up(handles, cpus_per_worker, start_timeout)
-        setup = time.perf_counter() - t0
 
         def call_all(method: str, args: tuple[Any, ...]) -> list[Any]:
             return list(ray.get([h.call.remote(method, *args) for h in handles]))

@@ -165,6 +165,22 @@ def wait_actors_up(handles: Sequence[Any], cpus_per_worker: float, timeout: floa
         ) from None
 
 
+def launch_actors(
+    actor_cls: Any, args: Sequence[tuple[Any, ...]], cpus: float, timeout: float
+) -> list[Any]:
+    """One ``actor_cls`` actor per argument tuple, returned once all are up
+    (:func:`wait_actors_up`); on failure the ones started are killed and the error raised."""
+    ray = _ray()
+    actors = [actor_cls.remote(*a) for a in args]
+    try:
+        wait_actors_up(actors, cpus, timeout)
+    except BaseException:
+        for h in actors:
+            ray.kill(h)
+        raise
+    return actors
+
+
 class ShardActor:
     """A :class:`LocalWorker` over rows of the memory-mapped pool file (run as a Ray actor)."""
 
@@ -250,8 +266,8 @@ def start_file_shard_actors(
     shards = in_row_order(shards)
     initial = np.unique(np.asarray(centres if centres is not None else [], dtype=np.int64))
     actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(ShardActor)
-    actors = [
-        actor_cls.remote(
+    args = [
+        (
             file_arg(s),
             ShardSpec(
                 s.start,
@@ -266,12 +282,7 @@ def start_file_shard_actors(
         )
         for s in shards
     ]
-    try:
-        wait_actors_up(actors, cpus_per_worker, start_timeout)
-    except BaseException:
-        for h in actors:
-            ray.kill(h)
-        raise
+    actors = launch_actors(actor_cls, args, cpus_per_worker, start_timeout)
     d, dtype = ray.get(actors[0].shape.remote())  # read by the actor: the file may be remote
     n = int(shards[-1].stop)
     return actors, [(s.start, s.stop) for s in shards], initial, (n, int(d), compute_dtype(dtype))
@@ -290,12 +301,11 @@ def kcenter_on_ray_files(
     (the pool mean is summed over the single-process chunk grid). ``options`` as for
     :func:`start_file_shard_actors`."""
     chunk_bytes = int(options.get("chunk_bytes", DEFAULT_CHUNK_BYTES))
-    start_timeout = float(options.pop("start_timeout", ACTOR_START_SECONDS))
-    started = start_file_shard_actors(
-        shards, budget, centres=centres, start_timeout=start_timeout, **options
-    )
+    t0 = time.perf_counter()
+    started = start_file_shard_actors(shards, budget, centres=centres, **options)
+    start_seconds = time.perf_counter() - t0
     _, _, _, (_, d, cd) = started
-    return kcenter_on_ray(
+    res = kcenter_on_ray(
         "",
         budget,
         len(started[0]),
@@ -303,9 +313,9 @@ def kcenter_on_ray_files(
         actors=started,
         grid=chunk_rows(d, cd, chunk_bytes),
         own=True,
-        start_timeout=start_timeout,
-        cpus_per_worker=options.get("cpus_per_worker", 1.0),
     )
+    res.stats["setup_seconds"] += start_seconds
+    return res
 
 
 def start_shard_actors(
@@ -318,9 +328,11 @@ def start_shard_actors(
     prune: bool = True,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     cpus_per_worker: float = 1.0,
+    start_timeout: float = ACTOR_START_SECONDS,
 ) -> ShardActors:
-    """Start one actor per shard of the ``.npy`` pool at ``path``: (actors, bounds, initial
-    centres, (n, d, compute dtype))."""
+    """Start one actor per shard of the ``.npy`` pool at ``path``, all up
+    (:func:`wait_actors_up`, else killed): (actors, bounds, initial centres, (n, d, compute
+    dtype))."""
     ray = _ray()
     x = np.load(str(path), mmap_mode="r")
     n, d = int(x.shape[0]), int(x.shape[1])
@@ -329,8 +341,8 @@ def start_shard_actors(
     initial = np.unique(np.asarray(centres if centres is not None else [], dtype=np.int64))
     bounds = shard_bounds(n, workers, align=chunk_rows(d, cd, chunk_bytes))
     actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(ShardActor)
-    actors = [
-        actor_cls.remote(
+    args = [
+        (
             str(path),
             ShardSpec(
                 a,
@@ -344,6 +356,7 @@ def start_shard_actors(
         )
         for a, b in bounds
     ]
+    actors = launch_actors(actor_cls, args, cpus_per_worker, start_timeout)
     return actors, bounds, initial, (n, d, cd)
 
 
@@ -357,29 +370,27 @@ def kcenter_on_ray(
     actors: ShardActors | None = None,
     grid: int = 0,
     own: bool | None = None,
-    start_timeout: float = ACTOR_START_SECONDS,
     **options: Any,
 ) -> SelectionResult:
     """``budget`` greedy k-center picks over the ``.npy`` pool at ``path`` split into
     ``workers`` Ray actors (a connected :class:`RayCluster` or ``ray.init`` first): the same
     picks and scores as ``kcenter_greedy(np.load(path), budget, centres=centres, ...)`` on CPU.
 
-    ``options`` (normalize, prune, chunk_bytes, cpus_per_worker) go to
-    :func:`start_shard_actors`. ``actors``: reuse what it returned (the caller kills them); else
-    they are started and killed here. Stats add ``setup_seconds``, ``worker_rss_bytes_max`` and
+    ``options`` (normalize, prune, chunk_bytes, cpus_per_worker, start_timeout) go to
+    :func:`start_shard_actors`, which returns once every actor is up. ``actors``: reuse what it
+    (or :func:`start_file_shard_actors`) returned (the caller kills them); else they are started
+    and killed here. Stats add ``setup_seconds``, ``worker_rss_bytes_max`` and
     ``worker_data_bytes_max`` (the most resident memory an actor added after it started: its
     shard's pages and the k-center state). ``grid``: see :func:`kcenter_over_shards`; ``own``:
-    kill the actors at the end (default: when started here). ``start_timeout``: seconds for
-    every actor to be up (:func:`wait_actors_up`).
+    kill the actors at the end (default: when started here).
     """
     ray = _ray()
     t0 = time.perf_counter()
     own = actors is None if own is None else own
     started = actors or start_shard_actors(path, workers, budget, centres=centres, **options)
     handles, bounds, initial, (n, d, cd) = started
+    setup = time.perf_counter() - t0
     try:
-        wait_actors_up(handles, float(options.get("cpus_per_worker", 1.0)), start_timeout)
-        setup = time.perf_counter() - t0
 
         def call_all(method: str, args: tuple[Any, ...]) -> list[Any]:
             return list(ray.get([h.call.remote(method, *args) for h in handles]))
@@ -412,6 +423,7 @@ __all__ = [
     "in_row_order",
     "kcenter_on_ray",
     "kcenter_on_ray_files",
+    "launch_actors",
     "start_file_shard_actors",
     "start_shard_actors",
     "wait_actors_up",
