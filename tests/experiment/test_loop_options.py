@@ -62,14 +62,40 @@ def test_pcoreset_on_teacher_probs_picks_what_select_batch_picks_on_them(
 
 def test_ce_probs_are_the_softmax_of_the_ce_head(vec: dict[str, np.ndarray]) -> None:
     from activekd.experiment.loop import _selection_probs
+    from activekd.student.scoring import PoolScores
 
-    class S:
-        probs = np.full((2, 3), 1 / 3, np.float32)
-        ce_logits = np.array([[0.0, 0.0, np.log(2.0)], [5.0, 5.0, 5.0]], np.float32)
-
-    p = _selection_probs("ce", S(), np.zeros((2, 3)))
+    scores = PoolScores(
+        probs=np.full((2, 3), 1 / 3, np.float32),
+        ce_logits=np.array([[0.0, 0.0, np.log(2.0)], [5.0, 5.0, 5.0]], np.float32),
+        kd_logits=None,
+        features=np.zeros((2, 1), np.float32),
+    )
+    p = _selection_probs("ce", scores, np.zeros((2, 3)))
+    assert p.dtype == np.float32
     assert np.allclose(p, [[0.25, 0.25, 0.5], [1 / 3, 1 / 3, 1 / 3]], atol=1e-6)
-    assert _selection_probs("combined", S(), np.zeros((2, 3))) is not None
+    assert _selection_probs("combined", scores, np.zeros((2, 3))) is scores.probs
+    # what the trainer's scored pool stores for pcoreset_ce through the services
+    np.testing.assert_array_equal(scores.arrays()["ce_probs"], p)
+
+
+@pytest.mark.parametrize(
+    ("name", "source"), [("pcoreset_teacher", "teacher"), ("pcoreset_ce", "ce")]
+)
+def test_a_named_pcoreset_variant_is_pcoreset_on_its_probabilities(
+    vec: dict[str, np.ndarray], name: str, source: str
+) -> None:
+    """selection_probs 'auto' (the default) resolves to the registry's probs_source: the named
+    variant picks exactly what pcoreset picks on those probabilities, round by round."""
+    assert LoopConfig(strategy=name).probs_source() == source
+    assert LoopConfig(strategy="pcoreset").probs_source() == "combined"
+    assert LoopConfig(strategy=name, selection_probs="combined").probs_source() == "combined"
+    named = _run(vec, strategy=name)
+    explicit = _run(vec, strategy="pcoreset", selection_probs=source)
+    assert [r.selected for r in named] == [r.selected for r in explicit]
+    assert [r.accuracy for r in named] == [r.accuracy for r in explicit]
+    spec = le.RunSpec.parse(name)
+    assert (spec.strategy, spec.selection_probs) == (name, source)
+    assert le.RunSpec.parse("typiclust").selection_probs == "combined"
 
 
 def test_teacher_features_are_what_feature_strategies_see(vec: dict[str, np.ndarray]) -> None:

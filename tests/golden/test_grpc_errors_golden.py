@@ -367,7 +367,10 @@ ERROR_CASES: dict[str, Callable[[Stubs], Any]] = {
 
 #: strategies registered after the baseline (issue 12): messages that list every strategy are
 #: compared without them, and ListStrategies without their entries (tested in tests/selection)
-ADDED_STRATEGIES = ("pcoreset_typical", "probcover", "typiclust", "typiclust_pcoreset")
+ADDED_STRATEGIES = (
+    "pcoreset_ce", "pcoreset_teacher", "pcoreset_typical", "probcover", "typiclust",
+    "typiclust_pcoreset",
+)  # fmt: skip
 _ADDED_IN_LIST = re.compile(
     r", '?(?:" + "|".join(sorted(ADDED_STRATEGIES, key=len, reverse=True)) + r")'?(?=,|\]|$)"
 )

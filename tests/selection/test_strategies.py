@@ -7,6 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from activekd.errors import InvalidArgument
 from activekd.selection import STRATEGY_INFO, available_strategies, select_batch
 from activekd.selection.strategies import class_quotas
 
@@ -36,6 +37,8 @@ def test_registry_lists_every_strategy() -> None:
             "probcover",
             "typiclust_pcoreset",
             "pcoreset_typical",
+            "pcoreset_teacher",
+            "pcoreset_ce",
         ]
     )
     assert STRATEGY_INFO["coreset"].needs_features and not STRATEGY_INFO["coreset"].needs_probs
@@ -226,3 +229,25 @@ def test_threads_option_is_restored_and_progress_reported(
     assert [d for d, _ in seen] == list(range(1, 13)) and {t for _, t in seen} == {12}
     same = select_batch("pcoreset", 12, probs=p, labeled=labeled)  # default threads
     assert res.indices.tolist() == same.indices.tolist()
+
+
+def test_pcoreset_variants_are_pcoreset_on_the_probabilities_their_name_says(
+    pool: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """pcoreset_teacher / pcoreset_ce are the same engine on other probabilities: given the same
+    matrix they pick exactly what pcoreset picks; they differ only in what the loop and the
+    experiment service pass them (the registry's probs_source), and pcoreset stays the paper's."""
+    from activekd.selection.strategies import PROBS_SOURCES
+
+    p, f, labeled = pool
+    want = select_batch("pcoreset", 25, probs=p, labeled=labeled, seed=4)
+    for name, source in (("pcoreset_teacher", "teacher"), ("pcoreset_ce", "ce")):
+        got = select_batch(name, 25, probs=p, labeled=labeled, seed=4)
+        assert got.indices.tolist() == want.indices.tolist() and got.strategy == name
+        np.testing.assert_array_equal(got.scores, want.scores)
+        assert STRATEGY_INFO[name].probs_source == source
+        assert STRATEGY_INFO[name].needs_probs and not STRATEGY_INFO[name].needs_features
+    assert STRATEGY_INFO["pcoreset"].probs_source == "combined"
+    assert {i.probs_source for i in STRATEGY_INFO.values()} <= set(PROBS_SOURCES)
+    with pytest.raises(InvalidArgument, match="probs"):
+        select_batch("pcoreset_teacher", 5, features=f, labeled=labeled)

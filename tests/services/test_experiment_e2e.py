@@ -153,6 +153,36 @@ def test_typiclust_on_the_teacher_features_with_an_adapted_teacher(stack: LocalS
     assert state == experiment_pb2.ROUND_STATE_POOL_SCORED  # nothing selected, nothing lost
 
 
+def test_named_pcoreset_variants_select_on_the_teacher_and_the_ce_head(
+    stack: LocalServices,
+) -> None:
+    """pcoreset_teacher picks on the experiment's teacher pool and pcoreset_ce on the scored
+    pool's ce_probs (the registry's probs_source, passed by the driver): each equals pcoreset
+    called on those probabilities, and neither is the paper's pcoreset on the student's."""
+    picked = {}
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        for name in ("pcoreset_teacher", "pcoreset_ce"):
+            exp_id = name.replace("_", "-")
+            exp = _run(client, client.create(_spec(strategy=name, rounds=1), experiment_id=exp_id)
+                       .experiment_id)  # fmt: skip
+            assert [r.labeled_count for r in exp.rounds] == [10, 15]
+            picked[name] = _selected(exp)[0]
+    with TeacherClient(stack.target("teacher"), timeout=600) as teacher:
+        last = list(teacher.score_pool(pool_id="e2e/pool", dataset="fmnist-e2e"))[-1]
+    assert last.cached and last.pool is not None
+    _, y = load_fashion_mnist("train")
+    ids, labels = initial_labels([f"p{i}" for i in range(160)], y[:160], 1, 7, 10)
+    kw = dict(labeled=ids, labels=labels, seed=round_seed(7, 0))
+    with SelectionClient(stack.target("selection")) as sel:
+        on_teacher = sel.select_batch("pcoreset", 5, pool_id=last.pool.pool_id, **kw).item_ids
+        student = student_pool_id("pcoreset-ce", 0)
+        on_ce = sel.select_batch("pcoreset", 5, pool_id=student, probs_array="ce_probs", **kw)
+        on_combined = sel.select_batch("pcoreset", 5, pool_id=student, **kw).item_ids
+    assert list(on_teacher) == picked["pcoreset_teacher"]
+    assert list(on_ce.item_ids) == picked["pcoreset_ce"]
+    assert list(on_combined) != picked["pcoreset_ce"]
+
+
 def test_two_drivers_exactly_one_advances(stack: LocalServices) -> None:
     with ExperimentClient(stack.target("experiment"), timeout=600) as client:
         exp = client.create(_spec(rounds=1), experiment_id="race")

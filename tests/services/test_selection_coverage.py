@@ -89,3 +89,8 @@ def test_select_batch_with_features_pool_and_strategy_params(client: SelectionCl
     assert infos["probcover"].needs_features and not infos["probcover"].needs_probs
     assert infos["pcoreset"].params == {}
     assert infos["typiclust"].teacher_features and not infos["pcoreset"].teacher_features
+    # which probabilities each selects on, over the wire (the registry's probs_source)
+    assert {n: i.probs_source for n, i in infos.items() if i.probs_source != "combined"} == {
+        "pcoreset_teacher": "teacher",
+        "pcoreset_ce": "ce",
+    }

@@ -175,7 +175,7 @@ def test_round_trains_checkpoints_scores_and_evaluates(world: World) -> None:
 
     # student pool = the reloaded checkpoint's scores, in the pool's item order
     assert out.student_pool is not None and out.student_pool.pool_id == student_pool_id(exp, 0)
-    assert set(out.student_pool.arrays) == {"probs", "ce_logits", "kd_logits", "features"}
+    assert set(out.student_pool.arrays) == {"probs", "ce_probs", "ce_logits", "kd_logits", "features"}
     probs = world.store.open_array(student_pool_id(exp, 0), "probs")
     model, _ = load_student(path)
     again = score_pool(model, world.x)
@@ -466,7 +466,7 @@ def test_mlp_on_feature_vectors_without_kd(world: World) -> None:
     assert out.evaluation is not None and out.evaluation.kd_accuracy is None
     assert out.evaluation.num_examples == 40 and out.evaluation.teacher_agreement is None
     assert out.student_pool is not None and set(out.student_pool.arrays) == {
-        "probs", "ce_logits", "features"
+        "probs", "ce_probs", "ce_logits", "features"
     }  # fmt: skip
     # scoring later reads the input array name from the checkpoint
     meta, _ = world.trainer.predict_pool(exp, 0, output_pool_id="out/mlp")

@@ -54,7 +54,7 @@ def test_scores_match_the_model(tiny: Any, trained: TrainResult) -> None:
     # Batch size does not change the result (eval-mode batch norm).
     s1 = score_pool(trained.model, tiny.x, batch_size=7)
     np.testing.assert_allclose(s1.probs, s.probs, atol=1e-5)
-    assert set(s.arrays()) == {"probs", "ce_logits", "kd_logits", "features"}
+    assert set(s.arrays()) == {"probs", "ce_probs", "ce_logits", "kd_logits", "features"}
 
 
 def test_layouts_and_dtypes_agree(tiny: Any, trained: TrainResult) -> None:

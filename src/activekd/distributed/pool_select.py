@@ -37,6 +37,8 @@ from activekd.store.pool_store import PoolStore
 #: strategy -> (the array it reads by default, whether rows are L2-normalised first)
 KCENTER_ON_SHARDS: dict[str, tuple[str, bool]] = {
     "pcoreset": ("probs", False),
+    "pcoreset_teacher": ("probs", False),
+    "pcoreset_ce": ("probs", False),
     "coreset": ("features", True),
 }
 

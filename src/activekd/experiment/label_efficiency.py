@@ -70,10 +70,13 @@ class RunSpec:
         if not kd:
             body = body[len("ce_only-") :]
         strategy, _, rest = body.partition(":")
+        info = STRATEGY_INFO.get(strategy)
         opts: dict[str, str] = {
             "selection_features": "teacher"
             if strategy in TEACHER_FEATURE_STRATEGIES and teacher_features
-            else "student"
+            else "student",
+            # the registry's probabilities (combined, or a named variant's teacher / ce)
+            "selection_probs": info.probs_source if info is not None else "combined",
         }
         params: list[tuple[str, float]] = []
         for part in filter(None, rest.split(",")):

@@ -9,8 +9,9 @@ seed in round r are ``activekd.seeds.round_seed(seed, r)`` for every strategy, s
 differ only by what they select.
 
 What the strategy sees (``LoopConfig``): ``selection_probs`` = ``combined`` (the student's
-prediction, the paper's PCoreSet input), ``ce`` (softmax of the CE head only) or ``teacher`` (the
-round's teacher probabilities: zero-shot, or adapted); ``selection_features`` = ``student`` (its
+prediction, the paper's PCoreSet input), ``ce`` (softmax of the CE head only), ``teacher`` (the
+round's teacher probabilities: zero-shot, or adapted) or ``auto`` (the default: what the
+strategy's registry entry names, ``combined`` except for ``pcoreset_teacher``/``pcoreset_ce``); ``selection_features`` = ``student`` (its
 penultimate features, as coreset/BADGE use them), ``teacher`` (the teacher's embedding of the
 pool, which exists before any label) or ``auto`` (the default: ``teacher`` for the strategies the
 registry marks ``teacher_features``, typiclust & co., else ``student``). ``teacher_adaptation``
@@ -33,11 +34,11 @@ from activekd.experiment.oracle import initial_labels
 from activekd.experiment.stopping import round_signal, stop_set
 from activekd.seeds import round_seed
 from activekd.selection import select_batch
-from activekd.selection.strategies import STRATEGY_INFO
+from activekd.selection.strategies import PROBS_SOURCES, STRATEGY_INFO
 from activekd.state.experiment_spec import TEACHER_ADAPTATIONS, StoppingRule
 from activekd.student import StudentConfig, evaluate, score_pool, train_round
 
-SELECTION_PROBS: tuple[str, ...] = ("combined", "ce", "teacher")
+SELECTION_PROBS: tuple[str, ...] = ("auto", *PROBS_SOURCES)
 SELECTION_FEATURES: tuple[str, ...] = ("auto", "student", "teacher")
 
 
@@ -51,7 +52,7 @@ class LoopConfig:
     initial_per_class: int = 1
     seed: int = 0
     student: dict[str, Any] = field(default_factory=dict)
-    selection_probs: str = "combined"
+    selection_probs: str = "auto"
     selection_features: str = "auto"
     teacher_adaptation: str = "none"
     strategy_params: dict[str, float] = field(default_factory=dict)
@@ -78,6 +79,15 @@ class LoopConfig:
                 "of the pool (teacher_features_pool)",
                 field="teacher_features_pool",
             )
+
+    def probs_source(self) -> str:
+        """``selection_probs`` with ``auto`` resolved: the probabilities the strategy's registry
+        entry names (``combined`` for all but the named variants ``pcoreset_teacher`` and
+        ``pcoreset_ce``), as the experiment service does."""
+        if self.selection_probs != "auto":
+            return self.selection_probs
+        info = STRATEGY_INFO.get(self.strategy)
+        return info.probs_source if info is not None else "combined"
 
     def features_source(self) -> str:
         """``selection_features`` with ``auto`` resolved: the teacher's for the strategies whose
@@ -196,7 +206,7 @@ def run_active_learning(
             res = select_batch(
                 cfg.strategy,
                 budget,
-                probs=_selection_probs(cfg.selection_probs, scores, t_pool),
+                probs=_selection_probs(cfg.probs_source(), scores, t_pool),
                 features=(
                     teacher_features_pool if cfg.features_source() == "teacher" else scores.features
                 ),
@@ -235,6 +245,4 @@ def _selection_probs(source: str, scores: Any, teacher_probs: np.ndarray) -> np.
         return np.asarray(scores.probs)
     if source == "teacher":
         return np.asarray(teacher_probs, dtype=np.float32)
-    logits = np.asarray(scores.ce_logits, dtype=np.float64)
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+    return np.asarray(scores.ce_probs)

@@ -28,7 +28,7 @@ import grpc
 import numpy as np
 
 from activekd.client import SelectionClient, make_channel
-from activekd.errors import ActiveKDError, FailedPrecondition
+from activekd.errors import ActiveKDError, FailedPrecondition, shown
 from activekd.experiment.oracle import SimulatedOracle, initial_labels
 from activekd.experiment.stopping import (
     StopSignal,
@@ -39,7 +39,7 @@ from activekd.experiment.stopping import (
 )
 from activekd.seeds import round_seed
 from activekd.selection.strategies import STRATEGY_INFO
-from activekd.state.experiment_spec import ExperimentSpec
+from activekd.state.experiment_spec import INPUT_ARRAY_KEY, ExperimentSpec
 from activekd.state.experiments import Experiment, ExperimentStore, RoundState, TransitionAborted
 from activekd.store import PoolStore
 from activekd.v1 import teacher_pb2, teacher_pb2_grpc, trainer_pb2, trainer_pb2_grpc
@@ -137,8 +137,12 @@ class Driver:
         """Validate the spec against the pool and store the experiment with its initial labels."""
         spec.validate(valid_strategies)
         meta = self.pools.describe(spec.pool_id)
-        if "images" not in meta.arrays:
-            raise FailedPrecondition(f"pool {spec.pool_id!r} has no 'images' array for the student")
+        if spec.input_array not in meta.arrays:
+            raise FailedPrecondition(
+                f"pool {shown(spec.pool_id)} has no {shown(spec.input_array)} array for the "
+                f"student: it has {', '.join(sorted(meta.arrays))}; set "
+                f"student_config.{INPUT_ARRAY_KEY} to the one the student reads"
+            )
         if spec.test_pool_id:
             self.pools.describe(spec.test_pool_id)
         ids, labels = list(spec.initial_item_ids), list(spec.initial_labels)
@@ -405,11 +409,20 @@ class Driver:
                     "force), upload a 'features' array with the probs, or pick a strategy that "
                     "needs no teacher features (e.g. pcoreset)"
                 )
+        # the probabilities the registry names: the student's (combined), its CE head's
+        # (``ce_probs`` of the scored pool) or the round's teacher pool (pcoreset_teacher)
+        source = info.probs_source if info is not None else "combined"
+        probs_pool_id, probs_array = rec.student_pool_id, ""
+        if source == "ce":
+            probs_array = "ce_probs"
+        elif source == "teacher":
+            probs_pool_id = rec.teacher_pool_id or self._first_round(exp)["teacher_pool_id"]
         with self._calling("selection"):
             res = self.selection.select_batch(
                 spec.strategy,
                 budget,
-                pool_id=rec.student_pool_id,
+                pool_id=probs_pool_id,
+                probs_array=probs_array,
                 features_pool_id=features_pool_id,
                 labeled=labeled,
                 labels=[labels[i] for i in labeled],

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES
 from activekd.errors import InvalidArgument
-from activekd.orchestration.fashion_pools import DATASET, TEST_ROWS, TRAIN_ROWS, PoolIds
+from activekd.orchestration.builtin_datasets import BUILTIN_DATASETS, DEFAULT_BUILTIN
+from activekd.orchestration.fashion_pools import PoolIds
 from activekd.state.experiment_spec import ExperimentSpec
 
 DEFAULT_TARGET = "localhost:50054"
-BUILTINS = (DATASET,)
+BUILTINS = tuple(BUILTIN_DATASETS)
 TEACHER_CONFIG_KEYS = ("pool_id", "test_pool_id", "adaptation")
 #: ``experiment_target`` is the name older configs used for ``services.target``
 TOP_KEYS = ("experiment_id", "services", "dataset", "experiment", "experiment_target")
@@ -51,9 +51,10 @@ class ServicesConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """A built-in dataset uploaded for the run (pool, test split and teacher probabilities)."""
+    """A built-in dataset uploaded for the run (pool, test split and teacher probabilities);
+    ``builtin`` names an entry of :data:`~activekd.orchestration.builtin_datasets.BUILTIN_DATASETS`."""
 
-    builtin: str = DATASET
+    builtin: str = DEFAULT_BUILTIN
     pool_size: int = 2_000
     test_size: int = 1_000
     seed: int = 0
@@ -138,7 +139,7 @@ def parse_run_config(data: Mapping[str, Any], where: str = "config") -> RunConfi
     if services.local and dataset is None:
         raise ConfigError(
             f"{where}: services.local starts empty services, so the run needs data: "
-            f"add a dataset section (dataset.builtin: {DATASET})"
+            f"add a dataset section (dataset.builtin: {DEFAULT_BUILTIN})"
         )
     if dataset is not None and not services.local:
         if not services.selection_target:
@@ -211,9 +212,17 @@ def _dataset(raw: Any, where: str) -> DatasetConfig | None:
             " (for pools you uploaded yourself, drop the dataset section and set "
             "experiment.pool_id)"
         )
-    for name, top in (("pool_size", TRAIN_ROWS), ("test_size", TEST_ROWS)):
+    entry = BUILTIN_DATASETS[cfg.builtin]
+    for name, top in (("pool_size", entry.train_rows), ("test_size", entry.test_rows)):
         if not 1 <= getattr(cfg, name) <= top:
             raise ConfigError(f"{where}: dataset.{name} {getattr(cfg, name)} must be in 1..{top}")
+    if not entry.live_teacher:
+        if raw.get("check_teacher_rows"):
+            raise ConfigError(
+                f"{where}: dataset.check_teacher_rows: {cfg.builtin}'s teacher is precomputed "
+                "(the teacher service scores images only), so no row can be checked live: set 0"
+            )
+        cfg = dataclasses.replace(cfg, check_teacher_rows=0)
     if not 0 <= cfg.check_teacher_rows <= cfg.pool_size:
         raise ConfigError(
             f"{where}: dataset.check_teacher_rows {cfg.check_teacher_rows} must be in "
@@ -240,15 +249,17 @@ def _experiment(raw: Any, dataset: DatasetConfig | None, where: str) -> Experime
         ids = dataset.pool_ids
         values.setdefault("pool_id", ids.pool)
         values.setdefault("test_pool_id", ids.test)
-        values.setdefault("dataset", DATASET)
+        entry = BUILTIN_DATASETS[dataset.builtin]
+        values.setdefault("dataset", entry.name)
         if not values.get("class_names"):
-            values["class_names"] = list(FASHION_MNIST_CLASSES)
+            values["class_names"] = list(entry.class_names)
+        values["student_config"] = {**entry.student_defaults, **values["student_config"]}
         values["teacher_config"].setdefault("pool_id", ids.teacher_pool)
         values["teacher_config"].setdefault("test_pool_id", ids.teacher_test)
     if "pool_id" not in values:
         raise ConfigError(
             f"{where}: experiment.pool_id is missing: give the id of a pool you uploaded, "
-            f"or add a dataset section (dataset.builtin: {DATASET})"
+            f"or add a dataset section (dataset.builtin: {DEFAULT_BUILTIN})"
         )
     try:
         spec = ExperimentSpec(**values).validate(_strategies())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activekd.client import ExperimentClient, ExperimentStatus, SelectionClient, TeacherClient
-from activekd.orchestration.fashion_pools import FashionMnistPools
+from activekd.orchestration.builtin_datasets import BuiltinPools, builtin_dataset
 from activekd.orchestration.run_config import RunConfig, ServicesConfig
 from activekd.state.round_records import RoundState
 from activekd.wire.channel import ClientCredentials
@@ -81,10 +81,13 @@ def run_experiment(
 
     The built-in dataset is read before any service starts (a missing dataset fails first).
     """
-    data = None
+    data: BuiltinPools | None = None
     if cfg.dataset is not None:
         report(f"loading {cfg.dataset.builtin} and the teacher cache...")
-        data = FashionMnistPools(cfg.dataset.pool_size, cfg.dataset.test_size, cfg.dataset.seed)
+        entry = builtin_dataset(cfg.dataset.builtin)
+        data = entry.load(cfg.dataset.pool_size, cfg.dataset.test_size, cfg.dataset.seed)
+        kind = "zero-shot" if entry.live_teacher else "zero-shot, precomputed"
+        report(f"teacher ({kind}) accuracy on the test rows: {data.teacher_accuracy * 100:.1f}%")
     with reach_services(cfg.services, report, credentials) as targets:
         creds = targets.credentials
         if data is not None and cfg.dataset is not None:

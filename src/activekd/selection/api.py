@@ -23,7 +23,9 @@ from activekd.selection.validation import validate_params, validate_request
 
 BACKENDS: tuple[str, ...] = ("auto", "faiss", "numpy", "torch")
 #: strategies whose k-center runs on probs (``backend`` applies to it)
-_PROBS_KCENTER = ("pcoreset", "typiclust_pcoreset", "pcoreset_typical")
+_PROBS_KCENTER = (
+    "pcoreset", "pcoreset_teacher", "pcoreset_ce", "typiclust_pcoreset", "pcoreset_typical"
+)  # fmt: skip
 
 
 def select_batch(

@@ -88,7 +88,14 @@ class StrategyInfo:
     #: its features are by default the teacher's embedding of the pool (label-free, there before
     #: any label), not the student's: the loop and the experiment service pass those
     teacher_features: bool = False
+    #: the probabilities the loop and the experiment service pass (``PROBS_SOURCES``): the
+    #: student's combined prediction, its CE head's softmax, or the teacher's
+    probs_source: str = "combined"
 
+
+#: What a strategy's probabilities can be: the student's combined prediction (the paper's
+#: PCoreSet input), the softmax of its CE head alone, or the round's teacher probabilities.
+PROBS_SOURCES: tuple[str, ...] = ("combined", "ce", "teacher")
 
 STRATEGIES: dict[str, StrategyFn] = {}
 STRATEGY_INFO: dict[str, StrategyInfo] = {}
@@ -115,6 +122,7 @@ def register(
     needs_features: bool,
     params: Mapping[str, float] | None = None,
     teacher_features: bool = False,
+    probs_source: str = "combined",
 ) -> Callable[[StrategyFn], StrategyFn]:
     """Decorator adding a strategy to ``STRATEGIES`` / ``STRATEGY_INFO``; ``params``: its
     parameters' defaults (each name must have a rule in ``PARAM_RULES``)."""
@@ -122,11 +130,13 @@ def register(
     unknown = set(defaults) - set(PARAM_RULES)
     if unknown:
         raise ValueError(f"no PARAM_RULES entry for {sorted(unknown)}")
+    if probs_source not in PROBS_SOURCES:
+        raise ValueError(f"probs_source {probs_source!r}: use one of {PROBS_SOURCES}")
 
     def deco(fn: StrategyFn) -> StrategyFn:
         STRATEGIES[name] = fn
         STRATEGY_INFO[name] = StrategyInfo(
-            name, description, needs_probs, needs_features, defaults, teacher_features
+            name, description, needs_probs, needs_features, defaults, teacher_features, probs_source
         )
         return fn
 
@@ -167,6 +177,31 @@ def _centres(inp: SelectionInputs) -> np.ndarray:
 )
 def pcoreset(inp: SelectionInputs) -> SelectionResult:
     return _kcenter(_req(inp.probs), inp, normalize=False)
+
+
+# PCoreSet's named variants (issue #12): the same engine and seeding on other probabilities.
+# ``pcoreset`` itself stays exactly the paper's method.
+register(
+    "pcoreset_teacher",
+    "PCoreSet on the teacher's probabilities: the same greedy k-center, in the teacher's "
+    "probability space, which exists before any student (the cold start); the loop and the "
+    "experiment service pass the round's teacher probabilities, a SelectBatch caller passes "
+    "them as probs",
+    needs_probs=True,
+    needs_features=False,
+    probs_source="teacher",
+)(pcoreset)
+
+
+register(
+    "pcoreset_ce",
+    "PCoreSet on the CE head alone: the same greedy k-center on the softmax of the student's "
+    "label-trained head, without the KD head's teacher-shaped half; the loop and the experiment "
+    "service pass it (the trainer's scored pool holds it as ce_probs)",
+    needs_probs=True,
+    needs_features=False,
+    probs_source="ce",
+)(pcoreset)
 
 
 @register(

@@ -67,6 +67,12 @@ class StoppingRule:
         return self
 
 
+#: student_config's trainer-only key naming the pool array the student reads (not a StudentConfig
+#: field), and the array read when it is absent
+INPUT_ARRAY_KEY = "input_array"
+DEFAULT_INPUT_ARRAY = "images"
+
+
 @dataclass(kw_only=True)
 class ExperimentSpec:
     """One active-learning experiment; fields and meaning follow ``ExperimentSpec`` in the proto.
@@ -96,6 +102,11 @@ class ExperimentSpec:
     def num_classes(self) -> int:
         """C: labels are in ``[0, C)``."""
         return len(self.class_names)
+
+    @property
+    def input_array(self) -> str:
+        """The pool array the student reads (``student_config.input_array``, else ``images``)."""
+        return str(self.student_config.get(INPUT_ARRAY_KEY) or DEFAULT_INPUT_ARRAY)
 
     def validate(self, valid_strategies: set[str] | frozenset[str] | None = None) -> ExperimentSpec:
         """Raise ``InvalidArgument`` (with ``field`` set) on the first problem; return ``self``.

@@ -62,6 +62,7 @@ from activekd.errors import (
     shown,
 )
 from activekd.seeds import SEED_MODULUS, round_seed
+from activekd.state.experiment_spec import DEFAULT_INPUT_ARRAY, INPUT_ARRAY_KEY
 from activekd.state.experiments import Experiment, ExperimentStore
 from activekd.store import PoolMeta, PoolStore
 from activekd.student.backbones import BACKBONES
@@ -73,11 +74,9 @@ from activekd.student.errors import NonFiniteLossError
 from activekd.student.scoring import evaluate, score_pool
 from activekd.student.training import TrainEvent, train_round
 
-DEFAULT_INPUT_ARRAY = "images"
 TEACHER_ARRAY = "probs"
 TEACHER_FEATURES_ARRAY = "features"
 LABELS_ARRAY = "labels"
-INPUT_ARRAY_KEY = "input_array"
 TRAINER_KEYS: frozenset[str] = frozenset({INPUT_ARRAY_KEY})
 _INT_FIELDS = frozenset(
     f.name for f in fields(StudentConfig) if f.type in ("int", int) and f.name != "backbone_args"

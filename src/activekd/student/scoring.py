@@ -33,9 +33,22 @@ class PoolScores:
     kd_logits: np.ndarray | None
     features: np.ndarray
 
+    @property
+    def ce_probs(self) -> np.ndarray:
+        """Softmax of the CE head alone (float32; computed in float64), what ``pcoreset_ce``
+        selects on."""
+        logits = np.asarray(self.ce_logits, dtype=np.float64)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
     def arrays(self) -> dict[str, np.ndarray]:
         """Named arrays for a pool store (``kd_logits`` omitted when absent)."""
-        out = {"probs": self.probs, "ce_logits": self.ce_logits, "features": self.features}
+        out = {
+            "probs": self.probs,
+            "ce_probs": self.ce_probs,
+            "ce_logits": self.ce_logits,
+            "features": self.features,
+        }
         if self.kd_logits is not None:
             out["kd_logits"] = self.kd_logits
         return out

@@ -198,7 +198,7 @@ class ListStrategiesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StrategyInfo(_message.Message):
-    __slots__ = ("name", "description", "needs_probs", "needs_features", "params", "teacher_features")
+    __slots__ = ("name", "description", "needs_probs", "needs_features", "params", "teacher_features", "probs_source")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -212,13 +212,15 @@ class StrategyInfo(_message.Message):
     NEEDS_FEATURES_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     TEACHER_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    PROBS_SOURCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     needs_probs: bool
     needs_features: bool
     params: _containers.ScalarMap[str, float]
     teacher_features: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., needs_probs: _Optional[bool] = ..., needs_features: _Optional[bool] = ..., params: _Optional[_Mapping[str, float]] = ..., teacher_features: _Optional[bool] = ...) -> None: ...
+    probs_source: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., needs_probs: _Optional[bool] = ..., needs_features: _Optional[bool] = ..., params: _Optional[_Mapping[str, float]] = ..., teacher_features: _Optional[bool] = ..., probs_source: _Optional[str] = ...) -> None: ...
 
 class ListStrategiesResponse(_message.Message):
     __slots__ = ("strategies",)

@@ -44,6 +44,8 @@ class StrategyInfo:
     params: dict[str, float] = field(default_factory=dict)
     #: selects by default on the teacher's features: pass ``features_pool_id`` (teacher's pool)
     teacher_features: bool = False
+    #: the probabilities it selects on: combined (the student's), ce or teacher
+    probs_source: str = "combined"
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,7 @@ class SelectionClient(BaseClient):
                 s.needs_features,
                 dict(s.params),
                 s.teacher_features,
+                s.probs_source or "combined",
             )
             for s in resp.strategies
         ]
