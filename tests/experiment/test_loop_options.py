@@ -180,3 +180,39 @@ def test_run_spec_strings() -> None:
     assert le._folder("pcoreset:probs=ce,k=2") == "pcoreset@probs=ce+k=2"
     assert "fashion-mnist" not in grid.tag  # earlier results keep their folder
     assert le.GridConfig(dataset="fortunes", student_input="text").tag.startswith("fortunes-text-")
+
+
+def test_zero_shot_twin_drops_only_the_adaptation() -> None:
+    assert le.zero_shot_twin("typiclust:adapt=clap") == "typiclust"
+    assert le.zero_shot_twin("pcoreset:probs=ce,adapt=clap,k=2") == "pcoreset:probs=ce,k=2"
+    assert le.zero_shot_twin("typiclust") is None
+    assert le.zero_shot_twin("random:adapt=none") is None
+    assert le.zero_shot_twin("pcoreset:probs=ce") is None
+
+
+def test_summary_pairs_each_adapted_config_with_its_zero_shot_twin(tmp_path: Any) -> None:
+    """The adaptation table: differences per seed, over rounds and at the last round, with the
+    95 % t-interval (t(0.975, 2) = 4.303) and the count of seeds where adaptation won."""
+    import json
+
+    def write(config: str, seed: int, accs: list[float]) -> None:
+        folder = tmp_path / le._folder(config)
+        folder.mkdir(exist_ok=True)
+        rounds = [
+            {"round": i, "labeled": 10 * (i + 1), "accuracy": a, "accuracy_ce": a,
+             "accuracy_kd": a, "selected": []}
+            for i, a in enumerate(accs)
+        ]  # fmt: skip
+        (folder / f"seed-{seed}.json").write_text(
+            json.dumps({"config": config, "seed": seed, "rounds": rounds})
+        )
+
+    for seed, (zs, gain) in enumerate([(0.50, 0.02), (0.55, 0.04), (0.60, -0.03)]):
+        write("random", seed, [zs - 0.05, zs - 0.05])
+        write("typiclust", seed, [zs, zs])
+        write("typiclust:adapt=clap", seed, [zs + gain, zs + gain])
+    md = le.summarise(tmp_path)
+    row = next(line for line in md.splitlines() if line.startswith("| typiclust:adapt=clap −"))
+    # gains 2, 4, -3 points: mean 1.00, sd sqrt(13) = 3.606, half-width 4.303 * 3.606 / sqrt(3) = 8.96
+    assert row == "| typiclust:adapt=clap − typiclust | 3 | +1.00 ± 8.96 | +1.00 ± 8.96 | 2/3 |"
+    assert "| configs | seeds | mean over rounds | at 20 labels | seeds better at 20 |" in md

@@ -175,7 +175,13 @@ def test_round_trains_checkpoints_scores_and_evaluates(world: World) -> None:
 
     # student pool = the reloaded checkpoint's scores, in the pool's item order
     assert out.student_pool is not None and out.student_pool.pool_id == student_pool_id(exp, 0)
-    assert set(out.student_pool.arrays) == {"probs", "ce_probs", "ce_logits", "kd_logits", "features"}
+    assert set(out.student_pool.arrays) == {
+        "probs",
+        "ce_probs",
+        "ce_logits",
+        "kd_logits",
+        "features",
+    }
     probs = world.store.open_array(student_pool_id(exp, 0), "probs")
     model, _ = load_student(path)
     again = score_pool(model, world.x)

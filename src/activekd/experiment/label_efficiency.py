@@ -584,6 +584,7 @@ def summarise(
         + "\n".join(lines)
         + "\n"
         + _paired_rounds_table(runs, order, n_rounds, labeled)
+        + _adaptation_table(runs, order, n_rounds, labeled)
         + _teacher_rounds_table(runs, order, n_rounds, labeled)
         + (_picks_table(runs, order, pool_labels, class_names) if pool_labels is not None else "")
     )
@@ -623,6 +624,60 @@ def _paired_rounds_table(
         "Paired difference to random per round (points, mean ± 95% CI over shared seeds):",
         rows,
         labeled,
+    )
+
+
+def zero_shot_twin(name: str) -> str | None:
+    """The config that differs from ``name`` only by distilling from the zero-shot teacher
+    (``typiclust:adapt=clap`` -> ``typiclust``); None when ``name`` does not adapt."""
+    body, _, rest = name.partition(":")
+    parts = [p for p in rest.split(",") if p]
+    kept = [p for p in parts if not p.startswith("adapt=")]
+    if len(kept) == len(parts) or "adapt=none" in parts:
+        return None
+    return body + (":" + ",".join(kept) if kept else "")
+
+
+def _adaptation_table(
+    runs: dict[str, dict[int, list[dict[str, Any]]]],
+    order: list[str],
+    n_rounds: int,
+    labeled: list[dict[str, Any]],
+) -> str:
+    """Each config with teacher adaptation against its zero-shot twin, paired by seed: the mean
+    over rounds and the last round (points, mean ± 95% CI over the shared seeds)."""
+    rows = []
+    for name in order:
+        twin = zero_shot_twin(name)
+        if twin is None or twin not in runs:
+            continue
+        base = _complete(runs, twin, n_rounds)
+        mine = _complete(runs, name, n_rounds)
+        seeds = [s for s in mine if s in base]
+        if len(seeds) < 2:
+            continue
+        over = [
+            np.mean([x["accuracy"] - y["accuracy"] for x, y in zip(mine[s], base[s], strict=True)])
+            * 100
+            for s in seeds
+        ]
+        last = [(mine[s][-1]["accuracy"] - base[s][-1]["accuracy"]) * 100 for s in seeds]
+        (om, oh), (lm, lh) = _ci(over), _ci(last)
+        wins = sum(d > 0 for d in last)
+        rows.append(
+            f"| {name} − {twin} | {len(seeds)} | {om:+.2f} ± {oh:.2f} | {lm:+.2f} ± {lh:.2f} "
+            f"| {wins}/{len(seeds)} |"
+        )
+    if not rows:
+        return ""
+    last_labels = labeled[-1]["labeled"]
+    head = (
+        f"| configs | seeds | mean over rounds | at {last_labels} labels "
+        f"| seeds better at {last_labels} |"
+    )
+    return (
+        "\nTeacher adaptation against the same strategy with the zero-shot teacher (points, paired"
+        " by seed, mean ± 95% CI):\n\n" + "\n".join([head, "|---|---|---|---|---|", *rows]) + "\n"
     )
 
 
