@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from activekd.cli import LOCAL_SERVICE_MODULES
@@ -240,7 +241,8 @@ def test_the_fortunes_builtin_fills_in_its_classes_student_and_precomputed_teach
 def test_activekd_run_of_the_fortunes_example_on_local_services(tmp_path: Path) -> None:
     """A text experiment through the services: a small MiniLM cache built here (40 texts per
     split), the pools uploaded from it, the MLP student trained on the embeddings, typiclust
-    selecting on the teacher's features; the reported teacher accuracy is the cache's own."""
+    selecting on the teacher's features, the teacher adapted from its class-description head;
+    the reported teacher accuracy is the cache's own."""
     import os
 
     from activekd.data.fortunes import data_dir
@@ -259,6 +261,8 @@ def test_activekd_run_of_the_fortunes_example_on_local_services(tmp_path: Path) 
         "dataset.test_size=40",
         "dataset.pool_prefix=test-fortunes",
         "experiment.student_config.steps=60",
+        # adapted from MiniLM's prototypes, which the run stores beside the teacher pool
+        "experiment.teacher_config.adaptation=clap",
     ):
         args += ["--set", assignment]
     env = {**os.environ, "ACTIVEKD_CACHE_DIR": str(cache_dir)}
@@ -277,6 +281,29 @@ def test_activekd_run_of_the_fortunes_example_on_local_services(tmp_path: Path) 
     assert [(int(r), int(n)) for r, n, _, _ in rows] == [(0, 10), (1, 20)], proc.stdout
     # ten classes, 40 test texts: the KD student trained on the embeddings is above chance
     assert all(float(a) > 10.0 for _, _, a, _ in rows), proc.stdout
+
+    # what the run uploaded: the teacher pool names the head pool, which holds the prototypes
+    from activekd.orchestration.builtin_datasets import TextPools
+    from activekd.orchestration.fashion_pools import PoolIds
+    from activekd.teacher.head_pool import HEAD_POOL_KEY, head_pool_id
+
+    uploads: dict[str, dict[str, Any]] = {}
+
+    class Recorder:
+        def upload_pool(self, pool_id: str, **kw: Any) -> None:
+            uploads[pool_id] = kw
+
+    os.environ["ACTIVEKD_CACHE_DIR"] = str(cache_dir)
+    try:
+        TextPools("fortunes", 40, 40, 0).upload(Recorder(), PoolIds.with_prefix("p"))
+    finally:
+        del os.environ["ACTIVEKD_CACHE_DIR"]
+    head = uploads[head_pool_id("p/teacher-pool")]
+    assert uploads["p/teacher-pool"]["metadata"] == {HEAD_POOL_KEY: head_pool_id("p/teacher-pool")}
+    np.testing.assert_array_equal(head["arrays"]["prototypes"], cache["prototypes"])
+    assert float(head["metadata"]["logit_scale"]) == cache["logit_scale"]
+    assert head["item_ids"] == list(cache["class_names"])
+    assert set(uploads["p/pool"]["arrays"]) == {"embeddings", "lsa", "labels"}
 
 
 def test_a_missing_text_cache_fails_before_any_service_starts(tmp_path: Path) -> None:

@@ -326,6 +326,55 @@ def test_clap_adaptation_distils_from_the_teacher_refitted_on_the_labels(world: 
         world.experiment("e-bad", teacher_config={"pool_id": "syn/teacher", "adaptation": "lora"})
 
 
+def test_clap_adaptation_starts_from_the_head_stored_beside_the_teacher_pool(
+    world: World,
+) -> None:
+    """A teacher pool that names its zero-shot head (open_clip's text weights, MiniLM's
+    prototypes) is adapted from that head, as the in-process harness does for text; without one
+    the head is fitted to the zero-shot probabilities. The two starts give different targets."""
+    from activekd.teacher.head_pool import HEAD_POOL_KEY, ZeroShotHead, write_head
+
+    rng = np.random.default_rng(11)
+    feats = (np.eye(C)[world.y] * 2 + rng.normal(0, 0.5, (world.y.size, C))).astype(np.float32)
+    protos = (np.eye(C) + rng.normal(0, 0.3, (C, C))).astype(np.float32)
+    head = ZeroShotHead(protos, 10.0, tuple(CLASSES))
+    zero_shot = head.prototypes  # the teacher's probabilities are its head's on its features
+    norm = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    logits = 10.0 * norm @ zero_shot.T
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+    head_id = write_head(world.store, "syn/teacher-h", head)
+    world.store.put(
+        "syn/teacher-h", world.ids, {"probs": probs, "features": feats},
+        metadata={HEAD_POOL_KEY: head_id},
+    )  # fmt: skip
+    world.store.put("syn/teacher-nohead", world.ids, {"probs": probs, "features": feats})
+    got = {}
+    for pool in ("syn/teacher-h", "syn/teacher-nohead"):
+        exp = world.experiment(
+            f"e-head-{pool[-1]}", teacher_config={"pool_id": pool, "adaptation": "clap"}
+        )
+        got[pool] = world.trainer.prepare(RoundRequest(exp, 0))
+    prep = got["syn/teacher-h"]
+    ref = TeacherAdapter(protos, 10.0)
+    ref.fit(feats, prep.labeled_rows, prep.labels)
+    np.testing.assert_allclose(prep.teacher_probs, ref.predict(feats), atol=1e-5)
+    fitted = TeacherAdapter.from_zero_shot(feats, probs)
+    fitted.fit(feats, prep.labeled_rows, prep.labels)
+    np.testing.assert_allclose(
+        got["syn/teacher-nohead"].teacher_probs, fitted.predict(feats), atol=1e-5
+    )
+    assert np.abs(prep.teacher_probs - got["syn/teacher-nohead"].teacher_probs).max() > 1e-3
+
+    # a head for other features is refused, and nothing is trained on it
+    write_head(world.store, "syn/teacher-h", ZeroShotHead(protos[:, :3], 10.0, tuple(CLASSES)))
+    exp = world.experiment(
+        "e-head-bad", teacher_config={"pool_id": "syn/teacher-h", "adaptation": "clap"}
+    )
+    with pytest.raises(FailedPrecondition, match=r"prototypes are \[4, 3\]"):
+        world.trainer.prepare(RoundRequest(exp, 0))
+
+
 # ---------------------------------------------------------------------------------- errors
 def test_missing_inputs_name_what_is_missing(world: World) -> None:
     tr = world.trainer

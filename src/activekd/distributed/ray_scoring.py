@@ -198,10 +198,12 @@ def score_on_ray(
     """Run ``job`` on the connected Ray cluster (``ray.init`` / :class:`RayCluster` first) and
     commit the sharded pool; returns at once with the pool when it is already complete."""
     from activekd.teacher import create_teacher
+    from activekd.teacher.head_pool import teacher_head
     from activekd.teacher.pool_job import (
         begin_scoring,
         cached_pool,
         check_dataset_name,
+        commit_scoring,
         default_output_pool,
         output_arrays,
         resolve_source,
@@ -238,8 +240,9 @@ def score_on_ray(
         scorer="ray-data",
         **job.extra_metadata,
     )
+    head = teacher_head(teacher)  # open_clip's text head, stored beside the pool
     del teacher  # the actors hold their own
-    writer = begin_scoring(pools, pool_id, total, metadata, job.force, shard_rows)
+    writer = begin_scoring(pools, pool_id, total, metadata, job.force, shard_rows, head)
     done = written_ranges(writer, output_arrays(store_features, source.item_ids is not None))
     shards = shard_ranges(total, writer.shard_rows)
     missing = [s for s in shards if s not in done]
@@ -262,7 +265,7 @@ def score_on_ray(
         rows_done += stop - start
         if progress is not None:
             progress(ScoringProgress(rows_done, total, resumed, (start, stop), pid))
-    meta = writer.commit()
+    meta = commit_scoring(pools, writer, pool_id, head)
     seconds = time.perf_counter() - t0
     log.info(
         "scored pool on ray",

@@ -24,6 +24,7 @@ import numpy as np
 from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES
 from activekd.data.fortunes import FORTUNES_CLASSES
 from activekd.errors import InvalidArgument
+from activekd.teacher.head_pool import HEAD_POOL_KEY, ZeroShotHead, head_arrays, head_pool_id
 
 
 class BuiltinPools(Protocol):
@@ -114,7 +115,8 @@ class TextPools:
     The data pools hold ``embeddings`` (MiniLM, float32 (N, 384): the student's default input),
     ``lsa`` (TF-IDF + SVD fitted on the train texts without labels) and ``labels``; the teacher
     pools hold the zero-shot ``probs`` and, for the train pool, the teacher's ``features`` (the
-    same embeddings: what typiclust selects on and what teacher adaptation refits).
+    same embeddings: what typiclust selects on and what teacher adaptation refits), and name the
+    teacher's zero-shot head (the class-description prototypes, :mod:`activekd.teacher.head_pool`).
     """
 
     def __init__(self, name: str, pool_size: int, test_size: int, seed: int = 0) -> None:
@@ -170,8 +172,21 @@ class TextPools:
             (ids.teacher_pool, item_ids, teacher_pool),
             (ids.teacher_test, test_ids, {"probs": np.asarray(c["test_probs"][test], np.float32)}),
         ]
+        # the MiniLM teacher's zero-shot head (class-description prototypes), beside the teacher
+        # pool, so teacher_config.adaptation 'clap' starts from it as the in-process harness does
+        head = ZeroShotHead(
+            np.asarray(c["prototypes"], np.float32), float(c["logit_scale"]), self.class_names
+        )
+        head_ids, head_array, head_meta = head_arrays(head)
+        head_id = head_pool_id(ids.teacher_pool)
+        sel.upload_pool(
+            head_id, item_ids=head_ids, arrays=head_array, metadata=head_meta, overwrite=True
+        )
         for pool_id, names, arrays in uploads:
-            sel.upload_pool(pool_id, item_ids=names, overwrite=True, arrays=arrays)
+            metadata = {HEAD_POOL_KEY: head_id} if pool_id == ids.teacher_pool else None
+            sel.upload_pool(
+                pool_id, item_ids=names, overwrite=True, arrays=arrays, metadata=metadata
+            )
         return ids
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import os
 import threading
@@ -73,6 +74,8 @@ from activekd.student.data import validate_labels, validate_x
 from activekd.student.errors import NonFiniteLossError
 from activekd.student.scoring import evaluate, score_pool
 from activekd.student.training import TrainEvent, train_round
+
+log = logging.getLogger("activekd.student.round_job")
 
 TEACHER_ARRAY = "probs"
 TEACHER_FEATURES_ARRAY = "features"
@@ -518,9 +521,11 @@ class RoundTrainer:
         labels: np.ndarray,
     ) -> np.ndarray:
         """``teacher_config.adaptation = "clap"``: the teacher's linear head refitted on this
-        round's labels (:class:`activekd.teacher.adapt.TeacherAdapter`, from the head fitted to
-        the zero-shot probabilities), its probabilities of the pool as the KD targets."""
+        round's labels (:class:`activekd.teacher.adapt.TeacherAdapter`, from the zero-shot head
+        stored beside the teacher pool, :mod:`activekd.teacher.head_pool`, else from a head fitted
+        to the zero-shot probabilities), its probabilities of the pool as the KD targets."""
         from activekd.teacher.adapt import TeacherAdapter
+        from activekd.teacher.head_pool import read_head
 
         if TEACHER_FEATURES_ARRAY not in teacher_meta.arrays:
             raise FailedPrecondition(
@@ -538,7 +543,19 @@ class RoundTrainer:
                 f"be a finite (N, D) matrix, got shape {list(feats.shape)}",
                 field="teacher_pool_id",
             )
-        adapter = TeacherAdapter.from_zero_shot(feats, probs)
+        # from the teacher's own zero-shot head where its pool names one (open_clip's text
+        # weights, MiniLM's prototypes), else from a head fitted to its zero-shot probabilities
+        head = read_head(
+            self.store, teacher_meta, num_classes=probs.shape[1], feature_dim=feats.shape[1]
+        )
+        if head is not None:
+            adapter = TeacherAdapter(head.prototypes, head.logit_scale)
+        else:
+            adapter = TeacherAdapter.from_zero_shot(feats, probs)
+        log.info(
+            "adapting the teacher",
+            extra={"teacher_pool": teacher_meta.pool_id, "start": "head" if head else "fitted"},
+        )
         adapter.fit(feats, rows, labels)
         return np.asarray(adapter.predict(feats), dtype=np.float32)
 

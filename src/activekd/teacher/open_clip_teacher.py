@@ -29,6 +29,7 @@ from activekd.teacher.adapt import AdaptedHead, fit_clap_head
 from activekd.teacher.base import BaseTeacher, TeacherIdentity, TeacherOutput, sha256_state_dict
 from activekd.teacher.clip_configs import register_model_configs
 from activekd.teacher.clip_train import model_preprocess
+from activekd.teacher.head_pool import ZeroShotHead
 from activekd.teacher.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -310,6 +311,16 @@ class OpenClipTeacher(BaseTeacher):
     def zero_shot_weights(self) -> np.ndarray:
         """The prompt-ensemble text weights (C, D)."""
         return self._zero_shot.detach().cpu().numpy().copy()
+
+    @property
+    def zero_shot_head(self) -> ZeroShotHead:
+        """The zero-shot head as stored beside a scored pool (:mod:`activekd.teacher.head_pool`):
+        the prompt-ensemble weights and the effective scale ``logit_scale / temperature``."""
+        return ZeroShotHead(
+            self.zero_shot_weights,
+            float(self._bb.logit_scale) / self._temperature,
+            tuple(self._class_names),
+        )
 
     @property
     def adapted_head(self) -> AdaptedHead | None:

@@ -40,6 +40,13 @@ from activekd.ids import check_segment
 from activekd.store import PoolMeta, PoolStore, PoolWriter
 from activekd.teacher.base import BaseTeacher, TeacherOutput
 from activekd.teacher.cache import TeacherCacheIndex, packaged_teacher_cache_dir
+from activekd.teacher.head_pool import (
+    HEAD_POOL_KEY,
+    ZeroShotHead,
+    head_pool_id,
+    teacher_head,
+    write_head,
+)
 from activekd.teacher.images import decode_image, validate_image_batch
 from activekd.teacher.scoring import RowImages, iter_score_chunks, predict_rows
 from activekd.teacher.sources import ENTRY_CHARS, SourcePolicy, uri_scheme
@@ -495,9 +502,14 @@ def begin_scoring(
     metadata: dict[str, str],
     force: bool,
     shard_rows: int = 0,
+    head: ZeroShotHead | None = None,
 ) -> PoolWriter:
     """The writer of a scoring job: an unfinished write with the same metadata resumes; with
-    ``force``, one that already holds rows is discarded and the job starts afresh."""
+    ``force``, one that already holds rows is discarded and the job starts afresh. ``head``: the
+    teacher's zero-shot linear head, named in the pool's metadata (:mod:`activekd.teacher.head_pool`)
+    and stored by :func:`commit_scoring` once every row is written."""
+    if head is not None:
+        metadata = {**metadata, HEAD_POOL_KEY: head_pool_id(pool_id)}
     writer = store.begin(pool_id, total, metadata=metadata, resume=True, shard_rows=shard_rows)
     if force and any(writer.done_ranges(n) for n in ("probs", "features", "item_ids")):
         writer.abort()
@@ -505,6 +517,16 @@ def begin_scoring(
             pool_id, total, metadata=metadata, overwrite=True, shard_rows=shard_rows
         )
     return writer
+
+
+def commit_scoring(
+    store: PoolStore, writer: PoolWriter, pool_id: str, head: ZeroShotHead | None
+) -> PoolMeta:
+    """Store the teacher's zero-shot head beside the pool (when it has one), then commit: a job
+    that failed before this point leaves no head behind."""
+    if head is not None:
+        write_head(store, pool_id, head)
+    return writer.commit()
 
 
 class PoolWriterSink:
@@ -695,7 +717,10 @@ class PoolScorer:
             features="true" if store_features else "false",
             probs_source="model" if cached_probs is None else f"precomputed:{cache_file}",
         )
-        writer = await asyncio.to_thread(begin_scoring, self.store, pool_id, total, metadata, force)
+        head = teacher_head(teacher)
+        writer = await asyncio.to_thread(
+            begin_scoring, self.store, pool_id, total, metadata, force, 0, head
+        )
 
         def score(start: int, stop: int) -> TeacherOutput:
             if cached_probs is not None:
@@ -721,7 +746,7 @@ class PoolScorer:
                     if self.pause_s > 0:
                         await asyncio.sleep(self.pause_s)
                 yield ScoreUpdate(p.done, total, resumed, computed=computed)
-            meta = await asyncio.to_thread(writer.commit)
+            meta = await asyncio.to_thread(commit_scoring, self.store, writer, pool_id, head)
         except Unavailable:
             raise  # storage or Redis away: the written chunks stay for the next run to resume
         except (ActiveKDError, OSError):  # bad data, or a full / read-only store:
