@@ -32,7 +32,7 @@ from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnis
 from activekd.devices import cuda_available
 from activekd.errors import InvalidArgument
 from activekd.experiment.loop import LoopConfig, run_active_learning
-from activekd.selection.strategies import STRATEGY_INFO
+from activekd.selection.strategies import STRATEGY_INFO, probs_source
 
 ALL_STRATEGIES = (
     "random",
@@ -70,13 +70,12 @@ class RunSpec:
         if not kd:
             body = body[len("ce_only-") :]
         strategy, _, rest = body.partition(":")
-        info = STRATEGY_INFO.get(strategy)
         opts: dict[str, str] = {
             "selection_features": "teacher"
             if strategy in TEACHER_FEATURE_STRATEGIES and teacher_features
             else "student",
             # the registry's probabilities (combined, or a named variant's teacher / ce)
-            "selection_probs": info.probs_source if info is not None else "combined",
+            "selection_probs": probs_source(strategy),
         }
         params: list[tuple[str, float]] = []
         for part in filter(None, rest.split(",")):

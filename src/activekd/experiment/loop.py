@@ -11,7 +11,8 @@ differ only by what they select.
 What the strategy sees (``LoopConfig``): ``selection_probs`` = ``combined`` (the student's
 prediction, the paper's PCoreSet input), ``ce`` (softmax of the CE head only), ``teacher`` (the
 round's teacher probabilities: zero-shot, or adapted) or ``auto`` (the default: what the
-strategy's registry entry names, ``combined`` except for ``pcoreset_teacher``/``pcoreset_ce``); ``selection_features`` = ``student`` (its
+strategy's registry entry names, ``combined`` except for ``pcoreset_teacher``/``pcoreset_ce``);
+``selection_features`` = ``student`` (its
 penultimate features, as coreset/BADGE use them), ``teacher`` (the teacher's embedding of the
 pool, which exists before any label) or ``auto`` (the default: ``teacher`` for the strategies the
 registry marks ``teacher_features``, typiclust & co., else ``student``). ``teacher_adaptation``
@@ -34,7 +35,7 @@ from activekd.experiment.oracle import initial_labels
 from activekd.experiment.stopping import round_signal, stop_set
 from activekd.seeds import round_seed
 from activekd.selection import select_batch
-from activekd.selection.strategies import PROBS_SOURCES, STRATEGY_INFO
+from activekd.selection.strategies import PROBS_SOURCES, STRATEGY_INFO, probs_source
 from activekd.state.experiment_spec import TEACHER_ADAPTATIONS, StoppingRule
 from activekd.student import StudentConfig, evaluate, score_pool, train_round
 
@@ -86,8 +87,7 @@ class LoopConfig:
         ``pcoreset_ce``), as the experiment service does."""
         if self.selection_probs != "auto":
             return self.selection_probs
-        info = STRATEGY_INFO.get(self.strategy)
-        return info.probs_source if info is not None else "combined"
+        return probs_source(self.strategy)
 
     def features_source(self) -> str:
         """``selection_features`` with ``auto`` resolved: the teacher's for the strategies whose

@@ -38,7 +38,7 @@ from activekd.experiment.stopping import (
     stop_set,
 )
 from activekd.seeds import round_seed
-from activekd.selection.strategies import STRATEGY_INFO
+from activekd.selection.strategies import STRATEGY_INFO, probs_source
 from activekd.state.experiment_spec import INPUT_ARRAY_KEY, ExperimentSpec
 from activekd.state.experiments import Experiment, ExperimentStore, RoundState, TransitionAborted
 from activekd.store import PoolStore
@@ -411,7 +411,7 @@ class Driver:
                 )
         # the probabilities the registry names: the student's (combined), its CE head's
         # (``ce_probs`` of the scored pool) or the round's teacher pool (pcoreset_teacher)
-        source = info.probs_source if info is not None else "combined"
+        source = probs_source(spec.strategy)
         probs_pool_id, probs_array = rec.student_pool_id, ""
         if source == "ce":
             probs_array = "ce_probs"

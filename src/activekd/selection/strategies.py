@@ -143,6 +143,13 @@ def register(
     return deco
 
 
+def probs_source(strategy: str) -> str:
+    """The probabilities ``strategy`` selects on (its registry entry's ``probs_source``;
+    ``combined`` for a name the registry does not know)."""
+    info = STRATEGY_INFO.get(strategy)
+    return info.probs_source if info is not None else "combined"
+
+
 def available_strategies() -> list[str]:
     """Names of the registered strategies, sorted."""
     return sorted(STRATEGIES)
@@ -587,6 +594,7 @@ __all__ = [
     "class_balanced_picks",
     "class_quotas",
     "predicted_classes",
+    "probs_source",
     "register",
     "row_scores",
     "top_positions",
