@@ -47,23 +47,24 @@ def test_shard_files_on_ray_equal_select_batch(
 def test_shard_file_actors_are_waited_for_once(
     cluster: RayCluster, pool_store: PoolStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One placement wait per selection (the start, not again before the picks), and the
-    reported setup time includes that start."""
+    """One placement wait per selection (the start, not again before the picks), whose probe
+    also reads the files' width and dtype (no second round-trip to the actors for them), and
+    the reported setup time includes that start."""
     from activekd.distributed import ray_kcenter
 
     ids, probs, _ = _pool(n=1200, seed=2)
     pool_store.put("ray/w", ids, {"probs": probs}, shard_rows=500)
-    waits: list[int] = []
+    waits: list[tuple[int, str]] = []
     real = ray_kcenter.wait_actors_up
 
-    def counted(handles, cpus, timeout):  # type: ignore[no-untyped-def]
-        waits.append(len(handles))
-        real(handles, cpus, timeout)
+    def counted(handles, cpus, timeout, probe="pid"):  # type: ignore[no-untyped-def]
+        waits.append((len(handles), probe))
+        return real(handles, cpus, timeout, probe)
 
     monkeypatch.setattr(ray_kcenter, "wait_actors_up", counted)
     shards = pool_store.open_shards("ray/w", "probs")
     got = kcenter_on_ray_files(shards, 10, cpus_per_worker=0.5)
-    assert waits == [3]
+    assert waits == [(3, "shape")]
     assert got.indices.tolist() == select_batch("pcoreset", 10, probs=probs).indices.tolist()
     assert got.stats["setup_seconds"] > 0
 

@@ -73,7 +73,7 @@ def badge_on_ray_files(
         )
         for p, f, (a, b) in zip(probs, features, bounds, strict=True)
     ]
-    handles = launch_actors(actor_cls, args, cpus_per_worker, start_timeout)
+    handles, _ = launch_actors(actor_cls, args, cpus_per_worker, start_timeout)
     setup = time.perf_counter() - t0
     try:
 

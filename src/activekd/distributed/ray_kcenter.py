@@ -147,14 +147,18 @@ class ShardPlacementError(RuntimeError):
     """The cluster did not start every shard actor in time (too few CPUs for the shards)."""
 
 
-def wait_actors_up(handles: Sequence[Any], cpus_per_worker: float, timeout: float) -> None:
-    """Wait until every actor answers; raises :class:`ShardPlacementError` (saying what to
-    change) when they are not all up within ``timeout`` seconds."""
+def wait_actors_up(
+    handles: Sequence[Any], cpus_per_worker: float, timeout: float, probe: str = "pid"
+) -> list[Any]:
+    """Wait until every actor answers its ``probe`` method (no arguments); returns the answers,
+    so a caller that needs something from the actors asks for it in the same round-trip.
+    Raises :class:`ShardPlacementError` (saying what to change) when they are not all up within
+    ``timeout`` seconds."""
     ray = _ray()
     from ray.exceptions import GetTimeoutError
 
     try:
-        ray.get([h.pid.remote() for h in handles], timeout=timeout)
+        return list(ray.get([getattr(h, probe).remote() for h in handles], timeout=timeout))
     except GetTimeoutError:
         have = float(ray.cluster_resources().get("CPU", 0.0))
         raise ShardPlacementError(
@@ -166,19 +170,24 @@ def wait_actors_up(handles: Sequence[Any], cpus_per_worker: float, timeout: floa
 
 
 def launch_actors(
-    actor_cls: Any, args: Sequence[tuple[Any, ...]], cpus: float, timeout: float
-) -> list[Any]:
+    actor_cls: Any,
+    args: Sequence[tuple[Any, ...]],
+    cpus: float,
+    timeout: float,
+    probe: str = "pid",
+) -> tuple[list[Any], list[Any]]:
     """One ``actor_cls`` actor per argument tuple, returned once all are up
-    (:func:`wait_actors_up`); on failure the ones started are killed and the error raised."""
+    (:func:`wait_actors_up`) with their answers to ``probe``; on failure the ones started are
+    killed and the error raised."""
     ray = _ray()
     actors = [actor_cls.remote(*a) for a in args]
     try:
-        wait_actors_up(actors, cpus, timeout)
+        answers = wait_actors_up(actors, cpus, timeout, probe)
     except BaseException:
         for h in actors:
             ray.kill(h)
         raise
-    return actors
+    return actors, answers
 
 
 class ShardActor:
@@ -282,8 +291,9 @@ def start_file_shard_actors(
         )
         for s in shards
     ]
-    actors = launch_actors(actor_cls, args, cpus_per_worker, start_timeout)
-    d, dtype = ray.get(actors[0].shape.remote())  # read by the actor: the file may be remote
+    # the readiness probe reads each file's (width, dtype): the file may be remote
+    actors, shapes = launch_actors(actor_cls, args, cpus_per_worker, start_timeout, "shape")
+    d, dtype = shapes[0]
     n = int(shards[-1].stop)
     return actors, [(s.start, s.stop) for s in shards], initial, (n, int(d), compute_dtype(dtype))
 
@@ -356,7 +366,7 @@ def start_shard_actors(
         )
         for a, b in bounds
     ]
-    actors = launch_actors(actor_cls, args, cpus_per_worker, start_timeout)
+    actors, _ = launch_actors(actor_cls, args, cpus_per_worker, start_timeout)
     return actors, bounds, initial, (n, d, cd)
 
 
