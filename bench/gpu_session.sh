@@ -8,6 +8,14 @@
 # 3. the label-efficiency grid (the paper's protocol, whole 60k train split as the pool,
 #    full test split, 15 rounds, seeds 0.. until GRID_BUDGET seconds) -> $OUT/le.tgz
 # 4. GPU vs CPU side by side:              bench/bench_gpu.py -> $OUT/bench/gpu.{json,md}
+# 5. (only when named in STEPS) the rest of the CNN confirmation of issue #12
+#    (bench/results/label_efficiency-cnn-confirm/PROTOCOL.md): its finished runs are copied to
+#    $OUT/cnn-confirm first and skipped, the missing seeds run in seed order on the GPU until
+#    CNN_BUDGET seconds; it needs the 10k feature cache in .devdata/cache (ACTIVEKD_CACHE_DIR).
+#    Copy $OUT/cnn-confirm back over the results folder afterwards; the same call resumes.
+#
+# STEPS picks and orders the steps (default: cache pytest grid bench); one device call is at
+# most 10 minutes, so e.g. STEPS=cnn_confirm CNN_BUDGET=420 for the confirmation alone.
 #
 # Where the machine lacks this project's pure-Python dependencies they travel as wheels in .whl/
 # and Fashion-MNIST in .devdata/fashion-mnist (see docs/benchmarks.md, GPU section). Every step
@@ -16,6 +24,8 @@ set -uo pipefail
 OUT=${OUT:-bench/results/gpu-session}
 GRID_BUDGET=${GRID_BUDGET:-270}
 GRID_WORKERS=${GRID_WORKERS:-14}
+STEPS=${STEPS:-cache pytest grid bench}
+CNN_BUDGET=${CNN_BUDGET:-420}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 LOG="$OUT/session.log"
@@ -27,6 +37,8 @@ if [ -d .whl ]; then
 fi
 export PYTHONPATH=$PWD/src:$PWD:${PYTHONPATH:-}
 if [ -d .devdata/fashion-mnist ]; then export ACTIVEKD_FASHION_MNIST_DIR=$PWD/.devdata/fashion-mnist; fi
+if [ -d .devdata/cache ]; then export ACTIVEKD_CACHE_DIR=$PWD/.devdata/cache; fi
+want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 status=0
 step() {  # step NAME TIMEOUT_S CMD...: runs CMD, appends its output to session.log, prints a tail
@@ -48,13 +60,16 @@ step() {  # step NAME TIMEOUT_S CMD...: runs CMD, appends its output to session.
 
 CACHE=$OUT/cache.npz
 POOL=60000
-step cache 200 $PY scripts/build_teacher_cache.py --device cuda --precision fp32 \
-  --batch-size 1024 --chunk-size 8192 --out "$CACHE" --work-dir /tmp/cache.parts
+if want cache; then
+  step cache 200 $PY scripts/build_teacher_cache.py --device cuda --precision fp32 \
+    --batch-size 1024 --chunk-size 8192 --out "$CACHE" --work-dir /tmp/cache.parts
+fi
 if [ ! -f "$CACHE" ]; then
   CACHE=src/activekd/data/teacher_cache/fashion-mnist-label-map-224-first20000.npz
   POOL=20000
 fi
-$PY - "$CACHE" <<'EOF' 2>&1 | tee -a "$LOG"
+if want cache; then
+  $PY - "$CACHE" <<'EOF' 2>&1 | tee -a "$LOG"
 import sys, glob, numpy as np
 new = np.load(sys.argv[1])
 print("cache meta:", new["meta"])
@@ -64,15 +79,32 @@ for old in sorted(glob.glob("src/activekd/data/teacher_cache/fashion-mnist-label
         a, b = o[f"{split}_probs"].astype("f4"), new[f"{split}_probs"][: len(o[f"{split}_probs"])].astype("f4")
         print(f"GPU cache vs {old.split('/')[-1]} {split}: rows {len(a)}, max abs diff {abs(a - b).max():.2e}, top-1 agreement {(a.argmax(1) == b.argmax(1)).mean():.5f}")
 EOF
+fi
 
-step pytest 150 $PY -m pytest -m gpu --noconftest -p no:cacheprovider -ra -v tests/gpu
+if want pytest; then
+  step pytest 150 $PY -m pytest -m gpu --noconftest -p no:cacheprovider -ra -v tests/gpu
+fi
 
-OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
-  step grid $((GRID_BUDGET + 120)) $PY bench/label_efficiency.py --workers "$GRID_WORKERS" \
-  --time-budget "$GRID_BUDGET" --seeds $(seq 0 29) --pool-size "$POOL" --test-size 10000 \
-  --rounds 15 --cache "$CACHE" --out "$OUT/le"
-tar czf "$OUT/le.tgz" -C "$OUT" le && rm -rf "$OUT/le"
+if want grid; then
+  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+    step grid $((GRID_BUDGET + 120)) $PY bench/label_efficiency.py --workers "$GRID_WORKERS" \
+    --time-budget "$GRID_BUDGET" --seeds $(seq 0 29) --pool-size "$POOL" --test-size 10000 \
+    --rounds 15 --cache "$CACHE" --out "$OUT/le"
+  tar czf "$OUT/le.tgz" -C "$OUT" le && rm -rf "$OUT/le"
+fi
 
-step bench 170 $PY bench/bench_gpu.py --out "$OUT/bench"
+if want cnn_confirm; then
+  # issue #12's CNN confirmation: the protocol's command, resumed from the committed runs
+  rm -rf "$OUT/cnn-confirm" && cp -r bench/results/label_efficiency-cnn-confirm "$OUT/cnn-confirm"
+  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+    step cnn_confirm $((CNN_BUDGET + 150)) $PY bench/label_efficiency.py --pool-rows 10000 \
+    --pool-size 10000 --test-size 10000 --seeds $(seq 320 338) --strategies random typiclust \
+    --ce-only --configs typiclust:adapt=clap --workers "$GRID_WORKERS" \
+    --time-budget "$CNN_BUDGET" --out "$OUT/cnn-confirm"
+fi
+
+if want bench; then
+  step bench 170 $PY bench/bench_gpu.py --out "$OUT/bench"
+fi
 tail -n 40 "$LOG"
 exit $status
