@@ -238,7 +238,9 @@ def test_the_fortunes_builtin_fills_in_its_classes_student_and_precomputed_teach
 
 
 @pytest.mark.slow
-def test_activekd_run_of_the_fortunes_example_on_local_services(tmp_path: Path) -> None:
+def test_activekd_run_of_the_fortunes_example_on_local_services(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A text experiment through the services: a small MiniLM cache built here (40 texts per
     split), the pools uploaded from it, the MLP student trained on the embeddings, typiclust
     selecting on the teacher's features, the teacher adapted from its class-description head;
@@ -293,11 +295,8 @@ def test_activekd_run_of_the_fortunes_example_on_local_services(tmp_path: Path) 
         def upload_pool(self, pool_id: str, **kw: Any) -> None:
             uploads[pool_id] = kw
 
-    os.environ["ACTIVEKD_CACHE_DIR"] = str(cache_dir)
-    try:
-        TextPools("fortunes", 40, 40, 0).upload(Recorder(), PoolIds.with_prefix("p"))
-    finally:
-        del os.environ["ACTIVEKD_CACHE_DIR"]
+    monkeypatch.setenv("ACTIVEKD_CACHE_DIR", str(cache_dir))
+    TextPools("fortunes", 40, 40, 0).upload(Recorder(), PoolIds.with_prefix("p"))
     head = uploads[head_pool_id("p/teacher-pool")]
     assert uploads["p/teacher-pool"]["metadata"] == {HEAD_POOL_KEY: head_pool_id("p/teacher-pool")}
     np.testing.assert_array_equal(head["arrays"]["prototypes"], cache["prototypes"])

@@ -95,6 +95,19 @@ def check_experiment_id(experiment_id: str) -> str:
     return experiment_id
 
 
+def student_pool_id(experiment_id: str, round_: int) -> str:
+    """The default output pool of a round's student scores: ``<experiment>/round-<r>/student``."""
+    return f"{experiment_id}/round-{round_}/student"
+
+
+def teacher_targets_pool_id(experiment_id: str, round_: int) -> str:
+    """The pool of a round's distillation targets, ``<experiment>/round-<r>/teacher``: the
+    teacher's probabilities in the experiment pool's rows and item ids (adapted when the
+    experiment adapts its teacher). The trainer writes it for a strategy that selects on the
+    teacher's probabilities (``pcoreset_teacher``), and the experiment service selects on it."""
+    return f"{experiment_id}/round-{round_}/teacher"
+
+
 def check_array_name(name: str, field: str | None = "chunk.arrays") -> str:
     """``name`` if it can name a stored array (a letter, then up to 63 letters, digits, ``_``)."""
     if not isinstance(name, str) or _ARRAY_NAME.fullmatch(name) is None:
@@ -111,4 +124,6 @@ __all__ = [
     "check_pool_id",
     "check_request_id",
     "check_segment",
+    "student_pool_id",
+    "teacher_targets_pool_id",
 ]

@@ -216,3 +216,33 @@ def test_summary_pairs_each_adapted_config_with_its_zero_shot_twin(tmp_path: Any
     # gains 2, 4, -3 points: mean 1.00, sd sqrt(13) = 3.606, half-width 4.303 * 3.606 / sqrt(3) = 8.96
     assert row == "| typiclust:adapt=clap − typiclust | 3 | +1.00 ± 8.96 | +1.00 ± 8.96 | 2/3 |"
     assert "| configs | seeds | mean over rounds | at 20 labels | seeds better at 20 |" in md
+
+
+def test_summary_counts_runs_by_device_and_names_seeds_paired_across_devices(
+    tmp_path: Any,
+) -> None:
+    """A grid resumed on another machine (a GPU lease) records each run's device: the summary
+    says how many ran where and which seeds' configs ran on different devices."""
+    import json
+
+    def write(config: str, seed: int, device: str | None) -> None:
+        folder = tmp_path / le._folder(config)
+        folder.mkdir(exist_ok=True)
+        rounds = [{"round": 0, "labeled": 10, "accuracy": 0.5, "accuracy_ce": 0.5,
+                   "accuracy_kd": 0.5, "selected": []}]  # fmt: skip
+        run = {"config": config, "seed": seed, "rounds": rounds}
+        if device is not None:
+            run["device"] = device
+        (folder / f"seed-{seed}.json").write_text(json.dumps(run))
+
+    write("random", 1, "cpu")
+    write("typiclust", 1, "cpu")
+    assert le.devices_note(tmp_path) == "\nRuns by device: cpu (2).\n"
+    write("random", 2, "cpu")
+    write("typiclust", 2, "NVIDIA H100")
+    write("random", 3, None)  # files written before devices were recorded
+    md = le.summarise(tmp_path)
+    assert md.endswith(
+        "\nRuns by device: NVIDIA H100 (1), cpu (3), unknown (1). Seeds whose configs ran on more "
+        "than one device (paired across devices): 2.\n"
+    )

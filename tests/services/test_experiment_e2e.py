@@ -15,6 +15,7 @@ import pytest
 from activekd.client import ExperimentClient, SelectionClient, TeacherClient
 from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from activekd.experiment.oracle import initial_labels
+from activekd.ids import teacher_targets_pool_id
 from activekd.orchestration.local_services import LocalServices
 from activekd.seeds import round_seed
 from activekd.student.round_job import student_pool_id
@@ -156,9 +157,11 @@ def test_typiclust_on_the_teacher_features_with_an_adapted_teacher(stack: LocalS
 def test_named_pcoreset_variants_select_on_the_teacher_and_the_ce_head(
     stack: LocalServices,
 ) -> None:
-    """pcoreset_teacher picks on the experiment's teacher pool and pcoreset_ce on the scored
-    pool's ce_probs (the registry's probs_source, passed by the driver): each equals pcoreset
-    called on those probabilities, and neither is the paper's pcoreset on the student's."""
+    """pcoreset_teacher picks on the round's teacher probabilities (here the experiment's
+    teacher pool, which the trainer writes in the pool's rows as <experiment>/round-<r>/teacher) and
+    pcoreset_ce on the scored pool's ce_probs (the registry's probs_source, passed by the
+    driver): each equals pcoreset called on those probabilities, and neither is the paper's
+    pcoreset on the student's."""
     picked = {}
     with ExperimentClient(stack.target("experiment"), timeout=600) as client:
         for name in ("pcoreset_teacher", "pcoreset_ce"):
@@ -181,6 +184,44 @@ def test_named_pcoreset_variants_select_on_the_teacher_and_the_ce_head(
     assert list(on_teacher) == picked["pcoreset_teacher"]
     assert list(on_ce.item_ids) == picked["pcoreset_ce"]
     assert list(on_combined) != picked["pcoreset_ce"]
+
+
+def test_pcoreset_teacher_picks_only_pool_items_from_a_larger_teacher_pool(
+    stack: LocalServices,
+) -> None:
+    """A teacher pool may hold more items than the experiment's, in another order: the trainer
+    writes the round's teacher targets in the pool's rows (<experiment>/round-<r>/teacher) and
+    pcoreset_teacher selects on those,
+    so it never returns an item outside the experiment pool, even when the extra items are the
+    farthest points of the teacher's probability space."""
+    rng = np.random.default_rng(3)
+    pool_ids = [f"p{i}" for i in range(160)]
+    probs = rng.dirichlet(np.full(10, 2.0), size=160).astype(np.float32)
+    extra = np.eye(10, dtype=np.float32)[rng.integers(10, size=40)]  # one-hot: far from all
+    ids = pool_ids + [f"x{i}" for i in range(40)]
+    order = rng.permutation(200)
+    with SelectionClient(stack.target("selection")) as sel:
+        sel.upload_pool("e2e/teacher-wide", item_ids=[ids[i] for i in order],
+                        arrays={"probs": np.concatenate([probs, extra])[order]}, overwrite=True)  # fmt: skip
+        sel.upload_pool("e2e/teacher-aligned", item_ids=pool_ids, arrays={"probs": probs},
+                        overwrite=True)  # fmt: skip
+    spec = _spec(strategy="pcoreset_teacher", rounds=1)
+    spec.teacher_config.update({"pool_id": "e2e/teacher-wide"})
+    with ExperimentClient(stack.target("experiment"), timeout=600) as client:
+        exp = _run(client, client.create(spec, experiment_id="pt-wide").experiment_id)
+    picked = _selected(exp)[0]
+    assert len(picked) == 5 and set(picked) <= set(pool_ids)
+    _, y = load_fashion_mnist("train")
+    lab, labels = initial_labels(pool_ids, y[:160], 1, 7, 10)
+    with SelectionClient(stack.target("selection")) as sel:
+        kw = dict(labeled=lab, labels=labels, seed=round_seed(7, 0))
+        want = sel.select_batch("pcoreset", 5, pool_id="e2e/teacher-aligned", **kw).item_ids
+        stored = sel.select_batch(
+            "pcoreset", 5, pool_id=teacher_targets_pool_id("pt-wide", 0), **kw
+        ).item_ids
+        wide = sel.select_batch("pcoreset", 5, pool_id="e2e/teacher-wide", **kw).item_ids
+    assert list(want) == picked and list(stored) == picked
+    assert set(wide) - set(pool_ids)  # selecting on the teacher pool itself would leave the pool
 
 
 def test_two_drivers_exactly_one_advances(stack: LocalServices) -> None:

@@ -57,6 +57,12 @@ def _spec(**kw: Any) -> ExperimentSpec:
         ({"teacher_config": {"x": float("nan")}}, "teacher_config", "JSON"),
         ({"budget_per_round": 2.5}, "budget_per_round", "integer"),
         ({"initial_labels": [0, 1.0]}, "initial_labels", "not an integer"),
+        (
+            {"student_config": {"input_array": ""}},
+            "student_config.input_array",
+            r"input_array '' is not an array name: .* or leave it out for 'images'",
+        ),
+        ({"student_config": {"input_array": "a/b"}}, "student_config.input_array", "'a/b'"),
     ],
 )
 def test_spec_rejects(changes: dict[str, Any], field: str, pattern: str) -> None:

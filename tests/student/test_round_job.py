@@ -18,6 +18,7 @@ import redis
 import torch
 
 from activekd.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from activekd.ids import teacher_targets_pool_id
 from activekd.seeds import round_seed
 from activekd.state.experiment_spec import ExperimentSpec
 from activekd.state.experiments import ExperimentStore, RoundState
@@ -99,6 +100,7 @@ class World:
         budget: int = 4,
         rounds: int = 2,
         teacher_config: dict[str, Any] | None = None,
+        strategy: str = "pcoreset",
     ) -> str:
         init_ids, init_labels = self.initial()
         spec = ExperimentSpec(
@@ -112,7 +114,7 @@ class World:
                 else ({"pool_id": teacher_pool} if teacher_pool else {})
             ),
             student_config=dict(TINY if student is None else student),
-            strategy="pcoreset",
+            strategy=strategy,
             initial_item_ids=ids if ids is not None else init_ids,
             initial_labels=labels if labels is not None else init_labels,
             budget_per_round=budget,
@@ -326,18 +328,45 @@ def test_clap_adaptation_distils_from_the_teacher_refitted_on_the_labels(world: 
         world.experiment("e-bad", teacher_config={"pool_id": "syn/teacher", "adaptation": "lora"})
 
 
+def test_teacher_targets_pool_for_a_strategy_on_the_teacher_probabilities(world: World) -> None:
+    """For pcoreset_teacher the trainer writes the round's distillation targets (adapted here)
+    as <experiment>/round-<r>/teacher, in the pool's rows and item ids although the teacher
+    pool holds its items in another order; for pcoreset (the student's probabilities) it does
+    not."""
+    rng = np.random.default_rng(5)
+    feats = (np.eye(C)[world.y] * 2 + rng.normal(0, 0.5, (world.y.size, C))).astype(np.float32)
+    order = rng.permutation(world.y.size)
+    world.store.put("syn/teacher-g", [world.ids[i] for i in order],
+                    {"probs": world.t[order], "features": feats[order]})  # fmt: skip
+    tcfg = {"pool_id": "syn/teacher-g", "adaptation": "clap"}
+    exp = world.experiment("e-pt", teacher_config=tcfg, strategy="pcoreset_teacher")
+    prep = world.trainer.prepare(RoundRequest(exp, 0))
+    world.trainer.run(prep)
+    meta = world.store.describe(teacher_targets_pool_id(exp, 0))
+    assert meta.metadata["adaptation"] == "clap" and meta.metadata["source_pool_id"] == "syn/pool"
+    assert [str(i) for i in world.store.item_ids(meta.pool_id)] == world.ids
+    stored = world.store.open_array(meta.pool_id, "probs")
+    assert prep.teacher_probs is not None
+    np.testing.assert_array_equal(stored, prep.teacher_probs)
+    assert not np.allclose(stored, world.t)  # the adapted targets, not the zero-shot ones
+
+    plain = world.experiment("e-pc", teacher_config=tcfg)
+    world.trainer.run(world.trainer.prepare(RoundRequest(plain, 0)))
+    assert not world.store.exists(teacher_targets_pool_id(plain, 0))
+
+
 def test_clap_adaptation_starts_from_the_head_stored_beside_the_teacher_pool(
     world: World,
 ) -> None:
     """A teacher pool that names its zero-shot head (open_clip's text weights, MiniLM's
     prototypes) is adapted from that head, as the in-process harness does for text; without one
     the head is fitted to the zero-shot probabilities. The two starts give different targets."""
-    from activekd.teacher.head_pool import HEAD_POOL_KEY, ZeroShotHead, write_head
+    from activekd.teacher.head_pool import HEAD_POOL_KEY, TeacherHead, write_head
 
     rng = np.random.default_rng(11)
     feats = (np.eye(C)[world.y] * 2 + rng.normal(0, 0.5, (world.y.size, C))).astype(np.float32)
     protos = (np.eye(C) + rng.normal(0, 0.3, (C, C))).astype(np.float32)
-    head = ZeroShotHead(protos, 10.0, tuple(CLASSES))
+    head = TeacherHead(protos, 10.0, tuple(CLASSES))
     zero_shot = head.prototypes  # the teacher's probabilities are its head's on its features
     norm = feats / np.linalg.norm(feats, axis=1, keepdims=True)
     logits = 10.0 * norm @ zero_shot.T
@@ -367,7 +396,7 @@ def test_clap_adaptation_starts_from_the_head_stored_beside_the_teacher_pool(
     assert np.abs(prep.teacher_probs - got["syn/teacher-nohead"].teacher_probs).max() > 1e-3
 
     # a head for other features is refused, and nothing is trained on it
-    write_head(world.store, "syn/teacher-h", ZeroShotHead(protos[:, :3], 10.0, tuple(CLASSES)))
+    write_head(world.store, "syn/teacher-h", TeacherHead(protos[:, :3], 10.0, tuple(CLASSES)))
     exp = world.experiment(
         "e-head-bad", teacher_config={"pool_id": "syn/teacher-h", "adaptation": "clap"}
     )

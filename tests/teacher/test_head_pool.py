@@ -19,7 +19,7 @@ from activekd.teacher.adapt import head_probs
 from activekd.teacher.cache import TeacherCacheIndex
 from activekd.teacher.head_pool import (
     HEAD_POOL_KEY,
-    ZeroShotHead,
+    TeacherHead,
     head_pool_id,
     read_head,
     teacher_head,
@@ -80,7 +80,7 @@ def test_a_teacher_without_a_linear_head_stores_none(pool_store: PoolStore, tmp_
 def test_a_head_that_does_not_fit_its_teacher_pool_is_refused(pool_store: PoolStore) -> None:
     names = ("a", "b", "c")
     rng = np.random.default_rng(1)
-    head = ZeroShotHead(rng.normal(size=(3, 4)).astype(np.float32), 20.0, names)
+    head = TeacherHead(rng.normal(size=(3, 4)).astype(np.float32), 20.0, names)
     ids = [str(i) for i in range(6)]
     probs = rng.dirichlet(np.ones(3), size=6).astype(np.float32)
 
@@ -106,4 +106,13 @@ def test_a_head_that_does_not_fit_its_teacher_pool_is_refused(pool_store: PoolSt
     with pytest.raises(FailedPrecondition, match="classes are not the teacher pool's"):
         read_head(pool_store, other, num_classes=3, feature_dim=4)
     with pytest.raises(ValueError, match="logit_scale"):
-        write_head(pool_store, "t/bad", ZeroShotHead(head.prototypes, float("nan"), names))
+        write_head(pool_store, "t/bad", TeacherHead(head.prototypes, float("nan"), names))
+    # metadata anyone can upload: malformed values are FailedPrecondition, not internal errors
+    pool_store.put("t/odd-head", list(names), {"prototypes": head.prototypes},
+                   metadata={"logit_scale": "twenty"})  # fmt: skip
+    with pytest.raises(FailedPrecondition, match="logit_scale is not a number"):
+        read_head(pool_store, teacher_pool("t/odd", "t/odd-head"), num_classes=3, feature_dim=4)
+    pool_store.put("t/bad-names", ids, {"probs": probs}, overwrite=True,
+                   metadata={HEAD_POOL_KEY: head_pool_id("t/ok"), "class_names": "[a, b"})  # fmt: skip
+    with pytest.raises(FailedPrecondition, match="class_names metadata that is not a JSON list"):
+        read_head(pool_store, pool_store.describe("t/bad-names"), num_classes=3, feature_dim=4)

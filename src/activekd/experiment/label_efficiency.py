@@ -492,6 +492,29 @@ def load_runs(root: Path) -> dict[str, dict[int, list[dict[str, Any]]]]:
     return out
 
 
+def devices_note(root: Path) -> str:
+    """Which device ran how many of the runs under ``root``, and the seeds whose configs ran on
+    more than one (their pairs compare across devices: float noise, no bias)."""
+    count: dict[str, int] = {}
+    per_seed: dict[int, set[str]] = {}
+    for f in sorted(root.glob("*/seed-*.json")):
+        run = json.loads(f.read_text())
+        device = str(run.get("device", "unknown"))
+        count[device] = count.get(device, 0) + 1
+        per_seed.setdefault(int(run["seed"]), set()).add(device)
+    if not count:
+        return ""
+    note = "\nRuns by device: " + ", ".join(f"{d} ({n})" for d, n in sorted(count.items())) + "."
+    mixed = sorted(s for s, d in per_seed.items() if len(d) > 1)
+    if mixed:
+        note += (
+            " Seeds whose configs ran on more than one device (paired across devices): "
+            + ", ".join(map(str, mixed))
+            + "."
+        )
+    return note + "\n"
+
+
 def class_names(grid: GridConfig) -> list[str]:
     """The class names of the grid's dataset (for the per-class tables)."""
     if grid.dataset == "fashion-mnist":
@@ -586,6 +609,7 @@ def summarise(
         + _adaptation_table(runs, order, n_rounds, labeled)
         + _teacher_rounds_table(runs, order, n_rounds, labeled)
         + (_picks_table(runs, order, pool_labels, class_names) if pool_labels is not None else "")
+        + devices_note(root)
     )
     (root / "results.md").write_text(md)
     _plot(root, runs, n_rounds, teacher_accuracy)

@@ -24,7 +24,7 @@ import numpy as np
 from activekd.data.fashion_mnist import FASHION_MNIST_CLASSES
 from activekd.data.fortunes import FORTUNES_CLASSES
 from activekd.errors import InvalidArgument
-from activekd.teacher.head_pool import HEAD_POOL_KEY, ZeroShotHead, head_arrays, head_pool_id
+from activekd.teacher.head_pool import HEAD_POOL_KEY, TeacherHead, head_arrays, head_pool_id
 
 
 class BuiltinPools(Protocol):
@@ -174,7 +174,7 @@ class TextPools:
         ]
         # the MiniLM teacher's zero-shot head (class-description prototypes), beside the teacher
         # pool, so teacher_config.adaptation 'clap' starts from it as the in-process harness does
-        head = ZeroShotHead(
+        head = TeacherHead(
             np.asarray(c["prototypes"], np.float32), float(c["logit_scale"]), self.class_names
         )
         head_ids, head_array, head_meta = head_arrays(head)

@@ -37,6 +37,7 @@ from activekd.experiment.stopping import (
     stop_reason,
     stop_set,
 )
+from activekd.ids import teacher_targets_pool_id
 from activekd.seeds import round_seed
 from activekd.selection.strategies import STRATEGY_INFO, probs_source
 from activekd.state.experiment_spec import INPUT_ARRAY_KEY, ExperimentSpec
@@ -409,14 +410,16 @@ class Driver:
                     "force), upload a 'features' array with the probs, or pick a strategy that "
                     "needs no teacher features (e.g. pcoreset)"
                 )
-        # the probabilities the registry names: the student's (combined), its CE head's
-        # (``ce_probs`` of the scored pool) or the round's teacher pool (pcoreset_teacher)
+        # the probabilities the registry names: the student's (combined) or its CE head's
+        # (``ce_probs``), both in the round's scored pool, or the round's distillation targets
+        # the trainer wrote in the pool's rows (adapted when the experiment adapts: what the
+        # in-process loop passes too)
         source = probs_source(spec.strategy)
         probs_pool_id, probs_array = rec.student_pool_id, ""
         if source == "ce":
             probs_array = "ce_probs"
         elif source == "teacher":
-            probs_pool_id = rec.teacher_pool_id or self._first_round(exp)["teacher_pool_id"]
+            probs_pool_id = teacher_targets_pool_id(exp.experiment_id, exp.current_round)
         with self._calling("selection"):
             res = self.selection.select_batch(
                 spec.strategy,

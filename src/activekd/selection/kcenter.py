@@ -133,8 +133,9 @@ def kcenter_greedy(
 #: Cost model of one pick's update (``KCenterShard.add_centre``), in row-scan units: the flat
 #: scan tests every row (``mind > thr[assign]``, ~4 ns a row here); the grouped scan tests only
 #: the member lists of the active groups but pays a fixed cost per group (list concatenation and
-#: split, ~0.75 us = ~190 rows) and ~2x per listed row (the lists hold moved-out rows until
-#: compacted). The cheaper one runs; both give the same min distances.
+#: storing, ~0.75 us = ~190 rows as measured when the lists were stored with ``np.split``; plain
+#: slicing since 2026-12-07 costs less, not re-measured) and ~2x per listed row (the lists hold
+#: moved-out rows until compacted). The cheaper one runs; both give the same min distances.
 GROUP_COST_ROWS = 190.0
 GROUP_ROW_COST = 2.0
 #: ``best()`` refines the per-group upper bounds lazily; after this many rows (as a fraction of

@@ -97,6 +97,7 @@ class StrategyInfo:
 #: PCoreSet input), the softmax of its CE head alone, or the round's teacher probabilities.
 PROBS_SOURCES: tuple[str, ...] = ("combined", "ce", "teacher")
 
+
 STRATEGIES: dict[str, StrategyFn] = {}
 STRATEGY_INFO: dict[str, StrategyInfo] = {}
 
@@ -192,8 +193,9 @@ register(
     "pcoreset_teacher",
     "PCoreSet on the teacher's probabilities: the same greedy k-center, in the teacher's "
     "probability space, which exists before any student (the cold start); the loop and the "
-    "experiment service pass the round's teacher probabilities, a SelectBatch caller passes "
-    "them as probs",
+    "experiment service pass the round's teacher probabilities (adapted when the experiment "
+    "adapts its teacher; the trainer stores them as the pool <experiment>/round-<r>/teacher), a "
+    "SelectBatch caller passes them as probs",
     needs_probs=True,
     needs_features=False,
     probs_source="teacher",

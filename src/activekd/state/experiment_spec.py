@@ -14,6 +14,7 @@ from typing import Any
 
 from activekd.defaults import DEFAULT_STRATEGY
 from activekd.errors import InvalidArgument, shown
+from activekd.ids import check_array_name
 
 MAX_CLASSES = 100_000
 MAX_SEED = 2**64 - 1  # proto uint64
@@ -106,7 +107,7 @@ class ExperimentSpec:
     @property
     def input_array(self) -> str:
         """The pool array the student reads (``student_config.input_array``, else ``images``)."""
-        return str(self.student_config.get(INPUT_ARRAY_KEY) or DEFAULT_INPUT_ARRAY)
+        return str(self.student_config.get(INPUT_ARRAY_KEY, DEFAULT_INPUT_ARRAY))
 
     def validate(self, valid_strategies: set[str] | frozenset[str] | None = None) -> ExperimentSpec:
         """Raise ``InvalidArgument`` (with ``field`` set) on the first problem; return ``self``.
@@ -144,6 +145,17 @@ class ExperimentSpec:
                 raise InvalidArgument(
                     f"{name} must hold JSON values only: {exc}", field=name
                 ) from exc
+        if INPUT_ARRAY_KEY in self.student_config:
+            name = self.student_config[INPUT_ARRAY_KEY]
+            try:
+                check_array_name(name)
+            except InvalidArgument:
+                raise InvalidArgument(
+                    f"student_config.{INPUT_ARRAY_KEY} {shown(name)} is not an array name: name "
+                    "the pool array the student reads (a letter, then up to 63 letters, digits, "
+                    f"'_'), or leave it out for {DEFAULT_INPUT_ARRAY!r}",
+                    field=f"student_config.{INPUT_ARRAY_KEY}",
+                ) from None
         adaptation = self.teacher_config.get("adaptation", "none")
         if adaptation not in TEACHER_ADAPTATIONS:
             raise InvalidArgument(

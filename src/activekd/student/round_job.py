@@ -62,7 +62,9 @@ from activekd.errors import (
     NotFound,
     shown,
 )
+from activekd.ids import student_pool_id, teacher_targets_pool_id
 from activekd.seeds import SEED_MODULUS, round_seed
+from activekd.selection.strategies import probs_source
 from activekd.state.experiment_spec import DEFAULT_INPUT_ARRAY, INPUT_ARRAY_KEY
 from activekd.state.experiments import Experiment, ExperimentStore
 from activekd.store import PoolMeta, PoolStore
@@ -644,6 +646,10 @@ class RoundTrainer:
             losses=losses,
             train_seconds=res.elapsed_seconds,
         )
+        if prepared.teacher_probs is not None and (
+            probs_source(prepared.experiment.spec.strategy) == "teacher"
+        ):
+            self._write_teacher_targets(prepared, info)
         if req.predict_pool:
             t0 = time.perf_counter()
             outcome.student_pool = self._write_scores(
@@ -691,6 +697,30 @@ class RoundTrainer:
                 "experiment_id": exp_id,
                 "round": str(round_),
                 "source_pool_id": pool_id,
+                "checkpoint_sha256": info.sha256,
+            },
+            overwrite=True,
+        )
+
+    def _write_teacher_targets(self, prepared: PreparedRound, info: CheckpointInfo) -> PoolMeta:
+        """The round's distillation targets as ``<experiment>/round-<r>/teacher``, in the pool's
+        rows and item ids (a teacher pool may hold more items, in another order), for a strategy
+        that selects on the teacher's probabilities: what the in-process loop passes it too."""
+        exp_id, round_ = prepared.experiment.experiment_id, prepared.request.round
+        assert prepared.teacher_probs is not None
+        return self.store.put(
+            teacher_targets_pool_id(exp_id, round_),
+            [str(i) for i in self.store.item_ids(prepared.pool_id)],
+            {"probs": np.asarray(prepared.teacher_probs, dtype=np.float32)},
+            metadata={
+                "kind": "teacher-targets",
+                "experiment_id": exp_id,
+                "round": str(round_),
+                "source_pool_id": prepared.pool_id,
+                "teacher_pool_id": prepared.teacher_pool_id,
+                "adaptation": str(
+                    prepared.experiment.spec.teacher_config.get("adaptation", "none")
+                ),
                 "checkpoint_sha256": info.sha256,
             },
             overwrite=True,
@@ -778,11 +808,6 @@ class RoundTrainer:
             test_pool_id=test_pool_id,
             seconds=time.perf_counter() - t0,
         )
-
-
-def student_pool_id(experiment_id: str, round_: int) -> str:
-    """The default output pool of a round's student scores: ``<experiment>/round-<r>/student``."""
-    return f"{experiment_id}/round-{round_}/student"
 
 
 def _labels_digest(ids: list[str], labels: np.ndarray) -> str:

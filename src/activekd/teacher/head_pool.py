@@ -36,8 +36,11 @@ HEAD_SUFFIX = "/zero-shot-head"
 
 
 @dataclass(frozen=True)
-class ZeroShotHead:
-    """``softmax(logit_scale * normalize(f) @ prototypes.T)``: prototypes (C, D) float32."""
+class TeacherHead:
+    """A teacher's own zero-shot linear head, as stored beside its pool (open_clip's prompt
+    ensemble, MiniLM's class descriptions): ``softmax(logit_scale * normalize(f) @
+    prototypes.T)``, prototypes (C, D) float32. Not :class:`activekd.teacher.adapt.ZeroShotHead`,
+    the head fitted to a teacher's probabilities, which adaptation starts from."""
 
     prototypes: np.ndarray
     logit_scale: float
@@ -49,14 +52,14 @@ def head_pool_id(teacher_pool_id: str) -> str:
     return teacher_pool_id + HEAD_SUFFIX
 
 
-def teacher_head(teacher: Any) -> ZeroShotHead | None:
+def teacher_head(teacher: Any) -> TeacherHead | None:
     """The zero-shot linear head of a teacher object, or None when it has none (its
     ``zero_shot_head`` attribute, e.g. :class:`~activekd.teacher.open_clip_teacher.OpenClipTeacher`)."""
     head = getattr(teacher, "zero_shot_head", None)
-    return head if isinstance(head, ZeroShotHead) else None
+    return head if isinstance(head, TeacherHead) else None
 
 
-def head_arrays(head: ZeroShotHead) -> tuple[list[str], dict[str, np.ndarray], dict[str, str]]:
+def head_arrays(head: TeacherHead) -> tuple[list[str], dict[str, np.ndarray], dict[str, str]]:
     """``(item_ids, arrays, metadata)`` of the head's pool."""
     protos = np.ascontiguousarray(head.prototypes, dtype=np.float32)
     if protos.ndim != 2 or protos.shape[0] != len(head.class_names):
@@ -67,7 +70,7 @@ def head_arrays(head: ZeroShotHead) -> tuple[list[str], dict[str, np.ndarray], d
     return list(head.class_names), {HEAD_ARRAY: protos}, metadata
 
 
-def write_head(store: Any, teacher_pool_id: str, head: ZeroShotHead) -> str:
+def write_head(store: Any, teacher_pool_id: str, head: TeacherHead) -> str:
     """Store ``head`` as the head pool of ``teacher_pool_id`` (replacing one there); its id."""
     ids, arrays, metadata = head_arrays(head)
     pool_id = head_pool_id(teacher_pool_id)
@@ -77,7 +80,7 @@ def write_head(store: Any, teacher_pool_id: str, head: ZeroShotHead) -> str:
 
 def read_head(
     store: Any, teacher_meta: Any, *, num_classes: int, feature_dim: int
-) -> ZeroShotHead | None:
+) -> TeacherHead | None:
     """The head the teacher pool ``teacher_meta`` names (None when it names none).
 
     FailedPrecondition when the named pool is gone or does not fit the teacher's outputs
@@ -97,7 +100,10 @@ def read_head(
     if HEAD_ARRAY not in meta.arrays or "logit_scale" not in meta.metadata:
         raise FailedPrecondition(f"{where}, which has no {HEAD_ARRAY!r} array or logit_scale")
     protos = np.array(store.open_array(pool_id, HEAD_ARRAY), dtype=np.float32)  # small: a copy
-    scale = float(meta.metadata["logit_scale"])
+    try:
+        scale = float(meta.metadata["logit_scale"])
+    except ValueError:
+        raise FailedPrecondition(f"{where}, whose logit_scale is not a number") from None
     if protos.shape != (num_classes, feature_dim):
         raise FailedPrecondition(
             f"{where}, whose prototypes are {list(protos.shape)}; the teacher pool has "
@@ -107,15 +113,23 @@ def read_head(
         raise FailedPrecondition(f"{where}, whose prototypes or logit_scale are not finite")
     names: Sequence[str] = [str(i) for i in store.item_ids(pool_id)]
     pool_names = teacher_meta.metadata.get("class_names")
-    if pool_names and tuple(json.loads(pool_names)) != tuple(names):
-        raise FailedPrecondition(f"{where}, whose classes are not the teacher pool's")
-    return ZeroShotHead(protos, scale, tuple(names))
+    if pool_names:
+        try:
+            listed = json.loads(pool_names)
+        except ValueError:
+            raise FailedPrecondition(
+                f"teacher pool {shown(teacher_meta.pool_id)} has class_names metadata that is not "
+                "a JSON list: store it again"
+            ) from None
+        if not isinstance(listed, list) or tuple(map(str, listed)) != tuple(names):
+            raise FailedPrecondition(f"{where}, whose classes are not the teacher pool's")
+    return TeacherHead(protos, scale, tuple(names))
 
 
 __all__ = [
     "HEAD_ARRAY",
     "HEAD_POOL_KEY",
-    "ZeroShotHead",
+    "TeacherHead",
     "head_arrays",
     "head_pool_id",
     "read_head",

@@ -29,7 +29,7 @@ from activekd.teacher.adapt import AdaptedHead, fit_clap_head
 from activekd.teacher.base import BaseTeacher, TeacherIdentity, TeacherOutput, sha256_state_dict
 from activekd.teacher.clip_configs import register_model_configs
 from activekd.teacher.clip_train import model_preprocess
-from activekd.teacher.head_pool import ZeroShotHead
+from activekd.teacher.head_pool import TeacherHead
 from activekd.teacher.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -313,10 +313,10 @@ class OpenClipTeacher(BaseTeacher):
         return self._zero_shot.detach().cpu().numpy().copy()
 
     @property
-    def zero_shot_head(self) -> ZeroShotHead:
+    def zero_shot_head(self) -> TeacherHead:
         """The zero-shot head as stored beside a scored pool (:mod:`activekd.teacher.head_pool`):
         the prompt-ensemble weights and the effective scale ``logit_scale / temperature``."""
-        return ZeroShotHead(
+        return TeacherHead(
             self.zero_shot_weights,
             float(self._bb.logit_scale) / self._temperature,
             tuple(self._class_names),

@@ -42,7 +42,7 @@ from activekd.teacher.base import BaseTeacher, TeacherOutput
 from activekd.teacher.cache import TeacherCacheIndex, packaged_teacher_cache_dir
 from activekd.teacher.head_pool import (
     HEAD_POOL_KEY,
-    ZeroShotHead,
+    TeacherHead,
     head_pool_id,
     teacher_head,
     write_head,
@@ -502,7 +502,7 @@ def begin_scoring(
     metadata: dict[str, str],
     force: bool,
     shard_rows: int = 0,
-    head: ZeroShotHead | None = None,
+    head: TeacherHead | None = None,
 ) -> PoolWriter:
     """The writer of a scoring job: an unfinished write with the same metadata resumes; with
     ``force``, one that already holds rows is discarded and the job starts afresh. ``head``: the
@@ -520,7 +520,7 @@ def begin_scoring(
 
 
 def commit_scoring(
-    store: PoolStore, writer: PoolWriter, pool_id: str, head: ZeroShotHead | None
+    store: PoolStore, writer: PoolWriter, pool_id: str, head: TeacherHead | None
 ) -> PoolMeta:
     """Store the teacher's zero-shot head beside the pool (when it has one), then commit: a job
     that failed before this point leaves no head behind."""
