@@ -523,7 +523,9 @@ def commit_scoring(
     store: PoolStore, writer: PoolWriter, pool_id: str, head: TeacherHead | None
 ) -> PoolMeta:
     """Store the teacher's zero-shot head beside the pool (when it has one), then commit: a job
-    that failed before this point leaves no head behind."""
+    that failed while scoring leaves no head behind; one whose commit fails may leave the head
+    pool (harmless: the next successful scoring replaces it, and only a committed teacher pool
+    names it)."""
     if head is not None:
         write_head(store, pool_id, head)
     return writer.commit()
