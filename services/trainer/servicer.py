@@ -53,6 +53,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             round=request.round,
             overrides=struct_to_dict(request.student_config, "student_config"),
             predict_pool=request.predict_pool,
+            write_teacher_targets=request.write_teacher_targets,
             seed=request.seed if request.HasField("seed") else None,
             **{name: getattr(request, name) for name in _POOL_FIELDS},
         )

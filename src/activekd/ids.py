@@ -103,8 +103,9 @@ def student_pool_id(experiment_id: str, round_: int) -> str:
 def teacher_targets_pool_id(experiment_id: str, round_: int) -> str:
     """The pool of a round's distillation targets, ``<experiment>/round-<r>/teacher``: the
     teacher's probabilities in the experiment pool's rows and item ids (adapted when the
-    experiment adapts its teacher). The trainer writes it for a strategy that selects on the
-    teacher's probabilities (``pcoreset_teacher``), and the experiment service selects on it."""
+    experiment adapts its teacher). The trainer writes it when TrainRound asks
+    (``write_teacher_targets``): the experiment service does for a strategy that selects on the
+    teacher's probabilities (``pcoreset_teacher``), then selects on it."""
     return f"{experiment_id}/round-{round_}/teacher"
 
 

@@ -328,11 +328,11 @@ def test_clap_adaptation_distils_from_the_teacher_refitted_on_the_labels(world: 
         world.experiment("e-bad", teacher_config={"pool_id": "syn/teacher", "adaptation": "lora"})
 
 
-def test_teacher_targets_pool_for_a_strategy_on_the_teacher_probabilities(world: World) -> None:
-    """For pcoreset_teacher the trainer writes the round's distillation targets (adapted here)
-    as <experiment>/round-<r>/teacher, in the pool's rows and item ids although the teacher
-    pool holds its items in another order; for pcoreset (the student's probabilities) it does
-    not."""
+def test_write_teacher_targets_stores_the_rounds_distillation_targets(world: World) -> None:
+    """write_teacher_targets (what the driver asks for pcoreset_teacher): the round's targets,
+    adapted here, as <experiment>/round-<r>/teacher in the pool's rows and item ids although the
+    teacher pool holds its items in another order; not written unless asked, and asking without
+    a teacher is FailedPrecondition before any training."""
     rng = np.random.default_rng(5)
     feats = (np.eye(C)[world.y] * 2 + rng.normal(0, 0.5, (world.y.size, C))).astype(np.float32)
     order = rng.permutation(world.y.size)
@@ -340,7 +340,7 @@ def test_teacher_targets_pool_for_a_strategy_on_the_teacher_probabilities(world:
                     {"probs": world.t[order], "features": feats[order]})  # fmt: skip
     tcfg = {"pool_id": "syn/teacher-g", "adaptation": "clap"}
     exp = world.experiment("e-pt", teacher_config=tcfg, strategy="pcoreset_teacher")
-    prep = world.trainer.prepare(RoundRequest(exp, 0))
+    prep = world.trainer.prepare(RoundRequest(exp, 0, write_teacher_targets=True))
     world.trainer.run(prep)
     meta = world.store.describe(teacher_targets_pool_id(exp, 0))
     assert meta.metadata["adaptation"] == "clap" and meta.metadata["source_pool_id"] == "syn/pool"
@@ -353,6 +353,9 @@ def test_teacher_targets_pool_for_a_strategy_on_the_teacher_probabilities(world:
     plain = world.experiment("e-pc", teacher_config=tcfg)
     world.trainer.run(world.trainer.prepare(RoundRequest(plain, 0)))
     assert not world.store.exists(teacher_targets_pool_id(plain, 0))
+    no_teacher = world.experiment("e-nt", teacher_pool="", student={**TINY, "kd": False})
+    with pytest.raises(FailedPrecondition, match="write_teacher_targets needs the teacher"):
+        world.trainer.prepare(RoundRequest(no_teacher, 0, write_teacher_targets=True))
 
 
 def test_clap_adaptation_starts_from_the_head_stored_beside_the_teacher_pool(

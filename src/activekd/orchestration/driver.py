@@ -304,6 +304,8 @@ class Driver:
             teacher_pool_id=rec.teacher_pool_id or first["teacher_pool_id"],
             test_pool_id=spec.test_pool_id,
             teacher_test_pool_id=first["teacher_test_pool_id"],
+            # a strategy on the teacher's probabilities selects on the round's targets
+            write_teacher_targets=probs_source(spec.strategy) == "teacher",
         )
         result = None
         with self._calling("trainer"):

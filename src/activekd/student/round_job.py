@@ -64,7 +64,6 @@ from activekd.errors import (
 )
 from activekd.ids import student_pool_id, teacher_targets_pool_id
 from activekd.seeds import SEED_MODULUS, round_seed
-from activekd.selection.strategies import probs_source
 from activekd.state.experiment_spec import DEFAULT_INPUT_ARRAY, INPUT_ARRAY_KEY
 from activekd.state.experiments import Experiment, ExperimentStore
 from activekd.store import PoolMeta, PoolStore
@@ -105,6 +104,9 @@ class RoundRequest:
     teacher_test_pool_id: str = ""
     predict_pool: bool = False
     seed: int | None = None
+    #: also store the round's distillation targets as ``<experiment>/round-<r>/teacher``
+    #: (``activekd.ids.teacher_targets_pool_id``); needs a teacher pool
+    write_teacher_targets: bool = False
 
 
 @dataclass(frozen=True)
@@ -488,6 +490,12 @@ class RoundTrainer:
             if spec.teacher_config.get("adaptation", "none") == "clap":
                 teacher = self._adapted_teacher(teacher_meta, pool_id, teacher, rows, y)
 
+        if request.write_teacher_targets and teacher is None:
+            raise FailedPrecondition(
+                "write_teacher_targets needs the teacher's probabilities: give a teacher_pool_id "
+                "(or create the experiment with teacher_config.pool_id)",
+                field="teacher_pool_id",
+            )
         if test_pool_id:
             test_meta = self._meta(test_pool_id, "test")
             self._array(test_meta, input_array, "test")
@@ -646,9 +654,7 @@ class RoundTrainer:
             losses=losses,
             train_seconds=res.elapsed_seconds,
         )
-        if prepared.teacher_probs is not None and (
-            probs_source(prepared.experiment.spec.strategy) == "teacher"
-        ):
+        if req.write_teacher_targets:
             self._write_teacher_targets(prepared, info)
         if req.predict_pool:
             t0 = time.perf_counter()

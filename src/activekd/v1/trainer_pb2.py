@@ -26,7 +26,7 @@ from activekd.v1 import common_pb2 as activekd_dot_v1_dot_common__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x63tivekd/v1/trainer.proto\x12\x0b\x61\x63tivekd.v1\x1a\x18\x61\x63tivekd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xfa\x01\n\x11TrainRoundRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12/\n\x0estudent_config\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07pool_id\x18\x04 \x01(\t\x12\x17\n\x0fteacher_pool_id\x18\x05 \x01(\t\x12\x14\n\x0ctest_pool_id\x18\x06 \x01(\t\x12\x14\n\x0cpredict_pool\x18\x07 \x01(\x08\x12\x1c\n\x14teacher_test_pool_id\x18\x08 \x01(\t\x12\x11\n\x04seed\x18\t \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"{\n\rTrainProgress\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x03\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0f\n\x07\x63\x65_loss\x18\x04 \x01(\x01\x12\x0f\n\x07kd_loss\x18\x05 \x01(\x01\x12\x17\n\x0f\x65lapsed_seconds\x18\x06 \x01(\x01\"\xdd\x01\n\nEvaluation\x12\x10\n\x08\x61\x63\x63uracy\x18\x01 \x01(\x01\x12\x13\n\x0b\x63\x65_accuracy\x18\x02 \x01(\x01\x12\x18\n\x0bkd_accuracy\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11teacher_agreement\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x03\x12\x1d\n\x10teacher_accuracy\x18\x06 \x01(\x01H\x02\x88\x01\x01\x42\x0e\n\x0c_kd_accuracyB\x14\n\x12_teacher_agreementB\x13\n\x11_teacher_accuracy\"\x87\x01\n\x0e\x43heckpointInfo\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x15\n\rexperiment_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x06 \x01(\x01\"\xdd\x01\n\x0bTrainResult\x12/\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.activekd.v1.CheckpointInfo\x12+\n\nevaluation\x18\x02 \x01(\x0b\x32\x17.activekd.v1.Evaluation\x12+\n\x0cstudent_pool\x18\x03 \x01(\x0b\x32\x15.activekd.v1.PoolInfo\x12\x15\n\rtrain_seconds\x18\x04 \x01(\x01\x12\x17\n\x0fpredict_seconds\x18\x05 \x01(\x01\x12\x13\n\x0bnum_labeled\x18\x06 \x01(\x03\"y\n\x12TrainRoundResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.activekd.v1.TrainProgressH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.activekd.v1.TrainResultH\x00\x42\x07\n\x05\x65vent\"c\n\x12PredictPoolRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07pool_id\x18\x03 \x01(\t\x12\x16\n\x0eoutput_pool_id\x18\x04 \x01(\t\"_\n\x13PredictPoolResponse\x12#\n\x04pool\x18\x01 \x01(\x0b\x32\x15.activekd.v1.PoolInfo\x12#\n\x06timing\x18\x02 \x01(\x0b\x32\x13.activekd.v1.Timing\"k\n\x0f\x45valuateRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x14\n\x0ctest_pool_id\x18\x03 \x01(\t\x12\x1c\n\x14teacher_test_pool_id\x18\x04 \x01(\t\"?\n\x10\x45valuateResponse\x12+\n\nevaluation\x18\x01 \x01(\x0b\x32\x17.activekd.v1.Evaluation\"/\n\x16ListCheckpointsRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"K\n\x17ListCheckpointsResponse\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.activekd.v1.CheckpointInfo\"<\n\x14GetCheckpointRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\"Q\n\x15GetCheckpointResponse\x12)\n\x04info\x18\x01 \x01(\x0b\x32\x1b.activekd.v1.CheckpointInfo\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\x32\xb4\x03\n\x0eTrainerService\x12O\n\nTrainRound\x12\x1e.activekd.v1.TrainRoundRequest\x1a\x1f.activekd.v1.TrainRoundResponse0\x01\x12P\n\x0bPredictPool\x12\x1f.activekd.v1.PredictPoolRequest\x1a .activekd.v1.PredictPoolResponse\x12G\n\x08\x45valuate\x12\x1c.activekd.v1.EvaluateRequest\x1a\x1d.activekd.v1.EvaluateResponse\x12\\\n\x0fListCheckpoints\x12#.activekd.v1.ListCheckpointsRequest\x1a$.activekd.v1.ListCheckpointsResponse\x12X\n\rGetCheckpoint\x12!.activekd.v1.GetCheckpointRequest\x1a\".activekd.v1.GetCheckpointResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61\x63tivekd/v1/trainer.proto\x12\x0b\x61\x63tivekd.v1\x1a\x18\x61\x63tivekd/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x99\x02\n\x11TrainRoundRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12/\n\x0estudent_config\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07pool_id\x18\x04 \x01(\t\x12\x17\n\x0fteacher_pool_id\x18\x05 \x01(\t\x12\x14\n\x0ctest_pool_id\x18\x06 \x01(\t\x12\x14\n\x0cpredict_pool\x18\x07 \x01(\x08\x12\x1c\n\x14teacher_test_pool_id\x18\x08 \x01(\t\x12\x11\n\x04seed\x18\t \x01(\x04H\x00\x88\x01\x01\x12\x1d\n\x15write_teacher_targets\x18\n \x01(\x08\x42\x07\n\x05_seed\"{\n\rTrainProgress\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x03\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0f\n\x07\x63\x65_loss\x18\x04 \x01(\x01\x12\x0f\n\x07kd_loss\x18\x05 \x01(\x01\x12\x17\n\x0f\x65lapsed_seconds\x18\x06 \x01(\x01\"\xdd\x01\n\nEvaluation\x12\x10\n\x08\x61\x63\x63uracy\x18\x01 \x01(\x01\x12\x13\n\x0b\x63\x65_accuracy\x18\x02 \x01(\x01\x12\x18\n\x0bkd_accuracy\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11teacher_agreement\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x03\x12\x1d\n\x10teacher_accuracy\x18\x06 \x01(\x01H\x02\x88\x01\x01\x42\x0e\n\x0c_kd_accuracyB\x14\n\x12_teacher_agreementB\x13\n\x11_teacher_accuracy\"\x87\x01\n\x0e\x43heckpointInfo\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\t\x12\x15\n\rexperiment_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x06 \x01(\x01\"\xdd\x01\n\x0bTrainResult\x12/\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.activekd.v1.CheckpointInfo\x12+\n\nevaluation\x18\x02 \x01(\x0b\x32\x17.activekd.v1.Evaluation\x12+\n\x0cstudent_pool\x18\x03 \x01(\x0b\x32\x15.activekd.v1.PoolInfo\x12\x15\n\rtrain_seconds\x18\x04 \x01(\x01\x12\x17\n\x0fpredict_seconds\x18\x05 \x01(\x01\x12\x13\n\x0bnum_labeled\x18\x06 \x01(\x03\"y\n\x12TrainRoundResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.activekd.v1.TrainProgressH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.activekd.v1.TrainResultH\x00\x42\x07\n\x05\x65vent\"c\n\x12PredictPoolRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07pool_id\x18\x03 \x01(\t\x12\x16\n\x0eoutput_pool_id\x18\x04 \x01(\t\"_\n\x13PredictPoolResponse\x12#\n\x04pool\x18\x01 \x01(\x0b\x32\x15.activekd.v1.PoolInfo\x12#\n\x06timing\x18\x02 \x01(\x0b\x32\x13.activekd.v1.Timing\"k\n\x0f\x45valuateRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x14\n\x0ctest_pool_id\x18\x03 \x01(\t\x12\x1c\n\x14teacher_test_pool_id\x18\x04 \x01(\t\"?\n\x10\x45valuateResponse\x12+\n\nevaluation\x18\x01 \x01(\x0b\x32\x17.activekd.v1.Evaluation\"/\n\x16ListCheckpointsRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"K\n\x17ListCheckpointsResponse\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.activekd.v1.CheckpointInfo\"<\n\x14GetCheckpointRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\"Q\n\x15GetCheckpointResponse\x12)\n\x04info\x18\x01 \x01(\x0b\x32\x1b.activekd.v1.CheckpointInfo\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\x32\xb4\x03\n\x0eTrainerService\x12O\n\nTrainRound\x12\x1e.activekd.v1.TrainRoundRequest\x1a\x1f.activekd.v1.TrainRoundResponse0\x01\x12P\n\x0bPredictPool\x12\x1f.activekd.v1.PredictPoolRequest\x1a .activekd.v1.PredictPoolResponse\x12G\n\x08\x45valuate\x12\x1c.activekd.v1.EvaluateRequest\x1a\x1d.activekd.v1.EvaluateResponse\x12\\\n\x0fListCheckpoints\x12#.activekd.v1.ListCheckpointsRequest\x1a$.activekd.v1.ListCheckpointsResponse\x12X\n\rGetCheckpoint\x12!.activekd.v1.GetCheckpointRequest\x1a\".activekd.v1.GetCheckpointResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'activekd.v1.trainer_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRAINROUNDREQUEST']._serialized_start=99
-  _globals['_TRAINROUNDREQUEST']._serialized_end=349
-  _globals['_TRAINPROGRESS']._serialized_start=351
-  _globals['_TRAINPROGRESS']._serialized_end=474
-  _globals['_EVALUATION']._serialized_start=477
-  _globals['_EVALUATION']._serialized_end=698
-  _globals['_CHECKPOINTINFO']._serialized_start=701
-  _globals['_CHECKPOINTINFO']._serialized_end=836
-  _globals['_TRAINRESULT']._serialized_start=839
-  _globals['_TRAINRESULT']._serialized_end=1060
-  _globals['_TRAINROUNDRESPONSE']._serialized_start=1062
-  _globals['_TRAINROUNDRESPONSE']._serialized_end=1183
-  _globals['_PREDICTPOOLREQUEST']._serialized_start=1185
-  _globals['_PREDICTPOOLREQUEST']._serialized_end=1284
-  _globals['_PREDICTPOOLRESPONSE']._serialized_start=1286
-  _globals['_PREDICTPOOLRESPONSE']._serialized_end=1381
-  _globals['_EVALUATEREQUEST']._serialized_start=1383
-  _globals['_EVALUATEREQUEST']._serialized_end=1490
-  _globals['_EVALUATERESPONSE']._serialized_start=1492
-  _globals['_EVALUATERESPONSE']._serialized_end=1555
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=1557
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=1604
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=1606
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1681
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1683
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1743
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1745
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1826
-  _globals['_TRAINERSERVICE']._serialized_start=1829
-  _globals['_TRAINERSERVICE']._serialized_end=2265
+  _globals['_TRAINROUNDREQUEST']._serialized_end=380
+  _globals['_TRAINPROGRESS']._serialized_start=382
+  _globals['_TRAINPROGRESS']._serialized_end=505
+  _globals['_EVALUATION']._serialized_start=508
+  _globals['_EVALUATION']._serialized_end=729
+  _globals['_CHECKPOINTINFO']._serialized_start=732
+  _globals['_CHECKPOINTINFO']._serialized_end=867
+  _globals['_TRAINRESULT']._serialized_start=870
+  _globals['_TRAINRESULT']._serialized_end=1091
+  _globals['_TRAINROUNDRESPONSE']._serialized_start=1093
+  _globals['_TRAINROUNDRESPONSE']._serialized_end=1214
+  _globals['_PREDICTPOOLREQUEST']._serialized_start=1216
+  _globals['_PREDICTPOOLREQUEST']._serialized_end=1315
+  _globals['_PREDICTPOOLRESPONSE']._serialized_start=1317
+  _globals['_PREDICTPOOLRESPONSE']._serialized_end=1412
+  _globals['_EVALUATEREQUEST']._serialized_start=1414
+  _globals['_EVALUATEREQUEST']._serialized_end=1521
+  _globals['_EVALUATERESPONSE']._serialized_start=1523
+  _globals['_EVALUATERESPONSE']._serialized_end=1586
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=1588
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=1635
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=1637
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1712
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1714
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1774
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1776
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1857
+  _globals['_TRAINERSERVICE']._serialized_start=1860
+  _globals['_TRAINERSERVICE']._serialized_end=2296
 # @@protoc_insertion_point(module_scope)

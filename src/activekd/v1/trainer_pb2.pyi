@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrainRoundRequest(_message.Message):
-    __slots__ = ("experiment_id", "round", "student_config", "pool_id", "teacher_pool_id", "test_pool_id", "predict_pool", "teacher_test_pool_id", "seed")
+    __slots__ = ("experiment_id", "round", "student_config", "pool_id", "teacher_pool_id", "test_pool_id", "predict_pool", "teacher_test_pool_id", "seed", "write_teacher_targets")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STUDENT_CONFIG_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class TrainRoundRequest(_message.Message):
     PREDICT_POOL_FIELD_NUMBER: _ClassVar[int]
     TEACHER_TEST_POOL_ID_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    WRITE_TEACHER_TARGETS_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     round: int
     student_config: _struct_pb2.Struct
@@ -28,7 +29,8 @@ class TrainRoundRequest(_message.Message):
     predict_pool: bool
     teacher_test_pool_id: str
     seed: int
-    def __init__(self, experiment_id: _Optional[str] = ..., round: _Optional[int] = ..., student_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., pool_id: _Optional[str] = ..., teacher_pool_id: _Optional[str] = ..., test_pool_id: _Optional[str] = ..., predict_pool: _Optional[bool] = ..., teacher_test_pool_id: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    write_teacher_targets: bool
+    def __init__(self, experiment_id: _Optional[str] = ..., round: _Optional[int] = ..., student_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., pool_id: _Optional[str] = ..., teacher_pool_id: _Optional[str] = ..., test_pool_id: _Optional[str] = ..., predict_pool: _Optional[bool] = ..., teacher_test_pool_id: _Optional[str] = ..., seed: _Optional[int] = ..., write_teacher_targets: _Optional[bool] = ...) -> None: ...
 
 class TrainProgress(_message.Message):
     __slots__ = ("step", "total_steps", "loss", "ce_loss", "kd_loss", "elapsed_seconds")
