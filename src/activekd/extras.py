@@ -66,6 +66,8 @@ OPTIONAL_MODULES: dict[str, str] = {
     "torch": "torch",
     "torchvision": "torchvision",
     "faiss": "faiss-cpu",
+    "numba": "numba",
+    "llvmlite": "llvmlite",
     "open_clip": "open_clip_torch",
     "PIL": "pillow",
     "fsspec": "fsspec",

@@ -29,3 +29,6 @@ def test_floor_in_miniature(monkeypatch: pytest.MonkeyPatch) -> None:
         best = row["best_speedup_with_our_seeding"]
         assert best["float32"] < best["float16"] < best["int8"], name
         assert 0.0 <= row["pruned_fraction"] < 1.0
+        # side by side with the int8 screen forced off: same picks (asserted inside)
+        assert row["same_picks_and_scores_with_and_without_int8"], name
+        assert row["ours_no_int8_seconds"] > 0, name

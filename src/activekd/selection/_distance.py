@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -161,6 +162,10 @@ class NumpyKernel:
     def close(self) -> None:
         """Releases helper threads (if any)."""
 
+    def run_split(self, fn: Callable[[int, int], None], n: int) -> None:
+        """Runs ``fn(a, b)`` over ``range(n)``: here in one piece (see ``FaissKernel``)."""
+        fn(0, n)
+
     def sqdist(self, centre: np.ndarray, ids: np.ndarray) -> np.ndarray:
         out = np.empty(len(ids), dtype=self.pool.cd)
         for a, part in self.pool.chunks(ids):
@@ -232,8 +237,7 @@ class FaissKernel(NumpyKernel):
         idx = np.ascontiguousarray(ids, dtype=np.int64)
         out = np.empty(len(idx), dtype=np.float32)
 
-        def run(ab: tuple[int, int]) -> None:
-            a, b = ab
+        def run(a: int, b: int) -> None:
             f.fvec_L2sqr_by_idx(
                 f.swig_ptr(out[a:]),
                 f.swig_ptr(c),
@@ -244,14 +248,17 @@ class FaissKernel(NumpyKernel):
                 b - a,
             )
 
-        parts = self._split(len(idx))
-        if len(parts) == 0:
-            return out
-        if len(parts) == 1:
-            run(parts[0])
-        else:
-            list(self._executor().map(run, parts))
+        self.run_split(run, len(idx))
         return out
+
+    def run_split(self, fn: Callable[[int, int], None], n: int) -> None:
+        """Runs ``fn(a, b)`` over a split of ``range(n)`` on the kernel's threads (one piece
+        below ``PARALLEL_MIN_ROWS``); ``fn`` should release the GIL."""
+        parts = self._split(n)
+        if len(parts) == 1:
+            fn(*parts[0])
+        elif parts:
+            list(self._executor().map(lambda ab: fn(*ab), parts))
 
     def sqdist(self, centre: np.ndarray, ids: np.ndarray) -> np.ndarray:
         f = self.faiss

@@ -43,10 +43,12 @@ from activekd.selection._distance import (
     DEFAULT_CHUNK_BYTES,
     FaissKernel,
     Kernel,
+    NumpyKernel,
     PoolView,
     make_kernel,
     uses_torch,
 )
+from activekd.selection._int8_screen import Int8Screen, use_int8_screen
 from activekd.selection.result import SelectionResult
 from activekd.selection.threads import limit_threads, quiet_torch
 
@@ -138,6 +140,11 @@ def kcenter_greedy(
 #: moved-out rows until compacted). The cheaper one runs; both give the same min distances.
 GROUP_COST_ROWS = 190.0
 GROUP_ROW_COST = 2.0
+#: The int8 screen is dropped for the rest of a selection once it has screened this many rows
+#: (as a multiple of the shard's) and let more than ``SCREEN_GIVE_UP`` of them through: then it
+#: only adds a pass (heavy-tailed rows, where int8 is coarse). Picks are the same either way.
+SCREEN_TRIAL_ROWS = 2.0
+SCREEN_GIVE_UP = 0.5
 #: ``best()`` refines the per-group upper bounds lazily; after this many rows (as a fraction of
 #: the shard's) it falls back to one full argmax.
 BEST_SCAN_FRACTION = 0.25
@@ -189,15 +196,41 @@ class KCenterShard:
         self.members: list[np.ndarray] = []
         self.listed = np.zeros(cap, dtype=np.int64)  # len(members[c])
         margin = _pruning_margin(pool, margin)
+        self.margin = margin
         self.four = 4.0 * (1.0 + margin)
         self.shrink = 1.0 - margin
         self.mind = np.full(self.m_rows, np.inf, dtype=cd)
         self.assign = np.zeros(self.m_rows, dtype=np.int32)
         self.k = 0
         self.evals = self.centre_evals = self.seed_evals = 0
+        self.exact_evals = 0  # of ``evals``: rows measured exactly (the others: int8 screen)
         self.grouped_steps = self.flat_steps = self.full_argmax = 0
         self._all_pos = np.arange(self.m_rows, dtype=np.int64)
         self._inf = np.array(np.inf, dtype=cd)
+        #: int8 screen of the greedy phase, built at the first update (``_int8_screen``)
+        self._run_split = kernel.run_split if isinstance(kernel, NumpyKernel) else None
+        self.use_screen = self._run_split is not None and use_int8_screen(
+            self.m_rows, pool.d, on_cpu=True, mapped=isinstance(pool.x, np.memmap)
+        )
+        self.screen: Int8Screen | None = None
+        self.screen_seconds = 0.0
+        self.screen_kept = 0
+
+    def _screen(self) -> Int8Screen:
+        if self.screen is None:
+            assert self._run_split is not None
+            t0 = time.perf_counter()
+            pool, eligible = self.pool, self.eligible
+            self.screen = Int8Screen(
+                lambda a, b: pool.gather(eligible[a:b]),
+                self.m_rows,
+                pool.d,
+                1.0 + self.margin,
+                self._run_split,
+                pool.chunk_rows,
+            )
+            self.screen_seconds = time.perf_counter() - t0
+        return self.screen
 
     def _set_groups(self, k: int) -> None:
         """Member lists and exact bounds of groups 0..k-1 from ``assign`` / ``mind``."""
@@ -335,8 +368,26 @@ class KCenterShard:
 
     def _moves(self, xv: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Distances of candidate positions to the new centre: (mask of those that get
-        closer, their new squared distances)."""
+        closer, their new squared distances). With the int8 screen on, only the rows it cannot
+        rule out are measured (same result, see ``_int8_screen``)."""
+        if self.use_screen and len(cand):
+            screen = self._screen()
+            maybe = np.flatnonzero(screen.maybe_closer(xv, cand, self.mind))
+            better = np.zeros(len(cand), dtype=bool)
+            sub, d2 = self._exact_moves(xv, cand[maybe])
+            better[maybe[sub]] = True
+            self.evals += len(cand) - len(maybe)  # reached, ruled out in int8
+            self.screen_kept += len(maybe)
+            if screen.screened >= SCREEN_TRIAL_ROWS * self.m_rows and (
+                self.screen_kept > SCREEN_GIVE_UP * screen.screened
+            ):
+                self.use_screen = False  # int8 too coarse for these rows: measure them directly
+            return better, d2
+        return self._exact_moves(xv, cand)
+
+    def _exact_moves(self, xv: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.evals += len(cand)
+        self.exact_evals += len(cand)
         d2 = (
             self.kernel.sqdist(xv, np.take(self.eligible, cand))
             if len(cand)
@@ -468,12 +519,16 @@ def _run(
         "seed_distance_evals": float(shard.seed_evals),
         "seed_distance_evals_unpruned": float(seed_plain),
         "distance_evals": float(evals),
+        "exact_distance_evals": float(shard.exact_evals),
         "distance_evals_unpruned": float(evals_plain),
         "pruned_fraction": float(1.0 - evals / evals_plain) if evals_plain else 0.0,
         "centre_distance_evals": float(shard.centre_evals),
         "grouped_steps": float(shard.grouped_steps),
         "flat_steps": float(shard.flat_steps),
         "full_argmax_steps": float(shard.full_argmax),
+        "int8_screened_rows": float(shard.screen.screened if shard.screen else 0),
+        "int8_screen_build_seconds": shard.screen_seconds,
+        "int8_screen_dropped": float(shard.screen is not None and not shard.use_screen),
         **{f"seed_{k}": float(v) for k, v in getattr(kernel, "counters", {}).items()},
         "seed_seconds": seed_seconds,
         "greedy_seconds": greedy_seconds,

@@ -179,9 +179,11 @@ class LocalWorker:
         s = self.shard
         return {
             "distance_evals": float(s.evals),
+            "exact_distance_evals": float(s.exact_evals),
             "centre_distance_evals": float(s.centre_evals),
             "seed_distance_evals": float(s.seed_evals),
             "eligible_rows": float(s.m_rows),
+            "int8_screened_rows": float(s.screen.screened if s.screen else 0),
             "compute_seconds": self.compute_seconds,
         }
 
@@ -303,6 +305,8 @@ def kcenter_over_shards(
         "distance_evals": float(sum(c["distance_evals"] for c in counters)),
         "centre_distance_evals": float(sum(c["centre_distance_evals"] for c in counters)),
         "seed_distance_evals": float(sum(c["seed_distance_evals"] for c in counters)),
+        "exact_distance_evals": float(sum(c["exact_distance_evals"] for c in counters)),
+        "int8_screened_rows": float(sum(c["int8_screened_rows"] for c in counters)),
         "seed_seconds": seed_seconds,
         "greedy_seconds": time.perf_counter() - t_start - seed_seconds,
         "steps": float(steps),
