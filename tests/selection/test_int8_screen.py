@@ -38,9 +38,9 @@ def _heavy(n: int, d: int, seed: int) -> np.ndarray:
     return rng.standard_t(1.5, size=(n, d))
 
 
-def _screen(x: np.ndarray) -> _int8_screen.Int8Screen:
+def _screen(x: np.ndarray, margin: float = 1e-3) -> _int8_screen.Int8Screen:
     return _int8_screen.Int8Screen(
-        lambda a, b: x[a:b], len(x), x.shape[1], 1.0 + 1e-3, lambda fn, n: fn(0, n), 64
+        lambda a, b: x[a:b], len(x), x.shape[1], x.dtype, margin, lambda fn, n: fn(0, n), 64
     )
 
 
@@ -193,3 +193,79 @@ def test_warm_up_loads_the_kernels_and_is_a_no_op_without_numba(
     assert warm_up_kernels() > 0.0
     monkeypatch.setattr(_int8_screen, "_numba", lambda: None)
     assert warm_up_kernels() == 0.0
+
+
+def _on_off(x: np.ndarray, budget: int, **kw: object) -> tuple[object, object]:
+    prev = _int8_screen.GREEDY_INT8
+    try:
+        _int8_screen.GREEDY_INT8 = True
+        on = kcenter_greedy(x, budget, **kw)  # type: ignore[arg-type]
+        _int8_screen.GREEDY_INT8 = False
+        off = kcenter_greedy(x, budget, **kw)  # type: ignore[arg-type]
+    finally:
+        _int8_screen.GREEDY_INT8 = prev
+    return on, off
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype"),
+    [
+        (3e-23, np.float32),  # squared differences underflow float32: its kernel rounds to 0
+        (1e-23, np.float32),
+        (2e-160, np.float64),  # squares of the int8 scale would underflow float64
+        (1e-160, np.float64),
+        (3e141, np.float64),  # and overflow it (the distances themselves stay finite)
+        (1.0, np.float64),
+    ],
+)
+@pytest.mark.parametrize("prune", [True, False])
+def test_extreme_magnitudes_same_picks(scale: float, dtype: type, prune: bool) -> None:
+    """Found in review: underflowing distances and tiny float64 rows once broke the bound."""
+    g = np.random.default_rng(0).normal(size=(400, 256))
+    on, off = _on_off((g * scale).astype(dtype), 30, centres=np.arange(3), prune=prune)
+    assert on.indices.tolist() == off.indices.tolist()  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(on.scores, off.scores)  # type: ignore[attr-defined]
+    assert on.stats["int8_screened_rows"] > 0  # type: ignore[attr-defined]
+
+
+def test_mixed_normal_and_underflowing_rows() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(256), size=300).astype(np.float32)
+    tiny = (rng.normal(size=(100, 256)) * 3e-23).astype(np.float32)
+    on, off = _on_off(np.concatenate([p, tiny]), 320, centres=np.arange(3))
+    assert on.indices.tolist() == off.indices.tolist()  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(on.scores, off.scores)  # type: ignore[attr-defined]
+
+
+def test_subnormal_distance_is_kept_when_the_kernel_rounds_it_to_zero() -> None:
+    d = 256
+    zero, c = np.zeros(d, np.float32), np.full(d, 2.5e-23, np.float32)  # true d^2 = 1.6e-43
+    sc = _screen(np.stack([zero, c]))
+    mind = np.array([np.float32(1.4e-45), 0.0], np.float32)  # float32's kernel gives 0.0 < mind
+    assert sc.maybe_closer(c, np.array([0]), mind).tolist() == [True]
+
+
+def test_tiny_and_huge_float64_rows_get_an_infinite_bound() -> None:
+    x = np.ones((4, 300))
+    x[1] *= 1e-150
+    x[2] *= 1e150
+    x[3] = 0.0
+    sc = _screen(x)
+    assert np.isfinite(sc.err[0]) and sc.err[3] == 0.0
+    assert np.isinf(sc.err[1]) and np.isinf(sc.err[2])
+    assert sc.maybe_closer(x[0], np.arange(1, 3), np.zeros(4)).all()  # always measured
+
+
+def test_margin_override_cannot_go_below_the_kernels_rounding() -> None:
+    x = _broad(50, 1000, 2, seed=9).astype(np.float32)
+    sc = _screen(x, margin=0.0)
+    assert sc.slack >= 1.0 + 4 * 1000 * float(np.finfo(np.float32).eps)
+    on, off = _on_off(x, 20, centres=np.arange(2), prune_margin=0.0)
+    assert on.indices.tolist() == off.indices.tolist()  # type: ignore[attr-defined]
+
+
+def test_a_few_cheap_picks_never_build_the_copy(screen_on: None) -> None:
+    x = _broad(2000, 300, 4, seed=10).astype(np.float32)
+    res = kcenter_greedy(x, 2, centres=np.arange(0, 2000, 10))
+    assert res.stats["int8_screened_rows"] == 0
+    assert res.stats["int8_screen_build_seconds"] == 0.0

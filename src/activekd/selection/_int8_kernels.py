@@ -25,6 +25,11 @@ from numba.extending import intrinsic
 FORM_SLACK = 1e-15
 #: Inflation of every float64 norm and bound (sqrt and sum rounding, ~D ulps at most).
 NORM_SLACK = 1e-9
+#: Rows (and centres) whose max |x| is outside [TINY, HUGE] get an infinite error bound, so the
+#: screen keeps them: below TINY, float64 squares of their scale underflow (s^2 < 1e-300); above
+#: HUGE they overflow. float32 pools never reach TINY except for all-zero-ish rows of subnormals.
+TINY = 1e-140
+HUGE = 1e140
 #: Rows prefetched ahead of the one being screened (measured: 4 ~ 8 > 2 > 1 on 1000-byte rows).
 PREFETCH_AHEAD = 4
 
@@ -81,28 +86,40 @@ prefetch: Any = _prefetch
 def quantize(
     block: np.ndarray, q: np.ndarray, scale: np.ndarray, qnorm: np.ndarray, err: np.ndarray
 ) -> None:  # pragma: no cover - compiled
-    """Rows of ``block`` into ``q`` (int8), their scales, |q|^2 and bounds on ||x - s q||. The
-    float sums may be reordered: the bound holds for any order."""
+    """Rows of ``block`` into ``q`` (int8), their scales, |q|^2 and bounds on ||x - s q||.
+
+    The error is summed in units of the scale (e' = x * inv - r, |e'| <= 0.5 + rounding), so it
+    cannot underflow, then multiplied by ``s``: ||x - s r|| = s ||x / s - r|| and
+    |x / s - fl(x * inv)| <= 127.5 * 3 eps per value (inv = 127 / amax rounded, the product
+    rounded). The float sums may be reordered: the bound holds for any order. All-zero rows are
+    exact (err 0); rows with max |x| outside [TINY, HUGE] (or not finite) get err = inf."""
     n, d = block.shape
     for i in range(n):
         amax = 0.0
         for j in range(d):
             amax = max(amax, abs(float(block[i, j])))
+        if not (amax == 0.0 or TINY <= amax <= HUGE):
+            for j in range(d):
+                q[i, j] = 0
+            scale[i] = 0.0
+            qnorm[i] = 0
+            err[i] = np.inf
+            continue
         s = amax / 127.0
         inv = 127.0 / amax if amax > 0.0 else 0.0
         acc_q = 0.0  # a sum of integers < 2^53: exact in any order
         acc_e = 0.0
         for j in range(d):
-            x = float(block[i, j])
-            r = min(max(math.floor(x * inv + 0.5), -127.0), 127.0)
+            y = float(block[i, j]) * inv
+            r = min(max(math.floor(y + 0.5), -127.0), 127.0)
             q[i, j] = np.int8(r)
             acc_q += r * r
-            e = x - s * r
+            e = y - r
             acc_e += e * e
         scale[i] = s
         qnorm[i] = np.int64(acc_q)
-        # float64 rounding of the sum (any order) and of s * r (<= 2 eps |x| per value), inflated
-        err[i] = math.sqrt(acc_e) * (1.0 + NORM_SLACK) + math.sqrt(d) * 4.5e-16 * amax
+        scaled = math.sqrt(acc_e) * (1.0 + NORM_SLACK) + math.sqrt(d) * 127.5 * 4.0 * 2.0**-52
+        err[i] = s * scaled * (1.0 + NORM_SLACK)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -116,6 +133,7 @@ def _keeps(
     ec: float,
     mind: float,
     slack: float,
+    floor: float,
 ) -> bool:  # pragma: no cover - compiled
     """Whether a row (scale ``s``, |q|^2 ``qn``, error bound ``e``) at integer dot ``dot`` with
     the centre (scale ``tc``, |c^|^2 ``c2``, error bound ``ec``) may come closer than ``mind``."""
@@ -127,7 +145,7 @@ def _keeps(
     lb -= e + ec
     if lb <= 0.0:
         return True
-    return lb * lb * (1.0 - NORM_SLACK) < mind * slack
+    return lb * lb * (1.0 - NORM_SLACK) < mind * slack + floor
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
@@ -145,6 +163,7 @@ def screen(
     err: np.ndarray,
     mind: np.ndarray,
     slack: float,
+    floor: float,
     out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """``out[t]`` for ``t`` in ``a:b``: may row ``pos[t]`` come closer than ``mind[pos[t]]``
@@ -164,7 +183,7 @@ def screen(
         dot = np.int32(0)
         for j in range(d):
             dot = madd_i32(dot, row[j], qc[j])
-        out[t] = _keeps(dot, scale[i], qnorm[i], err[i], tc, c2, ec, float(mind[i]), slack)
+        out[t] = _keeps(dot, scale[i], qnorm[i], err[i], tc, c2, ec, float(mind[i]), slack, floor)
 
 
-__all__ = ["FORM_SLACK", "NORM_SLACK", "quantize", "screen"]
+__all__ = ["FORM_SLACK", "HUGE", "NORM_SLACK", "TINY", "quantize", "screen"]

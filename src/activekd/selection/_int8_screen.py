@@ -10,10 +10,16 @@ built. A new centre c gets the same (c^ = t r, ``ec`` >= ||c - c^||). Then, exac
   error bounded by 1e-15 (s^2|q|^2 + t^2|r|^2 + 2 s t |q . r|) and subtracted;
 * ||x - c|| >= ||x^ - c^|| - err - ec (triangle inequality), so LB^2 <= d(x, c)^2.
 
-The exact kernel's float32 distance of a D-term sum of squares is >= (1 - (D + 2) eps) d^2, so a
-row whose ``LB^2 >= mind * (1 + margin)`` (``margin`` the engine's pruning margin, >= 4 D eps)
-cannot have a computed distance below its current ``mind``: it is skipped, and the rows left are
-measured exactly as before. Picks and scores are those of the unscreened engine, bit for bit.
+The exact kernel's float32 (float64) distance, a sum of D squared differences, is at least
+(1 - (D + 2) eps) d^2 - 2 D tiny: the relative term is the rounding of normal numbers, the
+absolute one covers squares and sums that underflow (``tiny`` the smallest normal number, which
+also covers flush-to-zero). So a row is skipped only when
+``LB^2 >= mind * (1 + margin) + 4 D tiny`` with ``margin`` >= 4 D eps (the engine's pruning
+margin, floored there even when a caller overrides it): its computed distance cannot fall below
+its current ``mind``. The rows left are measured exactly as before, so picks and scores are those
+of the unscreened engine, bit for bit. The error bound of a row is summed in units of its scale,
+so it cannot underflow; rows (and centres) whose max |x| lies outside [1e-140, 1e140] get an
+infinite bound (always measured), since squares of their scales would leave float64's range.
 
 On the benchmark pools (100k x 1000 probabilities) fewer than 1 % of the rows the triangle
 inequality leaves survive the screen, so a pick reads ~1 byte per value instead of 4.
@@ -97,7 +103,9 @@ def warm_up() -> float:
         return 0.0
     t0 = time.perf_counter()
     x = np.linspace(-1.0, 1.0, 2 * INT8_MIN_DIM, dtype=np.float32).reshape(2, INT8_MIN_DIM)
-    screen = Int8Screen(lambda a, b: x[a:b], 2, INT8_MIN_DIM, 1.001, lambda fn, n: fn(0, n), 2)
+    screen = Int8Screen(
+        lambda a, b: x[a:b], 2, INT8_MIN_DIM, x.dtype, 1e-3, lambda fn, n: fn(0, n), 2
+    )
     screen.maybe_closer(x[0], np.arange(2), np.ones(2, dtype=np.float32))
     return time.perf_counter() - t0
 
@@ -114,12 +122,17 @@ class Int8Screen:
         rows: Callable[[int, int], np.ndarray],
         m_rows: int,
         d: int,
-        slack: float,
+        dtype: np.dtype,
+        margin: float,
         run_split: Callable[[Callable[[int, int], None], int], None],
         block_rows: int,
     ) -> None:
         quantize, self._screen = _kernels()
-        self.d, self.slack, self.run_split = d, float(slack), run_split
+        fi = np.finfo(dtype)
+        self.d, self.run_split = d, run_split
+        #: the relative and absolute slack of the test (module docstring), in float64
+        self.slack = 1.0 + max(float(margin), 4.0 * d * float(fi.eps))
+        self.floor = 4.0 * d * float(fi.tiny)
         self.q = np.empty((m_rows, d), dtype=np.int8)
         self.scale = np.empty(m_rows, dtype=np.float64)
         self.qnorm = np.empty(m_rows, dtype=np.int64)
@@ -133,7 +146,6 @@ class Int8Screen:
                 quantize(block[u:v], self.q[at], self.scale[at], self.qnorm[at], self.err[at])
 
             run_split(part, len(block))
-        self.screened = 0
 
     @property
     def nbytes(self) -> int:
@@ -149,10 +161,9 @@ class Int8Screen:
         pos = np.ascontiguousarray(cand, dtype=np.int64)
         out = np.empty(len(pos), dtype=np.bool_)
         args = (qc[0], float(tc[0]), float(rnc[0]), float(ec[0]), self.scale, self.qnorm, self.err)
-        self.screened += len(pos)
 
         def run(a: int, b: int) -> None:
-            self._screen(self.q, pos, a, b, *args, mind, self.slack, out)
+            self._screen(self.q, pos, a, b, *args, mind, self.slack, self.floor, out)
 
         if len(pos):
             self.run_split(run, len(pos))

@@ -19,11 +19,15 @@ Algorithm (Gonzalez 1985; the core-set selection of Sener & Savarese 2018):
    distances, so a whole group is skipped when d(c, x) >= 2 R_c, and d(c, x) is computed once per
    centre, only for groups with R_c > d(x, nearest)/2 (all others are skipped outright, since
    d(c, x) >= d(x, nearest centre of x)). The test is taken with a relative safety margin
-   (``prune_margin``) far above float rounding, so the picks are exactly those of plain greedy.
+   (``prune_margin``) far above the relative rounding of normal floats, so the picks are
+   exactly those of plain greedy (distances that underflow the compute dtype are not covered).
 4. Layout: each group also keeps its member list, so a pick's update can test only the lists of
    the groups the new centre reaches instead of every row, and the farthest row is found from
    the group bounds; a cost model picks the cheaper scan per pick (:class:`KCenterShard`). On a
    10M-row pool where a pick reaches a few groups, this is what keeps a pick far below O(N).
+5. int8 screen (CPU, D >= 256, numba installed): the rows pruning leaves are first tested against
+   an int8 copy of the pool with a proven lower bound on their distance; only the rows it cannot
+   rule out are measured exactly (``_int8_screen``; same picks and scores, ~1 byte read a value).
 
 Distances are L2 (scores are distances, not squared). Extra memory is O(N) plus one chunk beyond
 the pool and the (centres x D) centre matrix; the pool may be an ``np.memmap`` larger than RAM.
@@ -140,9 +144,13 @@ def kcenter_greedy(
 #: moved-out rows until compacted). The cheaper one runs; both give the same min distances.
 GROUP_COST_ROWS = 190.0
 GROUP_ROW_COST = 2.0
-#: The int8 screen is dropped for the rest of a selection once it has screened this many rows
-#: (as a multiple of the shard's) and let more than ``SCREEN_GIVE_UP`` of them through: then it
-#: only adds a pass (heavy-tailed rows, where int8 is coarse). Picks are the same either way.
+#: The int8 copy is built (one pass over the shard) only once the updates have measured this
+#: many rows exactly (as a fraction of the shard's): a selection with a few cheap picks never
+#: pays for it. It is dropped (and its memory freed) for the rest of a selection once it has
+#: screened ``SCREEN_TRIAL_ROWS`` times the shard's rows and let more than ``SCREEN_GIVE_UP`` of
+#: them through: then it only adds a pass (heavy-tailed rows, where int8 is coarse). Picks are
+#: the same either way.
+SCREEN_BUILD_AFTER = 0.5
 SCREEN_TRIAL_ROWS = 2.0
 SCREEN_GIVE_UP = 0.5
 #: ``best()`` refines the per-group upper bounds lazily; after this many rows (as a fraction of
@@ -207,14 +215,15 @@ class KCenterShard:
         self.grouped_steps = self.flat_steps = self.full_argmax = 0
         self._all_pos = np.arange(self.m_rows, dtype=np.int64)
         self._inf = np.array(np.inf, dtype=cd)
-        #: int8 screen of the greedy phase, built at the first update (``_int8_screen``)
+        #: int8 screen of the greedy phase (``_int8_screen``), built lazily (SCREEN_BUILD_AFTER)
         self._run_split = kernel.run_split if isinstance(kernel, NumpyKernel) else None
         self.use_screen = self._run_split is not None and use_int8_screen(
             self.m_rows, pool.d, on_cpu=True, mapped=isinstance(pool.x, np.memmap)
         )
         self.screen: Int8Screen | None = None
         self.screen_seconds = 0.0
-        self.screen_kept = 0
+        self.screened = self.screen_kept = 0
+        self.screen_dropped = False
 
     def _screen(self) -> Int8Screen:
         if self.screen is None:
@@ -225,7 +234,8 @@ class KCenterShard:
                 lambda a, b: pool.gather(eligible[a:b]),
                 self.m_rows,
                 pool.d,
-                1.0 + self.margin,
+                pool.cd,
+                self.margin,
                 self._run_split,
                 pool.chunk_rows,
             )
@@ -370,20 +380,22 @@ class KCenterShard:
         """Distances of candidate positions to the new centre: (mask of those that get
         closer, their new squared distances). With the int8 screen on, only the rows it cannot
         rule out are measured (same result, see ``_int8_screen``)."""
-        if self.use_screen and len(cand):
-            screen = self._screen()
-            maybe = np.flatnonzero(screen.maybe_closer(xv, cand, self.mind))
-            better = np.zeros(len(cand), dtype=bool)
-            sub, d2 = self._exact_moves(xv, cand[maybe])
-            better[maybe[sub]] = True
-            self.evals += len(cand) - len(maybe)  # reached, ruled out in int8
-            self.screen_kept += len(maybe)
-            if screen.screened >= SCREEN_TRIAL_ROWS * self.m_rows and (
-                self.screen_kept > SCREEN_GIVE_UP * screen.screened
-            ):
-                self.use_screen = False  # int8 too coarse for these rows: measure them directly
-            return better, d2
-        return self._exact_moves(xv, cand)
+        if not (
+            self.use_screen and len(cand) and self.exact_evals >= SCREEN_BUILD_AFTER * self.m_rows
+        ):
+            return self._exact_moves(xv, cand)
+        maybe = np.flatnonzero(self._screen().maybe_closer(xv, cand, self.mind))
+        better = np.zeros(len(cand), dtype=bool)
+        sub, d2 = self._exact_moves(xv, cand[maybe])
+        better[maybe[sub]] = True
+        self.evals += len(cand) - len(maybe)  # reached, ruled out in int8
+        self.screened += len(cand)
+        self.screen_kept += len(maybe)
+        if self.screened >= SCREEN_TRIAL_ROWS * self.m_rows and (
+            self.screen_kept > SCREEN_GIVE_UP * self.screened
+        ):  # int8 too coarse for these rows: measure them directly from now on
+            self.use_screen, self.screen_dropped, self.screen = False, True, None
+        return better, d2
 
     def _exact_moves(self, xv: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.evals += len(cand)
@@ -526,9 +538,9 @@ def _run(
         "grouped_steps": float(shard.grouped_steps),
         "flat_steps": float(shard.flat_steps),
         "full_argmax_steps": float(shard.full_argmax),
-        "int8_screened_rows": float(shard.screen.screened if shard.screen else 0),
+        "int8_screened_rows": float(shard.screened),
         "int8_screen_build_seconds": shard.screen_seconds,
-        "int8_screen_dropped": float(shard.screen is not None and not shard.use_screen),
+        "int8_screen_dropped": float(shard.screen_dropped),
         **{f"seed_{k}": float(v) for k, v in getattr(kernel, "counters", {}).items()},
         "seed_seconds": seed_seconds,
         "greedy_seconds": greedy_seconds,

@@ -183,7 +183,7 @@ class LocalWorker:
             "centre_distance_evals": float(s.centre_evals),
             "seed_distance_evals": float(s.seed_evals),
             "eligible_rows": float(s.m_rows),
-            "int8_screened_rows": float(s.screen.screened if s.screen else 0),
+            "int8_screened_rows": float(s.screened),
             "compute_seconds": self.compute_seconds,
         }
 
