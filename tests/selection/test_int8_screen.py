@@ -54,6 +54,7 @@ def test_quantization_error_bound_holds_and_is_tight(make: object) -> None:
     assert np.all(true_err <= sc.err)
     assert np.all(sc.err <= true_err * (1 + 1e-6) + 1e-12)  # an inflation, not a loose bound
     np.testing.assert_array_equal(sc.qnorm, (sc.q.astype(np.int64) ** 2).sum(axis=1))
+    assert sc.nbytes == _int8_screen.copy_bytes(*x.shape)  # what the memory rule budgets
 
 
 def test_zero_rows_and_zero_centre() -> None:
