@@ -36,6 +36,12 @@ from activekd.arrays import widen
 DEFAULT_CHUNK_BYTES = 16 << 20
 
 
+def rounding_margin(d: int, dtype: np.dtype) -> float:
+    """Relative rounding of a D-term float sum of squares in ``dtype``, with room to spare
+    (4 D eps): the floor of every relative safety margin the k-center engine tests with."""
+    return 4.0 * d * float(np.finfo(dtype).eps)
+
+
 def compute_dtype(dtype: np.dtype) -> np.dtype:
     """float64 input computes in float64; float16/float32 compute in float32."""
     return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)

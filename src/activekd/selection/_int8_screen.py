@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from activekd.selection._distance import rounding_margin
+
 #: Set to True/False to force the int8 greedy screen on or off (None: the rule of
 #: :func:`use_int8_screen`).
 GREEDY_INT8: bool | None = None
@@ -131,7 +133,7 @@ class Int8Screen:
         fi = np.finfo(dtype)
         self.d, self.run_split = d, run_split
         #: the relative and absolute slack of the test (module docstring), in float64
-        self.slack = 1.0 + max(float(margin), 4.0 * d * float(fi.eps))
+        self.slack = 1.0 + max(float(margin), rounding_margin(d, dtype))
         self.floor = 4.0 * d * float(fi.tiny)
         self.q = np.empty((m_rows, d), dtype=np.int8)
         self.scale = np.empty(m_rows, dtype=np.float64)

@@ -50,6 +50,7 @@ from activekd.selection._distance import (
     NumpyKernel,
     PoolView,
     make_kernel,
+    rounding_margin,
     uses_torch,
 )
 from activekd.selection._int8_screen import Int8Screen, use_int8_screen
@@ -67,7 +68,7 @@ ProgressFn = Callable[[int, int], None]
 def _pruning_margin(pool: PoolView, margin: float | None) -> float:
     if margin is not None:
         return margin
-    return max(PRUNE_MARGIN, 4.0 * pool.d * float(np.finfo(pool.cd).eps))
+    return max(PRUNE_MARGIN, rounding_margin(pool.d, pool.cd))
 
 
 def _centre_sqdist(
