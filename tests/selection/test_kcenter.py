@@ -117,6 +117,20 @@ def test_pruning_margin_zero_still_exact_on_float64() -> None:
     assert tight.stats["pruned_fraction"] > 0.5  # measured 0.98
 
 
+@pytest.mark.parametrize("seed", [149, 164, 195])
+def test_pruning_exact_when_squared_distances_underflow(seed: int) -> None:
+    """Rows ~1e-24 apart: float32 squared distances are subnormal, where rounding is absolute,
+    not relative. Before the 4 D tiny floor, pruning changed picks on these pools."""
+    rng = np.random.default_rng(seed)
+    n, d, k = 300, int(rng.choice([8, 64, 256])), int(rng.integers(2, 20))
+    x = rng.normal(size=(n, d)) + rng.normal(size=(k, d))[rng.integers(0, k, n)] * 3
+    x = (x * 10 ** rng.uniform(-24, -21)).astype(np.float32)
+    on = kcenter_greedy(x, 60, centres=np.arange(2), prune=True)
+    off = kcenter_greedy(x, 60, centres=np.arange(2), prune=False)
+    assert on.indices.tolist() == off.indices.tolist()
+    np.testing.assert_array_equal(on.scores, off.scores)
+
+
 def test_float16_consistent_with_float32_on_separated_data() -> None:
     rng = np.random.default_rng(6)
     centres = np.eye(8)[rng.integers(8, size=40)] * 0.9 + 0.1 / 8  # 40 points on 8 far corners

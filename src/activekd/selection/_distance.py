@@ -42,6 +42,13 @@ def rounding_margin(d: int, dtype: np.dtype) -> float:
     return 4.0 * d * float(np.finfo(dtype).eps)
 
 
+def rounding_floor(d: int, dtype: np.dtype) -> float:
+    """Absolute rounding of a D-term float sum of squares in ``dtype`` where it underflows
+    (4 D tiny, ``tiny`` the smallest normal number): the absolute term every pruning or
+    screening test of the k-center engine adds to its relative margin."""
+    return 4.0 * d * float(np.finfo(dtype).tiny)
+
+
 def compute_dtype(dtype: np.dtype) -> np.dtype:
     """float64 input computes in float64; float16/float32 compute in float32."""
     return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from activekd.selection._distance import rounding_margin
+from activekd.selection._distance import rounding_floor, rounding_margin
 
 #: Set to True/False to force the int8 greedy screen on or off (None: the rule of
 #: :func:`use_int8_screen`).
@@ -130,11 +130,10 @@ class Int8Screen:
         block_rows: int,
     ) -> None:
         quantize, self._screen = _kernels()
-        fi = np.finfo(dtype)
         self.d, self.run_split = d, run_split
         #: the relative and absolute slack of the test (module docstring), in float64
         self.slack = 1.0 + max(float(margin), rounding_margin(d, dtype))
-        self.floor = 4.0 * d * float(fi.tiny)
+        self.floor = rounding_floor(d, dtype)
         self.q = np.empty((m_rows, d), dtype=np.int8)
         self.scale = np.empty(m_rows, dtype=np.float64)
         self.qnorm = np.empty(m_rows, dtype=np.int64)

@@ -19,8 +19,9 @@ Algorithm (Gonzalez 1985; the core-set selection of Sener & Savarese 2018):
    distances, so a whole group is skipped when d(c, x) >= 2 R_c, and d(c, x) is computed once per
    centre, only for groups with R_c > d(x, nearest)/2 (all others are skipped outright, since
    d(c, x) >= d(x, nearest centre of x)). The test is taken with a relative safety margin
-   (``prune_margin``) far above the relative rounding of normal floats, so the picks are
-   exactly those of plain greedy (distances that underflow the compute dtype are not covered).
+   (``prune_margin``) far above the relative rounding of normal floats plus an absolute one
+   (4 D tiny) above the rounding of sums that underflow, so the picks are exactly those of
+   plain greedy at every magnitude.
 4. Layout: each group also keeps its member list, so a pick's update can test only the lists of
    the groups the new centre reaches instead of every row, and the farthest row is found from
    the group bounds; a cost model picks the cheaper scan per pick (:class:`KCenterShard`). On a
@@ -50,6 +51,7 @@ from activekd.selection._distance import (
     NumpyKernel,
     PoolView,
     make_kernel,
+    rounding_floor,
     rounding_margin,
     uses_torch,
 )
@@ -208,6 +210,8 @@ class KCenterShard:
         self.margin = margin
         self.four = 4.0 * (1.0 + margin)
         self.shrink = 1.0 - margin
+        #: absolute slack of every pruning test: a skip needs d(c,x)^2 >= four m^2 + floor
+        self.floor = rounding_floor(pool.d, cd)
         self.mind = np.full(self.m_rows, np.inf, dtype=cd)
         self.assign = np.zeros(self.m_rows, dtype=np.int32)
         self.k = 0
@@ -363,11 +367,14 @@ class KCenterShard:
         if not self.prune:
             self._update_flat(xv, k, np.zeros(0, dtype=np.int64), None)
             return
-        maybe = np.flatnonzero(radius2[:k] * four > d2x * self.shrink)
+        floor = self.floor
+        maybe = np.flatnonzero(radius2[:k] * four + floor > d2x * self.shrink)
         dcc2 = _centre_sqdist(self.kernel, xv, self.cbuf, maybe)
         self.centre_evals += len(maybe)
-        act = dcc2 < four * radius2[maybe]
-        active, thr_active = maybe[act], (dcc2[act] / four).astype(self.pool.cd)
+        act = dcc2 < four * radius2[maybe] + floor
+        # rows with four m^2 + floor <= d(c,x)^2 cannot get closer (m^2 >= 0 holds anyway)
+        thr = np.maximum((dcc2[act] - floor) / four, 0.0)
+        active, thr_active = maybe[act], thr.astype(self.pool.cd)
         layout = self.layout
         if layout == "auto":
             grouped = GROUP_COST_ROWS * len(active) + GROUP_ROW_COST * self.listed[active].sum()
