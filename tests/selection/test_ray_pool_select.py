@@ -320,3 +320,30 @@ def test_select_batch_service_uses_the_sharded_pool_on_ray(
     assert typi.item_ids == [ids[i] for i in want_t.indices]
     assert typi.stats["shards"] == 3
     assert "k-center over sharded pools runs on Ray" in logs
+
+
+def test_our_errors_in_a_ray_task_keep_their_status(cluster: RayCluster) -> None:
+    """A store error raised inside a shard task (e.g. a shard file gone: upload again) is not a
+    retry: it keeps its own status and message. Anything else is UNAVAILABLE, without the
+    remote traceback."""
+    import ray
+
+    from activekd.errors import FailedPrecondition, Unavailable
+
+    @ray.remote(num_cpus=0.1, max_retries=0)
+    def gone() -> None:
+        raise FailedPrecondition("shard 3 of pool 'p' is gone from the store: upload it again")
+
+    @ray.remote(num_cpus=0.1, max_retries=0)
+    def crashes() -> None:
+        raise RuntimeError("/srv/secret/host/path.npy")
+
+    sel = ShardedSelector("unused://not-connected")
+    sel._cluster = cluster
+    with pytest.raises(FailedPrecondition, match="upload it again") as e:
+        sel._on_ray("task", lambda: ray.get(gone.remote()))
+    assert "Traceback" not in str(e.value)
+    with pytest.raises(Unavailable, match="retry") as u:
+        sel._on_ray("task", lambda: ray.get(crashes.remote()))
+    assert "/srv" not in str(u.value)
+    sel._cluster = None

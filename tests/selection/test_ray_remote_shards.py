@@ -49,6 +49,9 @@ def test_workers_fetch_only_their_shard_and_equal_select_batch(
     assert [type(r) for r in refs] == [RemoteShard] * 4
     assert [(r.start, r.stop) for r in refs] == [(0, 600), (600, 1200), (1200, 1800), (1800, 2000)]
     assert not any(r.path.exists() for r in refs)  # nothing downloaded by the reader itself
+    # SelectBatch's item-id lookup fetches that one file, not the version
+    assert reader.item_ids("rs/p").tolist() == ids
+    assert [p.name for p in refs[0].path.parent.iterdir()] == ["item_ids.npy"]
 
     sel = ShardedSelector("unused://not-connected", cpus_per_shard=0.5)
     sel._cluster = cluster  # the module's cluster is already connected
@@ -64,9 +67,11 @@ def test_workers_fetch_only_their_shard_and_equal_select_batch(
     finally:
         sel._cluster = None  # the module fixture stops it
     # the workers ran on this machine, with the reader's cache path: it holds the four probs
-    # shards and nothing else (no features, no item ids, no "complete" marker)
+    # shards and the item ids, nothing else (no features, no "complete" marker)
     folder = refs[0].path.parent
-    assert sorted(p.name for p in folder.iterdir()) == sorted(r.name for r in refs)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*(r.name for r in refs), "item_ids.npy"]
+    )
     # and the reader still reads the whole version when it needs it
     np.testing.assert_array_equal(reader.open_array("rs/p", "features"), feats)
     assert (folder / COMPLETE_MARKER).exists()

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from activekd.cli import main as cli_main
-from activekd.distributed.ray_jobs import RayJobs, entrypoint
+from activekd.distributed.ray_jobs import JobWatch, RayJobs, entrypoint
 from activekd.distributed.ray_kcenter import RayCluster
 from activekd.distributed.ray_scoring import ScoringJob, StoreSpec
-from activekd.errors import FailedPrecondition
+from activekd.errors import FailedPrecondition, Unavailable
 from activekd.store import PoolStore
 from tests.procs import RedisProcess, ServiceProcess
 
@@ -79,6 +79,36 @@ def test_cli_submits_and_follows_a_scoring_job(
     assert store.open_array(done["pool_id"], "probs").shape == (40, 10)
 
 
+def test_cli_passes_the_source_schemes_to_the_job(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --source-schemes (or ACTIVEKD_SOURCE_SCHEMES) an object-storage source would be
+    refused on the cluster: the flag reaches the submitted job."""
+    from activekd.distributed import ray_jobs
+
+    jobs: list[ScoringJob] = []
+
+    class Jobs:
+        def __init__(self, address: str, python: str) -> None:
+            pass
+
+        def submit(self, job: ScoringJob, store: StoreSpec) -> str:
+            jobs.append(job)
+            return "raysubmit_x"
+
+        def follow(self, job_id: str, timeout: float | None) -> Iterator[dict[str, object]]:
+            yield {"event": "done", "pool_id": "p"}
+
+    monkeypatch.setattr(ray_jobs, "RayJobs", Jobs)
+    monkeypatch.delenv("ACTIVEKD_SOURCE_SCHEMES", raising=False)
+    base = ["score-on-ray", "--address", "http://h:8265", "--store-uri", str(tmp_path)]
+    src = ["--source", "array_uri:s3://bucket/images.npy"]
+    assert cli_main([*base, *src, "--source-schemes", "file,s3"]) == 0
+    assert cli_main([*base, *src]) == 0
+    assert [j.source_schemes for j in jobs] == ["file,s3", "file"]
+    capsys.readouterr()
+
+
 def test_no_credential_reaches_a_job_command_line(tmp_path: Path) -> None:
     """The Jobs API shows every job's entrypoint: Redis URLs with a credential and storage
     options are refused there (the cluster reads ACTIVEKD_REDIS_URL / ACTIVEKD_STORE_OPTIONS)."""
@@ -106,6 +136,8 @@ def test_a_failed_job_is_a_clear_error(cluster: RayCluster, images: tuple[Path, 
     job_id = jobs.submit(bad, StoreSpec(str(root), "redis://127.0.0.1:1/0"))
     with pytest.raises(FailedPrecondition, match=f"job {job_id} ended FAILED"):
         list(jobs.follow(job_id, timeout=300))
+    with pytest.raises(Unavailable, match=r"no status for job raysubmit_gone .*: retry"):
+        jobs.poll(JobWatch("raysubmit_gone"))  # the SDK's RuntimeError is not INTERNAL
 
 
 def test_teacher_service_hands_large_score_pools_to_the_cluster(
@@ -154,3 +186,26 @@ def test_teacher_service_hands_large_score_pools_to_the_cluster(
         rtol=1e-4,
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize(("dtype", "precision"), [("float32", "fp32"), ("bfloat16", "bf16")])
+def test_offloaded_job_computes_in_the_services_dtype(dtype: str, precision: str) -> None:
+    """The actors pick their own device, but compute in the service teacher's dtype: a GPU
+    actor on ``auto`` would use bf16, another fingerprint than a float32 service's."""
+    from types import SimpleNamespace
+
+    from activekd.distributed.ray_jobs import RayScoringOffload
+    from activekd.teacher import TeacherIdentity
+
+    ident = TeacherIdentity(
+        "label-map", "m", "ab", ("a", "b"), (), "pre", head="h", compute_dtype=dtype
+    )
+    offload = RayScoringOffload(
+        RayJobs("http://127.0.0.1:1"),
+        {"backend": "label-map", "device": "auto", "precision": "auto"},
+        StoreSpec("/store", ""),
+    )
+    source = SimpleNamespace(kind="array_uri", ref="/x.npy", total=10, full_size=10)
+    job = offload.job_for(SimpleNamespace(identity=ident), source, "p", "d", False)  # type: ignore[arg-type]
+    assert job.teacher["precision"] == precision and job.teacher["device"] == "auto"
+    assert job.expected_fingerprint == ident.fingerprint

@@ -17,8 +17,10 @@ import redis
 
 from activekd.distributed.ray_kcenter import RayCluster
 from activekd.distributed.ray_scoring import (
+    ActorCheck,
     ScoringJob,
     ScoringProgress,
+    ShardScorer,
     StoreSpec,
     score_on_ray,
 )
@@ -162,8 +164,10 @@ def test_a_worker_killed_mid_job_is_retried_and_the_pool_is_identical(
     res = score_on_ray(_job(ref, shard_rows=4, pool_id="ray/killed"), spec, progress=record)
     assert killed and res.meta.complete and res.meta.num_items == 40
     with pytest.raises(ProcessLookupError):
-        os.kill(killed[0], 0)  # it really died, with shards still to score
-    # every shard written once: the dead actor's task was retried, not lost or doubled
+        os.kill(killed[0], 0)  # it really died, after its first shard, with 9 still to score
+    # (whether it held one in flight is up to Ray Data's queueing; had it, the count below
+    # shows the shard was retried, not lost or doubled)
+    # every shard written once
     assert sorted(p.shard for p in seen[1:]) == [(a, a + 4) for a in range(0, 40, 4)]
     full = score_on_ray(_job(ref, shard_rows=4, pool_id="ray/unkilled"), spec)
     for name in ("probs", "features"):
@@ -190,3 +194,25 @@ def test_sources_obey_the_data_roots_and_settings_are_checked(
     with pytest.raises(InvalidArgument, match="concurrency 0"):
         score_on_ray(_job(ref, concurrency=0), spec)
     assert resolve_source("array_uri", ref, 0, store).total == 40
+
+
+def test_an_actor_seeing_another_source_or_teacher_refuses_to_score(
+    setup: tuple[StoreSpec, PoolStore, str, np.ndarray],
+) -> None:
+    """The actor's own view (run here in-process) must equal the driver's: a node with other
+    files, or another teacher, would write its rows under the driver's ids and cache key."""
+    spec, store, ref, _ = setup
+    job = _job(ref)
+    source = resolve_source("array_uri", ref, 0, store, job.policy(store.root))
+    fingerprint = ShardScorer(job, spec).teacher.identity.fingerprint
+    ok = ActorCheck(source.signature, 40, fingerprint)
+    scorer = ShardScorer(job, spec, ok)
+    out = scorer({"start": np.array([0]), "stop": np.array([4])})
+    assert out["probs"].shape == (1, 4, 10)
+    for bad, what in (
+        (ActorCheck("other-signature", 40, fingerprint), "source"),
+        (ActorCheck(source.signature, 41, fingerprint), "source"),
+        (ActorCheck(source.signature, 40, "0" * 16), "teacher"),
+    ):
+        with pytest.raises(FailedPrecondition, match=f"loads another {what} .* then rerun"):
+            ShardScorer(job, spec, bad)

@@ -31,6 +31,7 @@ from activekd.teacher.pool_job import (
     check_score_request,
     default_output_pool,
     resolve_source,
+    teacher_output_metadata,
 )
 from activekd.teacher.precomputed import PrecomputedTeacher
 from activekd.teacher.sources import SourcePolicy
@@ -202,3 +203,20 @@ def test_score_pool_job_resumes_through_the_pool_writer(
     assert resolve_source("array_uri", ref, 0, pool_store, policy).total == 30
     with pytest.raises(PermissionDenied, match="data root"):  # the default: the store only
         resolve_source("array_uri", ref, 0, pool_store)
+
+
+def test_extra_metadata_cannot_replace_the_cache_key(
+    pool_store: PoolStore, tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, probs = data
+    np.save(tmp_path / "imgs.npy", images)
+    source = resolve_source(
+        "array_uri", str(tmp_path / "imgs.npy"), 0, pool_store, SourcePolicy((tmp_path,))
+    )
+    teacher = PrecomputedTeacher(probs, images=images)
+    md = teacher_output_metadata(teacher, source, "toy", scorer="ray-data")
+    assert md["teacher_fingerprint"] == teacher.fingerprint and md["scorer"] == "ray-data"
+    with pytest.raises(ValueError, match="source_signature, teacher_fingerprint"):
+        teacher_output_metadata(
+            teacher, source, "toy", teacher_fingerprint="x", source_signature="y"
+        )

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from activekd.distributed.ray_rowwise import ROW_LOCAL_ON_SHARDS
-from activekd.errors import InvalidArgument, ResourceExhausted, Unavailable, shown
+from activekd.errors import (
+    ActiveKDError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+    shown,
+)
 from activekd.selection.result import SelectionResult
 from activekd.selection.validation import (
     validate_budget,
@@ -237,6 +243,9 @@ class ShardedSelector:
         except ShardPlacementError as exc:
             raise ResourceExhausted(str(exc)) from exc
         except RayError as exc:  # an actor died, or a task failed past its retries
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, ActiveKDError):  # ours, raised in a task: its status and
+                raise cause from None  # message say what to fix (not the remote traceback)
             raise Unavailable(
                 f"a Ray shard {what} failed during the selection ({type(exc).__name__}); retry"
             ) from exc

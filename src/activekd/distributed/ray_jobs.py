@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shlex
 import time
 import urllib.parse
@@ -27,6 +28,11 @@ from activekd.errors import FailedPrecondition, InvalidArgument, Unavailable
 from activekd.store import PoolStore
 from activekd.teacher.base import BaseTeacher
 from activekd.teacher.pool_job import ImageSource, ScoreUpdate
+
+log = logging.getLogger("activekd.distributed.ray_jobs")
+
+#: a teacher's ``identity.compute_dtype`` -> the ``precision`` setting that gives it
+PRECISION_OF_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 #: Ray job states after which nothing changes
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -105,20 +111,32 @@ class RayJobs:
 
     def submit(self, job: ScoringJob, store: StoreSpec, *, submission_id: str | None = None) -> str:
         """Submit ``job``; returns the job's submission id."""
-        return str(
-            self.client().submit_job(
-                entrypoint=entrypoint(job, store, self.python),
-                submission_id=submission_id,
-                metadata={"activekd": "score-pool", "pool_id": job.pool_id or ""},
+        command = entrypoint(job, store, self.python)
+        try:
+            return str(
+                self.client().submit_job(
+                    entrypoint=command,
+                    submission_id=submission_id,
+                    metadata={"activekd": "score-pool", "pool_id": job.pool_id or ""},
+                )
             )
-        )
+        except (ConnectionError, RuntimeError) as exc:
+            raise Unavailable(
+                "the Ray cluster's Jobs API refused or dropped the submission; retry when it is up"
+            ) from exc
 
     def poll(self, watch: JobWatch) -> JobWatch:
         """Refresh ``watch``: the job's status and the JSON events logged since the last poll
         (``watch.events`` holds only the new ones)."""
         client = self.client()
-        watch.status = str(client.get_job_status(watch.job_id).value)
-        lines = str(client.get_job_logs(watch.job_id)).splitlines(keepends=True)
+        try:
+            watch.status = str(client.get_job_status(watch.job_id).value)
+            lines = str(client.get_job_logs(watch.job_id)).splitlines(keepends=True)
+        except (ConnectionError, RuntimeError) as exc:  # the SDK's HTTP errors: transient
+            raise Unavailable(
+                f"the Ray cluster's Jobs API gave no status for job {watch.job_id} "
+                f"({type(exc).__name__}): retry; a rerun keeps the shards already scored"
+            ) from exc
         if lines and not lines[-1].endswith("\n") and watch.status not in TERMINAL:
             lines.pop()  # still being written: read it whole on a later poll
         watch.events = []
@@ -187,6 +205,8 @@ class RayScoringOffload:
         """The job that scores ``source`` with exactly ``teacher`` (the experiment's classes)."""
         ident = teacher.identity
         config = {**self.teacher, "class_names": list(ident.class_names)}
+        if "precision" in config:  # the service's own compute dtype: same outputs, same key
+            config["precision"] = PRECISION_OF_DTYPE.get(ident.compute_dtype, "auto")
         if ident.templates:
             config["templates"] = list(ident.templates)
         limit = source.total if source.total < source.full_size else 0
@@ -235,7 +255,10 @@ class RayScoringOffload:
             finished = True
         finally:
             if not finished and watch.status not in TERMINAL:  # the caller went away
-                await asyncio.to_thread(self.jobs.stop, job_id)
+                try:
+                    await asyncio.to_thread(self.jobs.stop, job_id)
+                except Exception:  # the job's own error (or the caller's) wins
+                    log.warning("could not stop ray job", extra={"job_id": job_id})
         meta = await asyncio.to_thread(store.describe, str(done["pool_id"]))
         if meta.metadata.get("teacher_fingerprint") != teacher.identity.fingerprint:
             raise FailedPrecondition(

@@ -113,8 +113,16 @@ class RayCluster:
             if self.dashboard and ctx.dashboard_url:
                 self.dashboard_url = f"http://{ctx.dashboard_url}"
         else:
-            if os.environ.get("RAY_AUTH_MODE", "token") != "token":
-                raise RuntimeError("RAY_AUTH_MODE must be 'token' to connect to a cluster")
+            mode = os.environ.get("RAY_AUTH_MODE")
+            if mode is None and "ray" not in sys.modules:
+                # unset: token mode, set before Ray's import reads it (the token itself comes
+                # from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH, as the cluster's pods have it)
+                os.environ["RAY_AUTH_MODE"] = mode = "token"
+            if mode != "token":
+                raise RuntimeError(
+                    "RAY_AUTH_MODE must be 'token' (set before Ray is imported) to connect to a "
+                    "cluster"
+                )
             ray = _ray()
             ray.init(address=self.address, log_to_driver=False)
         if os.environ.get("RAY_AUTH_MODE") != "token":

@@ -131,11 +131,22 @@ class ScoringResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class ActorCheck:
+    """What the driver resolved and recorded: every actor must see the same source and load the
+    same teacher, or its rows would land under the driver's ids and cache key."""
+
+    source_signature: str
+    total: int
+    teacher_fingerprint: str
+
+
 class ShardScorer:
     """The ``map_batches`` callable class: one teacher and one resolved source per actor; each
-    call scores the shards (rows ``start..stop``) of its batch."""
+    call scores the shards (rows ``start..stop``) of its batch. ``check``: the driver's view,
+    which the actor's must equal (FailedPrecondition otherwise, before it scores a row)."""
 
-    def __init__(self, job: ScoringJob, store: StoreSpec) -> None:
+    def __init__(self, job: ScoringJob, store: StoreSpec, check: ActorCheck | None = None) -> None:
         from activekd.teacher import create_teacher
         from activekd.teacher.pool_job import resolve_source
 
@@ -143,6 +154,18 @@ class ShardScorer:
         pools = store.open()
         self.source = resolve_source(job.kind, job.ref, job.limit, pools, job.policy(pools.root))
         self.features = self.teacher.feature_dim > 0
+        if check is not None:
+            mine = ActorCheck(
+                self.source.signature, self.source.total, self.teacher.identity.fingerprint
+            )
+            if mine != check:
+                teacher = mine.teacher_fingerprint != check.teacher_fingerprint
+                raise FailedPrecondition(
+                    "a scoring actor loads another "
+                    + ("teacher (fingerprint" if teacher else "source (signature or row count")
+                    + " differs) than the job's driver: give every node the same files and "
+                    "teacher settings, then rerun"
+                )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from activekd.teacher.scoring import predict_rows
@@ -255,7 +278,8 @@ def score_on_ray(
     if progress is not None:
         progress(ScoringProgress(rows_done, total, resumed))
     bounds = dict(missing)
-    for start, probs, feats, pid in _scored(job, store, missing):
+    check = ActorCheck(source.signature, total, fingerprint)
+    for start, probs, feats, pid in _scored(job, store, missing, check):
         stop = bounds[start]
         arrays = {"probs": probs}
         if store_features:
@@ -275,7 +299,7 @@ def score_on_ray(
 
 
 def _scored(
-    job: ScoringJob, store: StoreSpec, shards: list[tuple[int, int]]
+    job: ScoringJob, store: StoreSpec, shards: list[tuple[int, int]], check: ActorCheck
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
     """(start, probs, features, worker pid) of every shard, as the actors finish them."""
     if not shards:
@@ -288,7 +312,7 @@ def _scored(
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         ShardScorer,
-        fn_constructor_args=(job, store),
+        fn_constructor_args=(job, store, check),
         batch_size=1,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=job.concurrency),

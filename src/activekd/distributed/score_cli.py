@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="score again even when cached")
     p.add_argument("--python", default="python", help="the interpreter on the cluster")
     p.add_argument("--data-roots", default=os.environ.get("ACTIVEKD_DATA_ROOTS", ""))
+    p.add_argument(
+        "--source-schemes",
+        default=os.environ.get("ACTIVEKD_SOURCE_SCHEMES", "file"),
+        help="URI schemes a source may use, comma-separated (default ACTIVEKD_SOURCE_SCHEMES, "
+        "else file); e.g. file,s3 to score images in object storage",
+    )
     p.add_argument("--timeout", type=float, default=None, help="seconds to follow the job")
     return p
 
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     job = ScoringJob(
         teacher, kind, ref, limit=args.limit, dataset=args.dataset, pool_id=args.pool_id,
         shard_rows=args.shard_rows, concurrency=args.concurrency, num_gpus=args.num_gpus,
-        force=args.force, data_roots=args.data_roots,
+        force=args.force, data_roots=args.data_roots, source_schemes=args.source_schemes,
     )  # fmt: skip
     store = StoreSpec(args.store_uri, args.redis_url)
     if args.local:

@@ -260,8 +260,12 @@ class PoolStore:
         ]
 
     def item_ids(self, pool_id: str) -> np.ndarray:
-        """Item ids in row order (numpy unicode array)."""
+        """Item ids in row order (numpy unicode array). From object storage only this one file
+        is fetched, not the whole version (a sharded SelectBatch reads no array here)."""
         meta = self.describe(pool_id)
+        local = self._dir(pool_id, meta.version)
+        if self.remote is not None and not (local / COMPLETE_MARKER).exists():
+            return np.load(self.remote.fetch_file(pool_id, meta.version, "item_ids.npy", local))
         return np.load(self._read_dir(pool_id, meta.version) / "item_ids.npy")
 
     def row_index(self, pool_id: str) -> Mapping[str, int]:

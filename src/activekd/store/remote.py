@@ -170,7 +170,7 @@ class RemoteShard:
     version: str
     name: str
     cache_dir: str
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold secrets
 
     @property
     def path(self) -> Path:

@@ -470,7 +470,7 @@ def teacher_output_metadata(
     """The metadata of a pool of teacher outputs (what :func:`cached_pool` and a resumed write
     compare); ``extra``: how it was scored (chunk size, features, probs source, scorer)."""
     ident = teacher.identity
-    return {
+    base = {
         "kind": "teacher-outputs",
         "teacher_fingerprint": ident.fingerprint,
         "teacher_backend": ident.backend,
@@ -479,8 +479,11 @@ def teacher_output_metadata(
         "dataset": dataset,
         "source": source.description,
         "source_signature": source.signature,
-        **extra,
     }
+    clash = sorted(set(extra) & set(base))
+    if clash:  # the cache key and the pool's identity are the scorer's, never a caller's
+        raise ValueError(f"extra metadata may not set {', '.join(clash)}")
+    return {**base, **extra}
 
 
 def output_arrays(store_features: bool, has_item_ids: bool) -> list[str]:
