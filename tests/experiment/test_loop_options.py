@@ -111,6 +111,21 @@ def test_teacher_features_are_what_feature_strategies_see(vec: dict[str, np.ndar
     assert a[0].selected == b[0].selected
 
 
+def test_each_round_keeps_the_strategys_stats(vec: dict[str, np.ndarray]) -> None:
+    """probcover's ``truncated_balls`` (the fraction of balls cut at the neighbour cap, where its
+    greedy stops being exact) must be in the results to be reported."""
+    res = _run(vec, strategy="probcover")
+    ids, _ = initial_labels([str(i) for i in range(240)], vec["y"], 1, 2, 4)
+    labeled = np.asarray(sorted(int(i) for i in ids))
+    want = select_batch(
+        "probcover", 4, features=vec["x"], probs=vec["t"], labeled=labeled, seed=0
+    ).stats
+    assert set(res[0].selection_stats) == {k for k in want if not k.endswith("seconds")}
+    assert "truncated_balls" in res[0].selection_stats
+    assert res[-1].selection_stats == {}  # the last round picks nothing
+    assert res[0].to_dict()["selection_stats"] == res[0].selection_stats
+
+
 class _CountingAdapter:
     """Records what the loop hands the adapter; predicts the true class (a perfect teacher)."""
 

@@ -16,7 +16,7 @@ from activekd.experiment.loop import LoopConfig, run_active_learning
 
 FILE = "loop"
 #: RoundResult fields newer than the baseline (issue 12); see tests/experiment/test_loop_options.py
-ADDED = ("teacher_accuracy",)
+ADDED = ("teacher_accuracy", "selection_stats")
 C, D = 5, 16
 STUDENT = {
     "backbone": "mlp",

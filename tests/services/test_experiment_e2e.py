@@ -137,7 +137,8 @@ def test_typiclust_on_the_teacher_features_with_an_adapted_teacher(stack: LocalS
         on_student = sel.select_batch("typiclust", 5, **kwargs).item_ids
     assert list(on_teacher) == picked and list(on_student) != picked
 
-    # a teacher pool of probabilities only: the selection step says what to do, the state stays
+    # a teacher pool of probabilities only: the teacher step says what to do before round 0
+    # trains (not after), and the state stays
     with SelectionClient(stack.target("selection")) as sel:
         flat = np.full((160, 10), 0.1, dtype=np.float32)
         sel.upload_pool("e2e/probs-only", item_ids=[f"p{i}" for i in range(160)],
@@ -151,7 +152,7 @@ def test_typiclust_on_the_teacher_features_with_an_adapted_teacher(stack: LocalS
         state = client.get("ty-nofeat").state
     assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "'e2e/probs-only' has none" in (exc.value.details() or "")
-    assert state == experiment_pb2.ROUND_STATE_POOL_SCORED  # nothing selected, nothing lost
+    assert state == experiment_pb2.ROUND_STATE_CREATED  # nothing trained, nothing lost
 
 
 def test_named_pcoreset_variants_select_on_the_teacher_and_the_ce_head(

@@ -123,6 +123,9 @@ class RoundResult:
     #: teacher distilled from (``activekd.experiment.stopping``)
     stability: float | None = None
     stop_set_teacher_agreement: float | None = None
+    #: the strategy's own stats for this round's pick (e.g. probcover's ``truncated_balls``,
+    #: typiclust's ``new_cluster_picks``), timings left out; empty in the last round
+    selection_stats: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,6 +200,7 @@ def run_active_learning(
         train_s = time.perf_counter() - t0
         picked: list[int] = []
         select_s = 0.0
+        select_stats: dict[str, float] = {}
         t1 = time.perf_counter()
         scores = score_pool(trained.model, x_pool)
         signal = round_signal(scores.probs, previous_probs, t_pool, stop_rows)
@@ -217,6 +221,9 @@ def run_active_learning(
             )
             picked = [int(i) for i in res.indices]
             select_s = time.perf_counter() - t1
+            select_stats = {  # timings left out: results stay reproducible run to run
+                str(k): float(v) for k, v in res.stats.items() if not k.endswith("seconds")
+            }
         result = RoundResult(
             round=r,
             labeled=len(labeled),
@@ -231,6 +238,7 @@ def run_active_learning(
             adapt_seconds=adapt_s,
             stability=signal.stability,
             stop_set_teacher_agreement=signal.teacher_agreement,
+            selection_stats=select_stats,
         )
         results.append(result)
         if progress is not None:

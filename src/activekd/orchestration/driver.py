@@ -266,6 +266,18 @@ class Driver:
             raise FailedPrecondition(f"teacher ScorePool of {pool_id!r} returned no pool")
         return str(last.pool.pool_id)
 
+    def _check_teacher_features(self, strategy: str, teacher_pool_id: str) -> None:
+        """FailedPrecondition, saying what to do, when ``strategy`` selects on the teacher's
+        features and the teacher pool holds none."""
+        if "features" not in self.pools.describe(teacher_pool_id).arrays:
+            raise FailedPrecondition(
+                f"strategy {strategy!r} selects on the teacher's features, but teacher "
+                f"pool {teacher_pool_id!r} has none: let the teacher score the pool "
+                "(ScorePool keeps features unless a probabilities-only cache answers; use "
+                "force), upload a 'features' array with the probs, or pick a strategy that "
+                "needs no teacher features (e.g. pcoreset)"
+            )
+
     def _teacher(
         self, exp: Experiment, deadline: float | None
     ) -> tuple[RoundState, dict[str, Any]]:
@@ -287,6 +299,9 @@ class Driver:
             )
         for pid in filter(None, (pool, test)):
             self.pools.describe(pid)
+        info = STRATEGY_INFO.get(spec.strategy)
+        if info is not None and info.teacher_features:  # before round 0 trains, not after
+            self._check_teacher_features(spec.strategy, pool)
         return RoundState.TEACHER_SCORED, {
             "teacher_pool_id": pool,
             "extra": {"teacher_test_pool_id": test},
@@ -404,14 +419,7 @@ class Driver:
         features_pool_id = ""
         if info is not None and info.teacher_features:
             features_pool_id = rec.teacher_pool_id or self._first_round(exp)["teacher_pool_id"]
-            if "features" not in self.pools.describe(features_pool_id).arrays:
-                raise FailedPrecondition(
-                    f"strategy {spec.strategy!r} selects on the teacher's features, but teacher "
-                    f"pool {features_pool_id!r} has none: let the teacher score the pool "
-                    "(ScorePool keeps features unless a probabilities-only cache answers; use "
-                    "force), upload a 'features' array with the probs, or pick a strategy that "
-                    "needs no teacher features (e.g. pcoreset)"
-                )
+            self._check_teacher_features(spec.strategy, features_pool_id)
         # the probabilities the registry names: the student's (combined) or its CE head's
         # (``ce_probs``), both in the round's scored pool, or the round's distillation targets
         # the trainer wrote in the pool's rows (adapted when the experiment adapts: what the
