@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import io
 import os
-import sys
-import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from activekd.errors import InvalidArgument, NotFound, PermissionDenied, Resourc
 from activekd.store import PoolStore
 from activekd.teacher.pool_job import PoolScorer, resolve_source
 from activekd.teacher.sources import OUTSIDE_ROOTS, SourcePolicy, uri_scheme
+from tests.store.test_object_storage import BUCKET, options, s3_endpoint  # noqa: F401
 
 
 def _png(value: int) -> bytes:
@@ -177,27 +177,46 @@ def test_schemes_are_allow_listed(
         resolve_source("folder", "s3://bucket/imgs", 0, pool_store, wide)
 
 
-def test_an_allowed_scheme_goes_to_fsspec(
-    layout: dict[str, Path], pool_store: PoolStore, monkeypatch: pytest.MonkeyPatch
+def test_an_allowed_scheme_reads_object_storage_by_range(
+    layout: dict[str, Path],
+    pool_store: PoolStore,
+    options: dict[str, Any],  # noqa: F811
+    s3_endpoint: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    opened: list[str] = []
-    data = io.BytesIO()
-    np.save(data, np.zeros((5, 8, 8), np.uint8))
+    """A real S3-compatible server (moto_server): an allowed scheme is read through fsspec,
+    rows by byte range (the array is never loaded whole), and a rewritten object is a new
+    source; schemes not listed stay refused."""
+    import s3fs
 
-    class _Open:
-        def __init__(self, uri: str, mode: str) -> None:
-            opened.append(uri)
-
-        def __enter__(self) -> io.BytesIO:
-            return io.BytesIO(data.getvalue())
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-    monkeypatch.setitem(sys.modules, "fsspec", types.SimpleNamespace(open=_Open))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # request sources carry no options
+    fs = s3fs.S3FileSystem(**options)
+    images = np.random.default_rng(0).integers(0, 256, (5, 8, 8), dtype=np.uint8)
+    with fs.open(f"{BUCKET}/src/pool.npy", "wb") as fh:
+        np.save(fh, images)
     wide = SourcePolicy.from_settings(pool_store.root, str(layout["root"]), "file,s3")
-    src = resolve_source("array_uri", "s3://bucket/pool.npy", 0, pool_store, wide)
-    assert src.total == 5 and opened == ["s3://bucket/pool.npy"]
+    src = resolve_source("array_uri", f"s3://{BUCKET}/src/pool.npy", 0, pool_store, wide)
+    assert src.total == 5
+    np.testing.assert_array_equal(src.load(1, 4), images[1:4])
+    reads: list[tuple[int, int]] = []
+    import fsspec
+
+    used = fsspec.core.url_to_fs(f"s3://{BUCKET}/src/pool.npy")[0]  # fsspec's cached instance
+    real = used.cat_file
+
+    def counting(path: str, start: int, end: int, **kw: Any) -> Any:
+        reads.append((start, end))
+        return real(path, start=start, end=end, **kw)
+
+    monkeypatch.setattr(used, "cat_file", counting)
+    np.testing.assert_array_equal(src.load(4, 5), images[4:5])
+    assert len(reads) == 1 and reads[0][1] - reads[0][0] == 64  # one row of 8 x 8 bytes
+    with fs.open(f"{BUCKET}/src/pool.npy", "wb") as fh:
+        np.save(fh, images[::-1].copy())
+    again = resolve_source("array_uri", f"s3://{BUCKET}/src/pool.npy", 0, pool_store, wide)
+    assert again.signature != src.signature
+    with pytest.raises(NotFound):
+        resolve_source("array_uri", f"s3://{BUCKET}/src/none.npy", 0, pool_store, wide)
     with pytest.raises(PermissionDenied):  # still only the listed ones
         resolve_source("array_uri", "gs://bucket/pool.npy", 0, pool_store, wide)
 

@@ -336,17 +336,59 @@ def resolve_source(
     raise InvalidArgument(f"unknown image source kind {shown(kind)}", field="source")
 
 
+class RemoteNpy:
+    """Rows of a ``.npy`` file in object storage, read by byte range as they are asked for: only
+    the header is read up front, so a pool far larger than memory is never loaded whole (by the
+    service, the Ray job's driver or any of its actors).
+
+    ``change_key`` is the store's own key for the object's version (fsspec ``ukey``: the ETag on
+    S3, size and mtime elsewhere), so a rewritten object is a new source for the cache. C-order
+    arrays of plain dtypes only (what ``np.save`` writes for an image array)."""
+
+    def __init__(self, uri: str) -> None:
+        import fsspec
+
+        self.fs, self.path = fsspec.core.url_to_fs(uri)
+        with self.fs.open(self.path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+            self.offset = int(fh.tell())
+        if fortran or dtype.hasobject:
+            raise ValueError("only C-order arrays of plain dtypes are read by range")
+        self.shape: tuple[int, ...] = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.change_key = str(self.fs.ukey(self.path))
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, step = rows.indices(len(self))
+        if step != 1:
+            raise IndexError("RemoteNpy reads contiguous row ranges only")
+        n = max(0, stop - start)
+        if n == 0:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        first = self.offset + start * self.row_bytes
+        raw = self.fs.cat_file(self.path, start=first, end=first + n * self.row_bytes)
+        return np.frombuffer(raw, dtype=self.dtype).reshape((n, *self.shape[1:]))
+
+
 def _open_array(ref: str, field: str, policy: SourcePolicy) -> tuple[np.ndarray, str, str]:
     """(array, change key, name stem) for a local ``.npy`` path, ``file://`` or an fsspec URI
     whose scheme the policy allows."""
     scheme = uri_scheme(ref)
     if scheme not in (None, "file"):
         uri = policy.check_uri(ref, field)
-        import fsspec
-
         try:
-            with fsspec.open(uri, "rb") as fh:
-                arr = np.load(fh, allow_pickle=False)
+            remote = RemoteNpy(uri)
         except FileNotFoundError as exc:
             raise NotFound(f"array {shown(ref)} does not exist", field=field) from exc
         except (OSError, ValueError, ImportError) as exc:
@@ -355,7 +397,7 @@ def _open_array(ref: str, field: str, policy: SourcePolicy) -> tuple[np.ndarray,
                 f"array {shown(ref)} could not be read as .npy ({type(exc).__name__})", field=field
             ) from exc
         stem = Path(uri.split("?", 1)[0]).stem
-        return arr, _digest(arr.shape, hashlib.sha256(arr.tobytes()).hexdigest()), stem
+        return remote, _digest(remote.shape, remote.change_key), stem  # type: ignore[return-value]
     path = policy.local_path(ref, field)
     if not _is(path, Path.is_file):
         raise NotFound(f"array file {shown(ref)} does not exist on the teacher host", field=field)
