@@ -238,17 +238,34 @@ def test_network_policies_admit_only_declared_clients(ray_objs: list[dict[str, A
     assert admitted(head_labels, 8265, Source({}, False, {"activekd.io/ray-operator": "true"})), (
         "the KubeRay operator's namespace cannot ask the dashboard for job status"
     )
-    others = {
-        **OUTSIDERS,
-        "teacher": Source(_pod_labels(ray_objs, "activekd-teacher")),
-        "redis": Source(_pod_labels(ray_objs, "activekd-redis")),
-    }
-    for name, src in {**others, **drivers}.items():
+    # the teacher hands large ScorePool jobs to the Jobs API, and needs nothing else of Ray
+    teacher = Source(_pod_labels(ray_objs, "activekd-teacher"))
+    assert admitted(head_labels, 8265, teacher), "the teacher cannot reach the Jobs API"
+    assert not admitted(head_labels, 10001, teacher), "the teacher reaches the Ray client port"
+    others = {**OUTSIDERS, "redis": Source(_pod_labels(ray_objs, "activekd-redis"))}
+    for name, src in {**others, **drivers, "teacher": teacher}.items():
         assert not admitted(head_labels, 6379, src), f"{name} reaches the Ray GCS"
         assert not admitted(worker_labels, 10001, src), f"{name} reaches a Ray worker"
     for name, src in others.items():
         for port in (10001, 8265):
             assert not admitted(head_labels, port, src), f"{name} reaches the head on {port}"
+
+
+def test_the_services_are_pointed_at_the_cluster_with_its_token(
+    ray_objs: list[dict[str, Any]],
+) -> None:
+    """The component wires the services to the cluster it adds: the addresses in the shared
+    config and, in the two pods that call Ray, token auth with the token from the Secret."""
+    (config,) = [
+        cm for name, cm in _by_kind(ray_objs, "ConfigMap").items()
+        if name.startswith("activekd-config")
+    ]  # fmt: skip
+    head = _by_kind(ray_objs, "RayCluster")["activekd-ray"]["metadata"]["name"] + "-head-svc"
+    assert config["data"]["ACTIVEKD_RAY_ADDRESS"] == f"ray://{head}:10001"
+    assert config["data"]["ACTIVEKD_RAY_JOBS_ADDRESS"] == f"http://{head}:8265"
+    for name in ("selection", "teacher"):
+        pod = _by_kind(ray_objs, "Deployment")[f"activekd-{name}"]["spec"]["template"]["spec"]
+        _token_env(pod["containers"][0]["env"], name)
 
 
 def test_example_job_runs_the_packages_ray_engine(ray_objs: list[dict[str, Any]]) -> None:
