@@ -49,9 +49,13 @@ def test_workers_fetch_only_their_shard_and_equal_select_batch(
     assert [type(r) for r in refs] == [RemoteShard] * 4
     assert [(r.start, r.stop) for r in refs] == [(0, 600), (600, 1200), (1200, 1800), (1800, 2000)]
     assert not any(r.path.exists() for r in refs)  # nothing downloaded by the reader itself
-    # SelectBatch's item-id lookup fetches that one file, not the version
+    # SelectBatch's item-id lookup fetches that one file, not the version, beside its folder
     assert reader.item_ids("rs/p").tolist() == ids
-    assert [p.name for p in refs[0].path.parent.iterdir()] == ["item_ids.npy"]
+    version_dir = refs[0].path.parent
+    assert not version_dir.exists()
+    assert [p.name for p in (version_dir.parent / f"ids-{refs[0].version}").iterdir()] == [
+        "item_ids.npy"
+    ]
 
     sel = ShardedSelector("unused://not-connected", cpus_per_shard=0.5)
     sel._cluster = cluster  # the module's cluster is already connected
@@ -67,11 +71,9 @@ def test_workers_fetch_only_their_shard_and_equal_select_batch(
     finally:
         sel._cluster = None  # the module fixture stops it
     # the workers ran on this machine, with the reader's cache path: it holds the four probs
-    # shards and the item ids, nothing else (no features, no "complete" marker)
+    # shards and nothing else (no features, no item ids, no "complete" marker)
     folder = refs[0].path.parent
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [*(r.name for r in refs), "item_ids.npy"]
-    )
+    assert sorted(p.name for p in folder.iterdir()) == sorted(r.name for r in refs)
     # and the reader still reads the whole version when it needs it
     np.testing.assert_array_equal(reader.open_array("rs/p", "features"), feats)
     assert (folder / COMPLETE_MARKER).exists()
@@ -102,3 +104,32 @@ def test_fetch_file_keeps_whole_files_and_names_a_missing_one(
     files = local.open_shards("ff/local", "probs", fetch=False)
     assert [type(f).__name__ for f in files] == ["ShardFile"] * 3
     assert local_file(files[0]) == files[0].path
+
+
+def test_a_shard_gone_from_the_bucket_says_upload_again_not_retry(
+    cluster: object,
+    redis_client: redis.Redis,
+    options: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The actor that finds its shard file missing fails its readiness probe with the store's
+    own error, so SelectBatch answers FAILED_PRECONDITION ("upload the pool again"), not the
+    UNAVAILABLE ("retry") of a dead actor."""
+    import s3fs
+
+    writer, reader = _stores(tmp_path, redis_client, options, "gone")
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet(np.full(4, 0.5), size=900).astype(np.float32)
+    writer.put("gone/p", [f"g{i}" for i in range(900)], {"probs": probs}, shard_rows=300)
+    ref = reader.open_shards("gone/p", "probs", fetch=False)[2]
+    assert isinstance(ref, RemoteShard)
+    fs = s3fs.S3FileSystem(**{**options, "key": "testing", "secret": "testing"})
+    fs.rm(f"{BUCKET}/gone/gone/p/v-{ref.version}/{ref.name}")
+    sel = ShardedSelector("unused://not-connected", cpus_per_shard=0.5)
+    sel._cluster = cluster
+    try:
+        req = ShardedRequest("gone/p", "pcoreset", 5, "probs", np.arange(3), np.arange(0))
+        with pytest.raises(FailedPrecondition, match="upload the pool again"):
+            sel.select(reader, req)
+    finally:
+        sel._cluster = None

@@ -45,28 +45,10 @@ def test_fingerprint_is_stable_hex_and_ignores_description() -> None:
         {"templates": ()},
         {"preprocessing": "v1;size=64"},
         {"head": "zero-shot T=2"},
-        {"compute_dtype": "bfloat16"},
-        {"compute_dtype": "float16"},
     ],
 )
 def test_fingerprint_changes_with_every_output_relevant_field(change: dict[str, Any]) -> None:
     assert dataclasses.replace(BASE, **change).fingerprint != BASE.fingerprint
-
-
-def test_float32_fingerprint_is_the_one_from_before_the_dtype_field() -> None:
-    """Stored pools and caches were keyed before ``compute_dtype`` existed (all float32)."""
-    import hashlib
-    import json
-
-    old = dataclasses.asdict(BASE)
-    for key in ("description", "compute_dtype"):
-        old.pop(key)
-    old = {k: list(v) if isinstance(v, tuple) else v for k, v in old.items()}
-    text = json.dumps(old, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    assert BASE.compute_dtype == "float32"
-    assert BASE.fingerprint == hashlib.sha256(text.encode()).hexdigest()[:20]
-    bf16 = dataclasses.replace(BASE, compute_dtype="bfloat16")
-    assert TeacherIdentity.from_dict(bf16.to_dict()) == bf16
 
 
 def test_dict_round_trip_and_tamper_check() -> None:

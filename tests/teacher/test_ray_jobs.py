@@ -186,26 +186,3 @@ def test_teacher_service_hands_large_score_pools_to_the_cluster(
         rtol=1e-4,
         atol=1e-5,
     )
-
-
-@pytest.mark.parametrize(("dtype", "precision"), [("float32", "fp32"), ("bfloat16", "bf16")])
-def test_offloaded_job_computes_in_the_services_dtype(dtype: str, precision: str) -> None:
-    """The actors pick their own device, but compute in the service teacher's dtype: a GPU
-    actor on ``auto`` would use bf16, another fingerprint than a float32 service's."""
-    from types import SimpleNamespace
-
-    from activekd.distributed.ray_jobs import RayScoringOffload
-    from activekd.teacher import TeacherIdentity
-
-    ident = TeacherIdentity(
-        "label-map", "m", "ab", ("a", "b"), (), "pre", head="h", compute_dtype=dtype
-    )
-    offload = RayScoringOffload(
-        RayJobs("http://127.0.0.1:1"),
-        {"backend": "label-map", "device": "auto", "precision": "auto"},
-        StoreSpec("/store", ""),
-    )
-    source = SimpleNamespace(kind="array_uri", ref="/x.npy", total=10, full_size=10)
-    job = offload.job_for(SimpleNamespace(identity=ident), source, "p", "d", False)  # type: ignore[arg-type]
-    assert job.teacher["precision"] == precision and job.teacher["device"] == "auto"
-    assert job.expected_fingerprint == ident.fingerprint

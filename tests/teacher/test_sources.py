@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from activekd.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from activekd.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from activekd.store import PoolStore
 from activekd.teacher.pool_job import PoolScorer, resolve_source
 from activekd.teacher.sources import OUTSIDE_ROOTS, SourcePolicy, uri_scheme
@@ -217,6 +223,19 @@ def test_an_allowed_scheme_reads_object_storage_by_range(
     assert again.signature != src.signature
     with pytest.raises(NotFound):
         resolve_source("array_uri", f"s3://{BUCKET}/src/none.npy", 0, pool_store, wide)
+    fs.rm(f"{BUCKET}/src/pool.npy")  # gone while a job reads it: not a retry
+    with pytest.raises(FailedPrecondition, match="gone from object storage"):
+        again.load(0, 2)
+    buf = io.BytesIO()
+    np.save(buf, images)
+    fs.pipe(f"{BUCKET}/src/short.npy", buf.getvalue()[:-10])  # truncated upload
+    with pytest.raises(InvalidArgument, match=r"could not be read as \.npy"):
+        resolve_source("array_uri", f"s3://{BUCKET}/src/short.npy", 0, pool_store, wide)
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((4, 8), np.uint8))  # rows of one pixel line: not images
+    fs.pipe(f"{BUCKET}/src/flat.npy", buf.getvalue())
+    with pytest.raises(InvalidArgument, match=r"shape \(4, 8\) must be \(B, H, W\)"):
+        resolve_source("array_uri", f"s3://{BUCKET}/src/flat.npy", 0, pool_store, wide)
     with pytest.raises(PermissionDenied):  # still only the listed ones
         resolve_source("array_uri", "gs://bucket/pool.npy", 0, pool_store, wide)
 

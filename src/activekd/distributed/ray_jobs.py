@@ -31,9 +31,6 @@ from activekd.teacher.pool_job import ImageSource, ScoreUpdate
 
 log = logging.getLogger("activekd.distributed.ray_jobs")
 
-#: a teacher's ``identity.compute_dtype`` -> the ``precision`` setting that gives it
-PRECISION_OF_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-
 #: Ray job states after which nothing changes
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -205,8 +202,6 @@ class RayScoringOffload:
         """The job that scores ``source`` with exactly ``teacher`` (the experiment's classes)."""
         ident = teacher.identity
         config = {**self.teacher, "class_names": list(ident.class_names)}
-        if "precision" in config:  # the service's own compute dtype: same outputs, same key
-            config["precision"] = PRECISION_OF_DTYPE.get(ident.compute_dtype, "auto")
         if ident.templates:
             config["templates"] = list(ident.templates)
         limit = source.total if source.total < source.full_size else 0

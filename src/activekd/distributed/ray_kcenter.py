@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from activekd.errors import ActiveKDError
 from activekd.selection._distance import DEFAULT_CHUNK_BYTES, compute_dtype
 from activekd.selection.kcenter import ProgressFn
 from activekd.selection.result import SelectionResult
@@ -206,15 +207,29 @@ class ShardActor:
         holding rows from ``spec.file_offset``: a path, or a shard reference of the pool store
         (a ``RemoteShard`` is downloaded here first, only this shard)."""
         self.base_rss = self.rss_bytes()  # the interpreter and libraries, before any pool row
-        x = np.load(local_file(path), mmap_mode="r")
+        #: an error of ours opening the shard (e.g. its file gone from the store: upload again),
+        #: raised from every call: Ray reports a constructor's exception only as a dead actor,
+        #: which the caller would take for a retry
+        self.error: ActiveKDError | None = None
+        try:
+            x = np.load(local_file(path), mmap_mode="r")
+        except ActiveKDError as exc:
+            self.error = exc
+            return
         self.width, self.dtype = int(x.shape[1]), x.dtype
         self.worker = LocalWorker(x, spec)
 
+    def _ok(self) -> None:
+        if self.error is not None:
+            raise self.error
+
     def shape(self) -> tuple[int, np.dtype]:
-        """(columns, dtype) of this actor's file."""
+        """(columns, dtype) of this actor's file (the readiness probe)."""
+        self._ok()
         return self.width, self.dtype
 
     def call(self, method: str, *args: Any) -> Any:
+        self._ok()
         return getattr(self.worker, method)(*args)
 
     @staticmethod

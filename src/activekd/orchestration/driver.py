@@ -300,7 +300,8 @@ class Driver:
         for pid in filter(None, (pool, test)):
             self.pools.describe(pid)
         info = STRATEGY_INFO.get(spec.strategy)
-        if info is not None and info.teacher_features:  # before round 0 trains, not after
+        if info is not None and info.teacher_features and spec.num_rounds > 0:  # before round 0
+            # trains, not after (an experiment of 0 rounds never selects)
             self._check_teacher_features(spec.strategy, pool)
         return RoundState.TEACHER_SCORED, {
             "teacher_pool_id": pool,

@@ -168,6 +168,9 @@ class PoolStore:
         for other in local.parent.glob("v-*"):  # older cached copies (never an unfinished write)
             if other != local and (other / COMPLETE_MARKER).exists():
                 shutil.rmtree(other, ignore_errors=True)
+        for other in local.parent.glob("ids-*"):  # item ids fetched alone (``item_ids``)
+            if other.name != f"ids-{version}":
+                shutil.rmtree(other, ignore_errors=True)
         return local
 
     # reads --------------------------------------------------------------------------------
@@ -265,7 +268,13 @@ class PoolStore:
         meta = self.describe(pool_id)
         local = self._dir(pool_id, meta.version)
         if self.remote is not None and not (local / COMPLETE_MARKER).exists():
-            return np.load(self.remote.fetch_file(pool_id, meta.version, "item_ids.npy", local))
+            # beside the version's folder, not in it: a whole-version fetch replaces that folder
+            ids_dir = local.parent / f"ids-{meta.version}"
+            path = self.remote.fetch_file(pool_id, meta.version, "item_ids.npy", ids_dir)
+            for other in local.parent.glob("ids-*"):  # older versions' ids
+                if other != ids_dir:
+                    shutil.rmtree(other, ignore_errors=True)
+            return np.load(path)
         return np.load(self._read_dir(pool_id, meta.version) / "item_ids.npy")
 
     def row_index(self, pool_id: str) -> Mapping[str, int]:

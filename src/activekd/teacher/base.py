@@ -22,10 +22,7 @@ class TeacherIdentity:
     """Everything that determines a teacher's outputs; ``fingerprint`` hashes all of it.
 
     ``head`` names the classification head (zero-shot, adapted, label-map sum) and its
-    parameters; ``compute_dtype`` the dtype the model computes in (``float32``, or ``bfloat16``
-    / ``float16`` autocast on CUDA: outputs differ by ~1e-2, so a pool scored in one is not the
-    cache of the other; float32 leaves the fingerprint as it was before the field existed);
-    ``description`` is free text and is not part of the fingerprint.
+    parameters; ``description`` is free text and is not part of the fingerprint.
     """
 
     backend: str
@@ -36,15 +33,12 @@ class TeacherIdentity:
     preprocessing: str
     head: str = ""
     description: str = ""
-    compute_dtype: str = "float32"
 
     @property
     def fingerprint(self) -> str:
         """Stable hex digest of all fields except ``description`` (safe in paths and keys)."""
         payload = self._fields()
         payload.pop("description")
-        if payload["compute_dtype"] == "float32":  # the fingerprints of every float32 teacher
-            payload.pop("compute_dtype")  # (caches, stored pools) predate the field
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_HEX]
 
@@ -76,7 +70,6 @@ class TeacherIdentity:
             preprocessing=str(data["preprocessing"]),
             head=str(data.get("head", "")),
             description=str(data.get("description", "")),
-            compute_dtype=str(data.get("compute_dtype", "float32")),
         )
         stored = data.get("fingerprint")
         if stored is not None and stored != ident.fingerprint:

@@ -200,7 +200,6 @@ class LabelMapTeacher(BaseTeacher):
             class_names=label_map.class_names,
             templates=(),
             preprocessing=backbone.preprocess.describe(),
-            compute_dtype=dtype_name(backbone.compute_dtype),
             head=(
                 f"imagenet-softmax T={self._temperature:g} summed over label map "
                 f"sha256={map_hash[:16]}, renormalised"

@@ -272,7 +272,6 @@ class OpenClipTeacher(BaseTeacher):
             templates=self._templates,
             preprocessing=self._bb.preprocess.describe(),
             head=head,
-            compute_dtype=dtype_name(self._bb.compute_dtype),
             description=(
                 f"open_clip {self._bb.model_label} zero-shot CLIP teacher"
                 + (" with a few-shot adapted head" if self._adapted else "")

@@ -121,8 +121,13 @@ def _default_dataset(prefix: str, name: str, key: str, total: int, full: int) ->
 def _check_image_array(arr: np.ndarray, what: str, field: str) -> None:
     if arr.ndim < 1 or arr.shape[0] == 0:
         raise InvalidArgument(f"{what} holds no images (shape {arr.shape})", field=field)
+    if arr.ndim < 3:
+        raise InvalidArgument(
+            f"{what}: images shape {tuple(arr.shape)} must be (B, H, W) or (B, H, W, 1|3)",
+            field=field,
+        )
     try:
-        validate_image_batch(arr[:0] if arr.ndim >= 3 else arr)
+        validate_image_batch(arr[:0])  # dtype and image size from the header, no rows read
     except InvalidArgument as exc:
         raise InvalidArgument(f"{what}: {exc}", field=field) from exc
 
@@ -364,6 +369,8 @@ class RemoteNpy:
         self.dtype = np.dtype(dtype)
         self.ndim = len(self.shape)
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        if self.shape and int(self.fs.size(self.path)) < self.offset + len(self) * self.row_bytes:
+            raise ValueError("the file is shorter than its .npy header says (truncated)")
         self.change_key = str(self.fs.ukey(self.path))
 
     def __len__(self) -> int:
@@ -376,8 +383,24 @@ class RemoteNpy:
         n = max(0, stop - start)
         if n == 0:
             return np.empty((0, *self.shape[1:]), dtype=self.dtype)
-        first = self.offset + start * self.row_bytes
-        raw = self.fs.cat_file(self.path, start=first, end=first + n * self.row_bytes)
+        first, size = self.offset + start * self.row_bytes, n * self.row_bytes
+        try:
+            raw = self.fs.cat_file(self.path, start=first, end=first + size)
+        except (FileNotFoundError, PermissionError) as exc:  # gone, or no longer ours to read
+            raise FailedPrecondition(
+                "the source array is gone from object storage or no longer readable; score it "
+                "again once it is back"
+            ) from exc
+        except Exception as exc:  # botocore's connection errors are no OSError
+            raise Unavailable(
+                f"object storage did not answer while reading source rows ({type(exc).__name__})"
+                "; retry: the finished chunks are kept"
+            ) from exc
+        if len(raw) != size:
+            raise FailedPrecondition(
+                "the source array is shorter than when the job started (rewritten while being "
+                "scored?); score it again"
+            )
         return np.frombuffer(raw, dtype=self.dtype).reshape((n, *self.shape[1:]))
 
 
