@@ -221,6 +221,14 @@ def test_an_allowed_scheme_reads_object_storage_by_range(
         np.save(fh, images[::-1].copy())
     again = resolve_source("array_uri", f"s3://{BUCKET}/src/pool.npy", 0, pool_store, wide)
     assert again.signature != src.signature
+    # the change key is the version mark, not str(info): a listing and a HEAD describe the same
+    # object with other keys
+    from activekd.teacher.pool_job import _object_version
+
+    (listed,) = [e for e in used.ls(f"{BUCKET}/src", detail=True) if e["name"].endswith("pool.npy")]
+    head = used.info(f"{BUCKET}/src/pool.npy", refresh=True)
+    assert str(listed) != str(head)
+    assert _object_version(listed) == _object_version(head) and "ETag=" in _object_version(head)
     with pytest.raises(NotFound):
         resolve_source("array_uri", f"s3://{BUCKET}/src/none.npy", 0, pool_store, wide)
     fs.rm(f"{BUCKET}/src/pool.npy")  # gone while a job reads it: not a retry

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -341,19 +341,33 @@ def resolve_source(
     raise InvalidArgument(f"unknown image source kind {shown(kind)}", field="source")
 
 
+#: the fields of an fsspec ``info`` that mark an object's version, most specific first (S3's
+#: ETag, GCS's generation / md5, then modification times); not ``str(info)``, whose other keys
+#: differ between a listing and a HEAD of the same object
+VERSION_FIELDS = ("ETag", "etag", "VersionId", "generation", "md5Hash", "LastModified", "mtime",
+                  "last_modified", "updated", "created")  # fmt: skip
+
+
+def _object_version(info: dict[str, Any]) -> str:
+    """``size|field=value`` for the first version field ``info`` has (size only if none)."""
+    mark = next((f"{k}={info[k]}" for k in VERSION_FIELDS if info.get(k) not in (None, "")), "")
+    return f"{info.get('size')}|{mark}"
+
+
 class RemoteNpy:
     """Rows of a ``.npy`` file in object storage, read by byte range as they are asked for: only
     the header is read up front, so a pool far larger than memory is never loaded whole (by the
     service, the Ray job's driver or any of its actors).
 
-    ``change_key`` is the store's own key for the object's version (fsspec ``ukey``: the ETag on
-    S3, size and mtime elsewhere), so a rewritten object is a new source for the cache. C-order
-    arrays of plain dtypes only (what ``np.save`` writes for an image array)."""
+    ``change_key`` is the object's size plus the store's own version mark (:func:`_object_version`:
+    the ETag on S3), so a rewritten object is a new source for the cache. C-order arrays of plain
+    dtypes only (what ``np.save`` writes for an image array)."""
 
     def __init__(self, uri: str) -> None:
         import fsspec
 
         self.fs, self.path = fsspec.core.url_to_fs(uri)
+        self.fs.invalidate_cache(self.path)  # fsspec's listing cache may predate the object
         with self.fs.open(self.path, "rb") as fh:
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
@@ -371,7 +385,7 @@ class RemoteNpy:
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
         if self.shape and int(self.fs.size(self.path)) < self.offset + len(self) * self.row_bytes:
             raise ValueError("the file is shorter than its .npy header says (truncated)")
-        self.change_key = str(self.fs.ukey(self.path))
+        self.change_key = _object_version(self.fs.info(self.path))
 
     def __len__(self) -> int:
         return self.shape[0] if self.shape else 0
