@@ -23,10 +23,8 @@ from activekd.distributed.ray_kcenter import (
     in_row_order,
     launch_actors,
 )
-from activekd.errors import ActiveKDError
 from activekd.selection.badge_sharded import BadgeShardSpec, BadgeWorker, badge_over_shards
 from activekd.selection.result import SelectionResult
-from activekd.store.remote import local_file
 
 
 class BadgeActor(ShardActor):
@@ -36,13 +34,10 @@ class BadgeActor(ShardActor):
         self, probs: str | ShardFileRef, features: str | ShardFileRef, spec: BadgeShardSpec
     ) -> None:
         self.base_rss = self.rss_bytes()
-        self.error = None
-        try:
-            p = np.load(local_file(probs), mmap_mode="r")
-            f = np.load(local_file(features), mmap_mode="r")
-        except ActiveKDError as exc:  # raised from every call (ShardActor.error)
-            self.error = exc
+        files = self._open(probs, features)
+        if files is None:
             return
+        p, f = files
         self.width, self.dtype = int(p.shape[1]), p.dtype
         self.worker = BadgeWorker(p, f, spec)  # type: ignore[assignment]
 

@@ -207,17 +207,24 @@ class ShardActor:
         holding rows from ``spec.file_offset``: a path, or a shard reference of the pool store
         (a ``RemoteShard`` is downloaded here first, only this shard)."""
         self.base_rss = self.rss_bytes()  # the interpreter and libraries, before any pool row
-        #: an error of ours opening the shard (e.g. its file gone from the store: upload again),
-        #: raised from every call: Ray reports a constructor's exception only as a dead actor,
-        #: which the caller would take for a retry
-        self.error: ActiveKDError | None = None
-        try:
-            x = np.load(local_file(path), mmap_mode="r")
-        except ActiveKDError as exc:
-            self.error = exc
+        files = self._open(path)
+        if files is None:
             return
+        (x,) = files
         self.width, self.dtype = int(x.shape[1]), x.dtype
         self.worker = LocalWorker(x, spec)
+
+    def _open(self, *refs: str | ShardFileRef) -> list[np.ndarray] | None:
+        """The files memory-mapped (fetched first when remote), or None with ``self.error`` set:
+        an error of ours (e.g. a file gone from the store: upload again) is raised from every
+        call, because Ray reports a constructor's exception only as a dead actor, which the
+        caller would take for a retry."""
+        self.error: ActiveKDError | None = None
+        try:
+            return [np.load(local_file(r), mmap_mode="r") for r in refs]
+        except ActiveKDError as exc:
+            self.error = exc
+            return None
 
     def _ok(self) -> None:
         if self.error is not None:

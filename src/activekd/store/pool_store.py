@@ -119,6 +119,14 @@ def shard_file_name(name: str, k: int) -> str:
     return f"{name}.s{k:05d}.npy"
 
 
+def _drop_other_ids(pool_dir: Path, version: str) -> None:
+    """Removes the item-id folders (``ids-<version>``, fetched alone by ``item_ids``) of every
+    version but ``version`` from a pool's cache folder."""
+    for other in pool_dir.glob("ids-*"):
+        if other.name != f"ids-{version}":
+            shutil.rmtree(other, ignore_errors=True)
+
+
 class PoolStore:
     """Create, read, list and delete pools. Thread-safe as far as redis-py clients are."""
 
@@ -168,9 +176,7 @@ class PoolStore:
         for other in local.parent.glob("v-*"):  # older cached copies (never an unfinished write)
             if other != local and (other / COMPLETE_MARKER).exists():
                 shutil.rmtree(other, ignore_errors=True)
-        for other in local.parent.glob("ids-*"):  # item ids fetched alone (``item_ids``)
-            if other.name != f"ids-{version}":
-                shutil.rmtree(other, ignore_errors=True)
+        _drop_other_ids(local.parent, version)
         return local
 
     # reads --------------------------------------------------------------------------------
@@ -271,9 +277,7 @@ class PoolStore:
             # beside the version's folder, not in it: a whole-version fetch replaces that folder
             ids_dir = local.parent / f"ids-{meta.version}"
             path = self.remote.fetch_file(pool_id, meta.version, "item_ids.npy", ids_dir)
-            for other in local.parent.glob("ids-*"):  # older versions' ids
-                if other != ids_dir:
-                    shutil.rmtree(other, ignore_errors=True)
+            _drop_other_ids(local.parent, meta.version)
             return np.load(path)
         return np.load(self._read_dir(pool_id, meta.version) / "item_ids.npy")
 

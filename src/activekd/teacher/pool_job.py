@@ -383,9 +383,10 @@ class RemoteNpy:
         self.dtype = np.dtype(dtype)
         self.ndim = len(self.shape)
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        if self.shape and int(self.fs.size(self.path)) < self.offset + len(self) * self.row_bytes:
+        info = self.fs.info(self.path)  # one metadata call: the size and the version mark
+        if self.shape and int(info["size"]) < self.offset + len(self) * self.row_bytes:
             raise ValueError("the file is shorter than its .npy header says (truncated)")
-        self.change_key = _object_version(self.fs.info(self.path))
+        self.change_key = _object_version(info)
 
     def __len__(self) -> int:
         return self.shape[0] if self.shape else 0
